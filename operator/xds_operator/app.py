@@ -1,0 +1,73 @@
+"""Wiring of one control plane process: state, controller, cache, ADS server, HTTP endpoints.
+
+Sources are added by the caller (the file source for `serve`, kopf for `run`), so the core
+knows nothing of where objects come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from aiohttp import web
+
+from .cache.cache import SnapshotCache
+from .controller import Controller
+from .http import make_app, start_http
+from .state import StateStore
+from .translate import TranslateOptions
+from .xds.proxies import ProxyRegistry
+from .xds.server import start_server
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControlPlane:
+    xds_address: str = "0.0.0.0:18000"
+    http_address: str | None = "0.0.0.0:18001"
+    options: TranslateOptions = TranslateOptions()
+    debounce: float = 0.05
+    state: StateStore = field(default_factory=StateStore)
+    cache: SnapshotCache = field(default_factory=SnapshotCache)
+    registry: ProxyRegistry = field(default_factory=ProxyRegistry)
+
+    def __post_init__(self) -> None:
+        self.controller = Controller(self.state, self.cache, self.options, debounce=self.debounce)
+        self.xds_port: int | None = None
+        self.http_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    def ready(self) -> bool:
+        return self._server is not None and self.cache.ready
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
+        self._server, self.xds_port = await start_server(self.xds_address, self.cache, self.registry)
+        log.info("ADS server listening on %s (port %d)", self.xds_address, self.xds_port)
+        if self.http_address:
+            self._http, self.http_port = await start_http(make_app(self.controller, self.registry, self.ready),
+                                                          self.http_address)
+            log.info("HTTP endpoints on %s (port %d): /healthz /readyz /proxies /status", self.http_address,
+                     self.http_port)
+
+    def add_task(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        return task
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._server is not None:
+            await self._server.stop(grace=1)
+            self._server = None
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None

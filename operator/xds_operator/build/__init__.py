@@ -1,0 +1,1 @@
+"""State -> IR (what each proxy group should run) + status conditions for every object."""

@@ -1,0 +1,204 @@
+"""The build step: validated objects -> per-object IR pieces and status conditions.
+
+The Builder remembers the last valid spec of every object, so that an invalid edit keeps
+serving the previous good version (and says so in the status) instead of dropping traffic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+from ..model import api
+from ..model.conditions import ACCEPTED, RESOLVED_REFS, Condition
+from ..model.fields import FieldError
+from ..model.objects import ObjectKey, UserObject
+from ..model.validation import validate
+from ..state import StateStore
+from .ir import ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name, listener_name
+from .services import UnresolvedService, resolve_service
+
+log = logging.getLogger(__name__)
+
+_PATH_RANK = {"Exact": 0, "Prefix": 1, "RegularExpression": 2}
+
+
+@dataclass(frozen=True)
+class BuiltRoute:
+    """A Route ready to be placed on proxies: its targets and resolved route entries."""
+
+    key: ObjectKey
+    port: int
+    hostnames: tuple[str, ...]
+    proxies: tuple[str, ...]
+    entries: tuple[RouteEntryIR, ...]
+
+    def applies_to(self, group: str) -> bool:
+        return not self.proxies or group in self.proxies
+
+
+@dataclass(frozen=True)
+class ObjectStatus:
+    generation: int
+    conditions: tuple[Condition, ...]
+    errors: tuple[FieldError, ...] = ()
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+@dataclass
+class BuildResult:
+    routes: tuple[BuiltRoute, ...] = ()
+    clusters: dict[str, ClusterIR] = field(default_factory=dict)
+    statuses: dict[ObjectKey, ObjectStatus] = field(default_factory=dict)
+
+    def config_for(self, group: str) -> ProxyConfigIR:
+        """What proxies whose node.cluster is `group` should run."""
+        by_port: dict[int, dict[str, list[RouteEntryIR]]] = {}
+        sources: dict[int, set[ObjectKey]] = {}
+        used_clusters: set[str] = set()
+        for route in self.routes:
+            if not route.applies_to(group):
+                continue
+            sources.setdefault(route.port, set()).add(route.key)
+            hosts = by_port.setdefault(route.port, {})
+            for hostname in route.hostnames:
+                hosts.setdefault(hostname, []).extend(route.entries)
+            for entry in route.entries:
+                used_clusters.update(b.name for b in entry.action.backends)
+                if entry.action.mirror:
+                    used_clusters.add(entry.action.mirror.backend)
+        listeners = tuple(
+            ListenerIR(
+                name=listener_name(port),
+                port=port,
+                virtual_hosts=tuple(
+                    VirtualHostIR(name=host, domains=(host,), routes=tuple(sorted(entries, key=_precedence)))
+                    for host, entries in sorted(hosts.items(), key=lambda kv: (kv[0] == "*", kv[0]))
+                ),
+                sources=tuple(sorted(sources[port])),
+            )
+            for port, hosts in sorted(by_port.items())
+        )
+        clusters = tuple(self.clusters[name] for name in sorted(used_clusters))
+        return ProxyConfigIR(listeners=listeners, clusters=clusters)
+
+
+def _precedence(entry: RouteEntryIR):
+    """Exact paths first, then longer prefixes, then regexes; more specific matches before
+    less specific ones on the same path; ties broken by namespace/name, then rule order."""
+    m = entry.match
+    path_len = -len(m.path.value) if m.path.type != "RegularExpression" else 0
+    specificity = -(len(m.headers) + len(m.query_params) + (1 if m.method else 0))
+    return (_PATH_RANK[m.path.type], path_len, specificity, entry.source.namespace, entry.source.name, entry.name)
+
+
+class Builder:
+    def __init__(self) -> None:
+        self._last_valid: dict[ObjectKey, tuple[int, api.RouteSpec | api.BackendSpec]] = {}
+
+    def build(self, state: StateStore) -> BuildResult:
+        result = BuildResult()
+        specs: dict[ObjectKey, api.RouteSpec | api.BackendSpec] = {}
+        accepted: dict[ObjectKey, Condition] = {}
+        errors: dict[ObjectKey, tuple[FieldError, ...]] = {}
+        for key, obj in sorted(state.objects.items()):
+            spec, accepted[key], errors[key] = self._validated(obj)
+            if spec is not None:
+                specs[key] = spec
+        self._last_valid = {k: v for k, v in self._last_valid.items() if k in state.objects}
+
+        for key, spec in specs.items():
+            if isinstance(spec, api.BackendSpec):
+                cluster, refs = _cluster(state, key, spec)
+                result.clusters[cluster.name] = cluster
+                self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
+        routes = []
+        for key, spec in specs.items():
+            if isinstance(spec, api.RouteSpec):
+                route, refs = _route(key, spec, result.clusters)
+                routes.append(route)
+                self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
+        result.routes = tuple(routes)
+        for key in state.objects.keys() - specs.keys():
+            self._set_status(result, state.objects[key], accepted[key], None, errors[key])
+        return result
+
+    def _validated(self, obj: UserObject):
+        spec, errors = validate(obj)
+        if spec is not None:
+            self._last_valid[obj.key] = (obj.generation, spec)
+            return spec, Condition(ACCEPTED, True, "Accepted", "spec is valid"), ()
+        message = "; ".join(map(str, errors))
+        log.error("%s rejected (%s): %s", obj.key, obj.origin or "no origin", message)
+        last = self._last_valid.get(obj.key)
+        if last is not None:
+            message += f" (still serving the last valid generation {last[0]})"
+            return last[1], Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
+        return None, Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
+
+    @staticmethod
+    def _set_status(result: BuildResult, obj: UserObject, accepted: Condition, refs: Condition | None,
+                    errors: tuple[FieldError, ...]) -> None:
+        conditions = (accepted,) if refs is None else (accepted, refs)
+        result.statuses[obj.key] = ObjectStatus(obj.generation, conditions, errors)
+
+
+def _cluster(state: StateStore, key: ObjectKey, spec: api.BackendSpec) -> tuple[ClusterIR, Condition]:
+    refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
+    endpoints = ()
+    if spec.service is not None:
+        try:
+            endpoints = resolve_service(state, key.namespace, spec.service)
+        except UnresolvedService as exc:
+            # The cluster is still served, empty: routes to it answer 503 until the Service appears.
+            refs = Condition(RESOLVED_REFS, False, "ServiceNotFound", str(exc))
+    else:
+        endpoints = tuple(Endpoint(e.address, e.port) for e in spec.endpoints)
+    cluster = ClusterIR(
+        name=cluster_name(key),
+        source=key,
+        discovery="STRICT_DNS" if spec.dns else "EDS",
+        protocol=spec.protocol,
+        load_balancer=spec.load_balancer,
+        connect_timeout_ms=spec.connect_timeout_ms,
+        endpoints=endpoints,
+        dns=spec.dns,
+        health_check=spec.health_check,
+        circuit_breaker=spec.circuit_breaker,
+        outlier_detection=spec.outlier_detection,
+    )
+    return cluster, refs
+
+
+def _route(key: ObjectKey, spec: api.RouteSpec, clusters: dict[str, ClusterIR]) -> tuple[BuiltRoute, Condition]:
+    problems: list[str] = []
+
+    def resolve(name: str, path: str) -> str | None:
+        cluster = cluster_name(ObjectKey("Backend", key.namespace, name))
+        if cluster not in clusters:
+            problems.append(f"{path}: Backend {key.namespace}/{name} not found or not accepted")
+            return None
+        return cluster
+
+    entries = []
+    for r, rule in enumerate(spec.rules):
+        backends = tuple(api.BackendRef(c, b.weight) for i, b in enumerate(rule.backends)
+                         if (c := resolve(b.name, f"spec.rules[{r}].backends[{i}]")))
+        if rule.backends and (not backends or sum(b.weight for b in backends) == 0):
+            problems.append(f"spec.rules[{r}]: left out, no backend to send to")
+            continue
+        mirror = rule.mirror
+        if mirror is not None:
+            cluster = resolve(mirror.backend, f"spec.rules[{r}].mirror.backend")
+            mirror = api.Mirror(cluster, mirror.percent) if cluster else None
+        action = dataclasses.replace(rule, matches=(), backends=backends, mirror=mirror)
+        for m, match in enumerate(rule.matches):
+            entries.append(RouteEntryIR(f"{key.namespace}/{key.name}/{r}/{m}", key, match, action))
+    if problems:
+        refs = Condition(RESOLVED_REFS, False, "BackendNotFound", "; ".join(problems))
+    else:
+        refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
+    return BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, tuple(entries)), refs

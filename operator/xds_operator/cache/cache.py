@@ -1,0 +1,65 @@
+"""Per-proxy-group snapshots and change notification (after go-control-plane's SnapshotCache).
+
+Proxy groups are Envoy `node.cluster` values. They are open-ended (any Envoy may connect with
+a new one), so the cache keeps a factory from the latest build and makes a group's snapshot
+the first time a proxy of that group asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from .snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+SnapshotFactory = Callable[[str], Snapshot]
+Watcher = Callable[[], None]
+
+
+class SnapshotCache:
+    def __init__(self) -> None:
+        self._factory: SnapshotFactory | None = None
+        self._snapshots: dict[str, Snapshot] = {}
+        self._watchers: dict[str, set[Watcher]] = {}
+
+    @property
+    def ready(self) -> bool:
+        """True once a first config has been built: until then there is nothing to serve."""
+        return self._factory is not None
+
+    def groups(self) -> set[str]:
+        """Groups that currently have a snapshot or a watcher, i.e. that a rebuild must cover."""
+        return set(self._snapshots) | {g for g, w in self._watchers.items() if w}
+
+    def get(self, group: str) -> Snapshot | None:
+        snapshot = self._snapshots.get(group)
+        if snapshot is None and self._factory is not None:
+            snapshot = self._snapshots[group] = self._factory(group)
+        return snapshot
+
+    def publish(self, factory: SnapshotFactory, snapshots: dict[str, Snapshot]) -> None:
+        """Installs a new build: `snapshots` are precomputed for the known groups (off the event
+        loop); other groups are made on demand. Watchers hear of groups whose version changed."""
+        self._factory = factory
+        old = self._snapshots
+        self._snapshots = {g: s for g, s in snapshots.items() if self._watchers.get(g)}
+        for group, watchers in self._watchers.items():
+            before = old.get(group)
+            after = self.get(group) if watchers else None
+            if watchers and (before is None or before.version != after.version):
+                log.debug("group %r: snapshot %s", group, after.version)
+                for watcher in list(watchers):
+                    watcher()
+
+    def watch(self, group: str, watcher: Watcher) -> None:
+        self._watchers.setdefault(group, set()).add(watcher)
+
+    def unwatch(self, group: str, watcher: Watcher) -> None:
+        watchers = self._watchers.get(group)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watchers[group]
+                self._snapshots.pop(group, None)

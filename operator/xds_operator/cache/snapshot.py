@@ -1,0 +1,94 @@
+"""An immutable set of Envoy resources with content-hash versions.
+
+Versions are hashes of the serialized resources, so the same config has the same version in
+every process: a restarted server recognises what a reconnecting Envoy already runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from ..resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+
+WILDCARD = None  # a subscription to every resource of a type
+
+
+@dataclass(frozen=True)
+class VersionedResource:
+    name: str
+    version: str
+    message: Message
+    packed: any_pb2.Any  # packed once here, then shared by every stream that sends it
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def version_of(resources: Iterable[VersionedResource]) -> str:
+    """The version of a set of resources: changes whenever any member or the membership does."""
+    h = hashlib.blake2b(digest_size=8)
+    for r in sorted(resources, key=lambda r: r.name):
+        h.update(f"{r.name}\0{r.version}\n".encode())
+    return h.hexdigest()
+
+
+def versioned(type_url: str, name: str, message: Message) -> VersionedResource:
+    data = message.SerializeToString(deterministic=True)
+    packed = any_pb2.Any(type_url=type_url, value=data)
+    return VersionedResource(name, _digest(data), message, packed)
+
+
+class InconsistentSnapshot(ValueError):
+    pass
+
+
+class Snapshot:
+    def __init__(self, resources: Mapping[str, Mapping[str, VersionedResource]]):
+        self._resources = MappingProxyType({t: MappingProxyType(dict(resources.get(t, {}))) for t in PUSH_ORDER})
+        self.versions = MappingProxyType({t: version_of(rs.values()) for t, rs in self._resources.items()})
+        # One version for the whole snapshot, for logs and delta's system_version_info.
+        self.version = _digest("".join(self.versions[t] for t in PUSH_ORDER).encode())
+
+    @classmethod
+    def from_messages(cls, messages: Mapping[str, Mapping[str, Message]]) -> "Snapshot":
+        return cls({t: {n: versioned(t, n, m) for n, m in ms.items()} for t, ms in messages.items()})
+
+    def resources(self, type_url: str) -> Mapping[str, VersionedResource]:
+        return self._resources.get(type_url, MappingProxyType({}))
+
+    def select(self, type_url: str, names: frozenset[str] | None) -> dict[str, VersionedResource]:
+        """The resources of a subscription: all of them (wildcard) or the named ones that exist."""
+        available = self.resources(type_url)
+        if names is WILDCARD:
+            return dict(available)
+        return {n: available[n] for n in names if n in available}
+
+    def check_consistent(self) -> None:
+        """Every route configuration a listener names, and every EDS cluster's endpoints, exist
+        (go-control-plane's Consistent()): Envoy would otherwise wait on them forever."""
+        missing = []
+        for name, listener in self.resources(LISTENER).items():
+            for chain in listener.message.filter_chains:
+                for f in chain.filters:
+                    if f.name == "envoy.filters.network.http_connection_manager":
+                        hcm = hcm_pb2.HttpConnectionManager()
+                        f.typed_config.Unpack(hcm)
+                        rds = hcm.rds.route_config_name
+                        if rds and rds not in self.resources(ROUTE):
+                            missing.append(f"listener {name} names route configuration {rds}, which is missing")
+        for name, cluster in self.resources(CLUSTER).items():
+            if cluster.message.HasField("eds_cluster_config"):
+                eds_name = cluster.message.eds_cluster_config.service_name or name
+                if eds_name not in self.resources(ENDPOINT):
+                    missing.append(f"EDS cluster {name} has no load assignment {eds_name}")
+        if missing:
+            raise InconsistentSnapshot("; ".join(missing))

@@ -1,0 +1,149 @@
+"""The `xds-operator` command: serve, validate, demo, bootstrap (and run, for Kubernetes)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .bootstrap import BootstrapParams, render_bootstrap
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .app import ControlPlane
+    from .sources.files import FileSource
+    from .translate import TranslateOptions
+
+    async def main() -> None:
+        plane = ControlPlane(xds_address=args.xds_address, http_address=args.http_address,
+                             options=TranslateOptions(listener_address=args.listener_address))
+        source = FileSource(Path(args.config), plane.state, interval=args.poll_interval)
+        source.scan()
+        await plane.start()
+        plane.add_task(source.run(), "file-source")
+        await _until_signalled()
+        await plane.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .build.builder import Builder
+    from .sources.files import load_objects
+    from .state import StateStore
+
+    objects, errors = load_objects([Path(p) for p in args.paths])
+    problems = [str(e) for e in errors if not str(e.message).startswith("skipped:")]
+    skipped = [str(e) for e in errors if str(e.message).startswith("skipped:")]
+    state = StateStore()
+    for obj in objects:
+        state.put(obj)
+    logging.getLogger("xds_operator.build").setLevel(logging.CRITICAL)  # reported below, once
+    result = Builder().build(state)
+    for obj in objects:
+        status = result.statuses[obj.key]
+        for error in status.errors:
+            problems.append(f"{obj.origin}: {obj.key}: {error}")
+        for condition in status.conditions:
+            if not condition.status and condition.type != "Accepted":
+                problems.append(f"{obj.origin}: {obj.key}: {condition.type}={condition.reason}: {condition.message}")
+    for line in skipped:
+        print(f"warning: {line}")
+    for line in problems:
+        print(line)
+    print(f"{len(objects)} objects checked, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoPorts, run_demo
+
+    ports = DemoPorts(listener=args.listener_port, httpbin=args.httpbin_port, xds=args.xds_port,
+                      http=args.http_port, admin=args.admin_port)
+    asyncio.run(run_demo(ports, api_type="DELTA_GRPC" if args.delta else "GRPC"))
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    host, _, port = args.xds_address.rpartition(":")
+    sys.stdout.write(render_bootstrap(BootstrapParams(
+        node_id=args.node_id, node_cluster=args.node_cluster, xds_host=host, xds_port=int(port),
+        admin_address=args.admin_address, admin_port=args.admin_port,
+        api_type="DELTA_GRPC" if args.delta else "GRPC")))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .kube.operator import run_operator
+
+    return run_operator(args)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xds-operator", description="An Envoy xDS control plane.")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def server_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--xds-address", default="0.0.0.0:18000", help="ADS gRPC address (default 0.0.0.0:18000)")
+        s.add_argument("--http-address", default="0.0.0.0:18001",
+                       help="address of /healthz, /readyz, /proxies, /status (default 0.0.0.0:18001)")
+        s.add_argument("--listener-address", default="0.0.0.0", help="where Envoy listeners bind (default 0.0.0.0)")
+
+    s = sub.add_parser("serve", help="serve Routes and Backends from YAML files (reloaded on change)")
+    s.add_argument("--config", required=True, help="a YAML file or a directory of them")
+    s.add_argument("--poll-interval", type=float, default=0.1, help="seconds between checks for changed files")
+    server_args(s)
+    s.set_defaults(func=_serve)
+
+    s = sub.add_parser("validate", help="check Route/Backend YAML as the server would; exit 1 on any problem")
+    s.add_argument("paths", nargs="+", help="files or directories")
+    s.set_defaults(func=_validate)
+
+    s = sub.add_parser("demo", help="run httpbin, the control plane and a real Envoy locally")
+    s.add_argument("--listener-port", type=int, default=15001)
+    s.add_argument("--httpbin-port", type=int, default=8080)
+    s.add_argument("--xds-port", type=int, default=18000)
+    s.add_argument("--http-port", type=int, default=18001)
+    s.add_argument("--admin-port", type=int, default=9901)
+    s.add_argument("--delta", action="store_true", help="Envoy uses incremental (delta) xDS")
+    s.set_defaults(func=_demo)
+
+    s = sub.add_parser("bootstrap", help="print an Envoy bootstrap that points at this control plane")
+    s.add_argument("--node-id", default="envoy-1")
+    s.add_argument("--node-cluster", default="default", help="Envoy node.cluster: the proxy group (Route.spec.proxies)")
+    s.add_argument("--xds-address", default="127.0.0.1:18000")
+    s.add_argument("--admin-address", default="127.0.0.1")
+    s.add_argument("--admin-port", type=int, default=9901)
+    s.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
+    s.set_defaults(func=_bootstrap)
+
+    s = sub.add_parser("run", help="run as a Kubernetes operator (kopf) with the ADS server in one process")
+    s.add_argument("--namespace", action="append", default=[],
+                   help="watch only this namespace (repeatable); default: the whole cluster")
+    s.add_argument("--standalone", action="store_true", help="no peering with other operator instances")
+    server_args(s)
+    s.set_defaults(func=_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Reading untrusted YAML into typed values while collecting precise, per-field errors.
+
+Each reader returns the value (or None when it is unusable) and records an error with the
+field's path, so that one pass reports every problem of a document, never raising.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
+
+from .durations import parse_duration_ms
+
+T = TypeVar("T")
+
+# RFC 1123 subdomain, lower case, as Kubernetes and Envoy domain matching expect.
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# RFC 7230 token: what an HTTP header name may contain.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class Fields:
+    """Collects errors while reading one document."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(FieldError(path, message))
+
+    # -- structure -------------------------------------------------------------------------
+
+    def mapping(self, value: Any, path: str, allowed: Iterable[str]) -> dict | None:
+        """A mapping whose keys are all in `allowed` (unknown keys are errors: they are typos)."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.error(path, f"must be an object, not {_kind(value)}")
+            return None
+        allowed = set(allowed)
+        for key in value:
+            if key not in allowed:
+                self.error(f"{path}.{key}", f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+        return value
+
+    def sequence(self, value: Any, path: str, *, max_items: int = 1000) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.error(path, f"must be a list, not {_kind(value)}")
+            return []
+        if len(value) > max_items:
+            self.error(path, f"has {len(value)} items; at most {max_items} are allowed")
+            return []
+        return value
+
+    def items(self, value: Any, path: str, read: Callable[[Any, str], T | None], **kw) -> tuple[T, ...]:
+        """Reads each item of a list with `read(item, item_path)`; unusable items are dropped."""
+        out = []
+        for i, item in enumerate(self.sequence(value, path, **kw)):
+            parsed = read(item, f"{path}[{i}]")
+            if parsed is not None:
+                out.append(parsed)
+        return tuple(out)
+
+    # -- scalars ---------------------------------------------------------------------------
+
+    def string(self, value: Any, path: str, *, required: bool = False, max_len: int = 1024,
+               pattern: re.Pattern | None = None, what: str = "") -> str | None:
+        if value is None:
+            if required:
+                self.error(path, "is required")
+            return None
+        if not isinstance(value, str):
+            self.error(path, f"must be a string, not {_kind(value)}")
+            return None
+        if required and not value:
+            self.error(path, "must not be empty")
+            return None
+        if len(value) > max_len:
+            self.error(path, f"is {len(value)} characters long; at most {max_len} are allowed")
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.error(path, f"{value!r} is not {what or 'valid'}")
+            return None
+        return value
+
+    def integer(self, value: Any, path: str, *, minimum: int, maximum: int, required: bool = False) -> int | None:
+        if value is None:
+            if required:
+                self.error(path, "is required")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(path, f"must be an integer, not {_kind(value)}")
+            return None
+        if not minimum <= value <= maximum:
+            self.error(path, f"{value} is out of range [{minimum}, {maximum}]")
+            return None
+        return value
+
+    def enum(self, value: Any, path: str, choices: Iterable[str], *, required: bool = False) -> str | None:
+        choices = tuple(choices)
+        text = self.string(value, path, required=required)
+        if text is not None and text not in choices:
+            self.error(path, f"{text!r} is not one of: {', '.join(choices)}")
+            return None
+        return text
+
+    def duration(self, value: Any, path: str, *, minimum_ms: int = 0, maximum_ms: int = 24 * 3_600_000) -> int | None:
+        text = self.string(value, path)
+        if text is None:
+            return None
+        try:
+            ms = parse_duration_ms(text)
+        except ValueError as exc:
+            self.error(path, str(exc))
+            return None
+        if not minimum_ms <= ms <= maximum_ms:
+            self.error(path, f"{text} is out of range [{minimum_ms}ms, {maximum_ms}ms]")
+            return None
+        return ms
+
+    def port(self, value: Any, path: str, *, required: bool = False, minimum: int = 1) -> int | None:
+        return self.integer(value, path, minimum=minimum, maximum=65535, required=required)
+
+    def dns_name(self, value: Any, path: str, *, required: bool = False) -> str | None:
+        return self.string(value, path, required=required, max_len=253, pattern=_DNS_NAME,
+                           what="a lower-case DNS name (RFC 1123)")
+
+    def dns_label(self, value: Any, path: str, *, required: bool = False) -> str | None:
+        return self.string(value, path, required=required, max_len=63, pattern=_DNS_LABEL,
+                           what="a lower-case DNS label (RFC 1035)")
+
+    def ip_address(self, value: Any, path: str) -> str | None:
+        text = self.string(value, path, required=True, max_len=64)
+        if text is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            self.error(path, f"{text!r} is not an IPv4 or IPv6 address (use spec.dns for host names)")
+            return None
+
+    def header_name(self, value: Any, path: str) -> str | None:
+        name = self.string(value, path, required=True, max_len=256, pattern=_HEADER_NAME,
+                           what="an HTTP header name (RFC 7230 token)")
+        return name.lower() if name is not None else None
+
+    def header_value(self, value: Any, path: str, *, max_len: int = 8192) -> str | None:
+        text = self.string(value, path, required=False, max_len=max_len)
+        if text is None:
+            if value is None:
+                self.error(path, "is required")
+            return None
+        # Envoy rejects header values with control characters (RFC 7230 field-value).
+        if any(ord(ch) < 0x20 and ch != "\t" or ord(ch) == 0x7F for ch in text):
+            self.error(path, "must not contain control characters such as CR, LF or NUL")
+            return None
+        return text
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)

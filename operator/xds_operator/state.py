@@ -1,0 +1,69 @@
+"""The state store: every input the build needs, fed by the sources, read by the controller.
+
+Sources (file watcher, Kubernetes handlers) only put and delete here; they never build.
+Each change bumps `revision` and calls the listeners, which schedule a (debounced) rebuild.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from .model.objects import ObjectKey, UserObject
+
+NamespacedName = tuple[str, str]
+
+
+class StateStore:
+    def __init__(self) -> None:
+        self.objects: dict[ObjectKey, UserObject] = {}
+        # Raw Kubernetes Service and EndpointSlice manifests, as the API returns them.
+        self.services: dict[NamespacedName, dict] = {}
+        self.endpoint_slices: dict[NamespacedName, dict] = {}
+        self.revision = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self.revision += 1
+        for listener in self._listeners:
+            listener()
+
+    # -- Routes and Backends ---------------------------------------------------------------
+
+    def put(self, obj: UserObject) -> None:
+        if self.objects.get(obj.key) != obj:
+            self.objects[obj.key] = obj
+            self._changed()
+
+    def delete(self, key: ObjectKey) -> None:
+        if self.objects.pop(key, None) is not None:
+            self._changed()
+
+    def replace_file(self, path: str, objects: Iterable[UserObject]) -> None:
+        """Makes the objects that came from file `path` (origin "path" or "path:line") exactly `objects`."""
+        new = {o.key: o for o in objects}
+        old = {k: o for k, o in self.objects.items() if o.origin == path or o.origin.startswith(path + ":")}
+        if new == old:
+            return
+        for key in old.keys() - new.keys():
+            del self.objects[key]
+        self.objects.update(new)
+        self._changed()
+
+    # -- Services and EndpointSlices -------------------------------------------------------
+
+    def put_service(self, namespace: str, name: str, manifest: dict | None) -> None:
+        self._put_raw(self.services, (namespace, name), manifest)
+
+    def put_endpoint_slice(self, namespace: str, name: str, manifest: dict | None) -> None:
+        self._put_raw(self.endpoint_slices, (namespace, name), manifest)
+
+    def _put_raw(self, table: dict, key: NamespacedName, manifest: dict | None) -> None:
+        if manifest is None:
+            if table.pop(key, None) is not None:
+                self._changed()
+        elif table.get(key) != manifest:
+            table[key] = manifest
+            self._changed()

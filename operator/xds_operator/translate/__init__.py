@@ -1,0 +1,29 @@
+"""IR -> Envoy protobuf resources. Pure functions: no I/O, no kopf, no grpc."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from ..build.ir import ProxyConfigIR
+from ..resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from .clusters import translate_cluster, translate_load_assignment
+from .listeners import translate_listener
+from .routes import translate_route_configuration
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    # Where Envoy's listeners bind; the tests keep everything on loopback.
+    listener_address: str = "0.0.0.0"
+
+
+def translate(config: ProxyConfigIR, options: TranslateOptions = TranslateOptions()) -> dict[str, dict[str, Message]]:
+    """Every resource of a proxy group's config, by type URL and resource name."""
+    return {
+        CLUSTER: {c.name: translate_cluster(c) for c in config.clusters},
+        ENDPOINT: {c.name: translate_load_assignment(c) for c in config.clusters if c.discovery == "EDS"},
+        LISTENER: {ln.name: translate_listener(ln.name, ln.port, options.listener_address) for ln in config.listeners},
+        ROUTE: {ln.name: translate_route_configuration(ln) for ln in config.listeners},
+    }

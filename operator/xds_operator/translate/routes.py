@@ -1,0 +1,133 @@
+"""RouteConfiguration: one per listener port, a virtual host per hostname, routes in precedence order."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from google.protobuf import wrappers_pb2
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
+
+from ..build.ir import ListenerIR, RouteEntryIR
+from ..model import api
+from .common import duration
+
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+_SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+
+
+def translate_route_configuration(listener: ListenerIR) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=listener.name,
+        virtual_hosts=[
+            rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[translate_route(r) for r in vh.routes])
+            for vh in listener.virtual_hosts
+        ],
+    )
+
+
+@lru_cache(maxsize=65536)
+def translate_route(entry: RouteEntryIR) -> rc.Route:
+    rule = entry.action
+    route = rc.Route(name=entry.name, match=_match(entry.match))
+    if rule.redirect is not None:
+        route.redirect.CopyFrom(_redirect(rule.redirect))
+    elif rule.direct_response is not None:
+        route.direct_response.status = rule.direct_response.status
+        if rule.direct_response.body:
+            route.direct_response.body.inline_string = rule.direct_response.body
+    else:
+        route.route.CopyFrom(_forward(rule))
+    _headers(rule.request_headers, route.request_headers_to_add, route.request_headers_to_remove)
+    _headers(rule.response_headers, route.response_headers_to_add, route.response_headers_to_remove)
+    return route
+
+
+def _match(match: api.Match) -> rc.RouteMatch:
+    out = rc.RouteMatch()
+    path = match.path
+    if path.type == "Exact":
+        out.path = path.value
+    elif path.type == "RegularExpression":
+        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=path.value))
+    elif path.value.rstrip("/") == "":
+        out.prefix = "/"
+    else:
+        # Whole path segments, as Gateway API's PathPrefix: /api matches /api and /api/x, not /apix.
+        out.path_separated_prefix = path.value.rstrip("/")
+    for header in match.headers:
+        out.headers.append(rc.HeaderMatcher(name=header.name, string_match=_string_match(header)))
+    if match.method:
+        out.headers.append(rc.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact=match.method)))
+    for param in match.query_params:
+        out.query_parameters.append(rc.QueryParameterMatcher(name=param.name, string_match=_string_match(param)))
+    return out
+
+
+def _string_match(match: api.ValueMatch) -> string_pb2.StringMatcher:
+    if match.type == "RegularExpression":
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
+    return string_pb2.StringMatcher(exact=match.value)
+
+
+def _forward(rule: api.Rule) -> rc.RouteAction:
+    action = rc.RouteAction()
+    weighted = [b for b in rule.backends if b.weight > 0]
+    if len(weighted) == 1:
+        action.cluster = weighted[0].name
+    else:
+        action.weighted_clusters.clusters.extend(
+            rc.WeightedCluster.ClusterWeight(name=b.name, weight=wrappers_pb2.UInt32Value(value=b.weight))
+            for b in weighted)
+    if rule.timeout_ms is not None:
+        action.timeout.CopyFrom(duration(rule.timeout_ms))
+    if (retries := rule.retries) is not None:
+        action.retry_policy.retry_on = ",".join(retries.retry_on)
+        action.retry_policy.num_retries.value = retries.attempts
+        if retries.per_try_timeout_ms is not None:
+            action.retry_policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_ms))
+        action.retry_policy.retriable_status_codes.extend(retries.status_codes)
+    if (rewrite := rule.rewrite) is not None:
+        if rewrite.path_prefix is not None:
+            action.prefix_rewrite = rewrite.path_prefix
+        if rewrite.hostname is not None:
+            action.host_rewrite_literal = rewrite.hostname
+    if (mirror := rule.mirror) is not None:
+        action.request_mirror_policies.append(rc.RouteAction.RequestMirrorPolicy(
+            cluster=mirror.backend,
+            runtime_fraction=base_pb2.RuntimeFractionalPercent(default_value=percent_pb2.FractionalPercent(
+                numerator=mirror.percent, denominator=percent_pb2.FractionalPercent.HUNDRED)),
+        ))
+    return action
+
+
+def _redirect(redirect: api.Redirect) -> rc.RedirectAction:
+    out = rc.RedirectAction(response_code=_REDIRECT_CODES[redirect.status_code])
+    if redirect.scheme:
+        out.scheme_redirect = redirect.scheme
+    if redirect.hostname:
+        out.host_redirect = redirect.hostname
+    if redirect.port:
+        out.port_redirect = redirect.port
+    if redirect.path:
+        out.path_redirect = redirect.path
+    return out
+
+
+def _headers(modifier: api.HeaderModifier | None, to_add, to_remove) -> None:
+    if modifier is None:
+        return
+    for header, action in [(h, _SET) for h in modifier.set] + [(h, _ADD) for h in modifier.add]:
+        to_add.append(base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=header.name, value=header.value), append_action=action))
+    to_remove.extend(modifier.remove)

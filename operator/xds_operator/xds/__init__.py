@@ -1,0 +1,1 @@
+"""The ADS gRPC server and the xDS protocol state of its streams."""
