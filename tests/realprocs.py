@@ -1,0 +1,137 @@
+"""Real processes for end-to-end tests: httpbin, Envoy, the `xds-operator serve` CLI.
+
+Everything binds to 127.0.0.1 on free ports, and everything started is reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from xds_operator.bootstrap import BootstrapParams, render_bootstrap
+from xds_operator.processes import Process, envoy_command, free_port, httpbin_command, wait_http
+
+
+def http_get(url: str, *, timeout: float = 3.0, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """(status, lower-cased headers, body); HTTP errors are answers too."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+async def eventually(check, *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
+    """Polls `check()` (sync, in a thread) until it returns a truthy value; returns that value."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = await asyncio.to_thread(check)
+            if last:
+                return last
+        except OSError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+class Httpbin:
+    """httpbin under gunicorn. Synchronous, so that one can serve a whole test module."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self._log = open(tmp / "httpbin.log", "ab")
+        self._proc = subprocess.Popen(httpbin_command(self.port), stdout=self._log, stderr=self._log,
+                                      start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if http_get(f"http://127.0.0.1:{self.port}/get")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"httpbin did not start (see {tmp / 'httpbin.log'})")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._log.close()
+
+
+class Envoy:
+    """A real Envoy whose bootstrap points at an xDS server on 127.0.0.1:`xds_port`."""
+
+    def __init__(self, tmp: Path, xds_port: int, *, api_type: str = "GRPC", node_cluster: str = "test",
+                 node_id: str = "envoy-1") -> None:
+        self.admin_port = free_port()
+        self.bootstrap = tmp / f"envoy-{node_id}.yaml"
+        self.bootstrap.write_text(render_bootstrap(BootstrapParams(
+            node_id=node_id, node_cluster=node_cluster, xds_port=xds_port, admin_port=self.admin_port,
+            api_type=api_type)))
+        self.process = Process(f"envoy {node_id}", envoy_command(self.bootstrap, log_level="info"),
+                               log_path=tmp / f"envoy-{node_id}.log")
+
+    async def start(self) -> "Envoy":
+        await self.process.start()
+        await wait_http(f"{self.admin_url}/ready", process=self.process, timeout=30)
+        return self
+
+    async def stop(self) -> None:
+        await self.process.stop()
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def stats(self) -> dict[str, int]:
+        _, _, body = http_get(f"{self.admin_url}/stats?format=json")
+        return {s["name"]: s.get("value", 0) for s in json.loads(body)["stats"] if "value" in s}
+
+    def update_counters(self) -> dict[str, int]:
+        """Envoy's counts of accepted and rejected xDS updates, by subscription."""
+        return {k: v for k, v in self.stats().items() if k.endswith((".update_success", ".update_rejected"))}
+
+
+class ServeProcess:
+    """`xds-operator serve` as users run it, on fixed ports chosen once so it can be restarted."""
+
+    def __init__(self, tmp: Path, config: Path) -> None:
+        self.xds_port = free_port()
+        self.http_port = free_port()
+        self.config = config
+        self.log_path = tmp / "serve.log"
+        self.process: Process | None = None
+
+    async def start(self) -> "ServeProcess":
+        command = [sys.executable, "-m", "xds_operator.cli", "serve", "--config", str(self.config),
+                   "--xds-address", f"127.0.0.1:{self.xds_port}", "--http-address", f"127.0.0.1:{self.http_port}",
+                   "--listener-address", "127.0.0.1"]
+        self.process = await Process("xds-operator serve", command, log_path=self.log_path).start()
+        await wait_http(f"http://127.0.0.1:{self.http_port}/readyz", process=self.process)
+        return self
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()
+
+    def get_json(self, path: str):
+        _, _, body = http_get(f"http://127.0.0.1:{self.http_port}{path}")
+        return json.loads(body)
