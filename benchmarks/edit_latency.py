@@ -1,0 +1,94 @@
+"""Time from a config file edit to the change being visible through a real Envoy.
+
+Starts httpbin, `xds-operator serve` and Envoy on free loopback ports, then N times rewrites
+the Route file with a new response header value and polls Envoy until it answers with it.
+
+    uv run python benchmarks/edit_latency.py [--edits 20] [--delta]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from xds_operator.bootstrap import BootstrapParams, render_bootstrap
+from xds_operator.processes import Process, envoy_command, free_port, httpbin_command, wait_http
+
+CONFIG = """\
+apiVersion: xds-operator.dev/v1alpha1
+kind: Backend
+metadata: {{name: httpbin, namespace: bench}}
+spec:
+  endpoints: [{{address: 127.0.0.1, port: {httpbin}}}]
+---
+apiVersion: xds-operator.dev/v1alpha1
+kind: Route
+metadata: {{name: httpbin, namespace: bench}}
+spec:
+  port: {listener}
+  rules:
+  - backends: [{{name: httpbin}}]
+    responseHeaders: {{set: [{{name: x-edit, value: "{marker}"}}]}}
+"""
+
+
+def marker_seen(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.headers.get("x-edit")
+    except OSError:
+        return None
+
+
+async def main(edits: int, api_type: str) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="xds-bench-"))
+    ports = {name: free_port() for name in ("httpbin", "listener", "xds", "http", "admin")}
+    config = tmp / "config"
+    config.mkdir()
+    route = config / "route.yaml"
+    route.write_text(CONFIG.format(marker="0", **ports))
+    bootstrap = tmp / "envoy.yaml"
+    bootstrap.write_text(render_bootstrap(BootstrapParams(xds_port=ports["xds"], admin_port=ports["admin"],
+                                                          api_type=api_type)))
+    serve = [sys.executable, "-m", "xds_operator.cli", "--log-level", "WARNING", "serve", "--config", str(config),
+             "--xds-address", f"127.0.0.1:{ports['xds']}", "--http-address", f"127.0.0.1:{ports['http']}",
+             "--listener-address", "127.0.0.1"]
+    processes = [Process("httpbin", httpbin_command(ports["httpbin"]), log_path=tmp / "httpbin.log"),
+                 Process("serve", serve, log_path=tmp / "serve.log"),
+                 Process("envoy", envoy_command(bootstrap), log_path=tmp / "envoy.log")]
+    url = f"http://127.0.0.1:{ports['listener']}/get"
+    try:
+        for process in processes:
+            await process.start()
+        await wait_http(url, timeout=30)
+        samples = []
+        for i in range(1, edits + 1):
+            marker = str(i)
+            started = time.perf_counter()
+            route.write_text(CONFIG.format(marker=marker, **ports))
+            while await asyncio.to_thread(marker_seen, url) != marker:
+                if time.perf_counter() - started > 10:
+                    raise TimeoutError(f"edit {i} not visible after 10 s")
+                await asyncio.sleep(0.002)
+            samples.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.2)  # let each edit settle, as a person editing would
+        print(f"edit -> visible through Envoy ({api_type}, {edits} edits, file poll 100 ms, debounce 50 ms):")
+        print(f"  median {statistics.median(samples):.0f} ms   max {max(samples):.0f} ms   "
+              f"min {min(samples):.0f} ms")
+    finally:
+        for process in reversed(processes):
+            await process.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--edits", type=int, default=20)
+    parser.add_argument("--delta", action="store_true", help="Envoy uses DELTA_GRPC")
+    args = parser.parse_args()
+    asyncio.run(main(args.edits, "DELTA_GRPC" if args.delta else "GRPC"))
