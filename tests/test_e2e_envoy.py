@@ -89,6 +89,11 @@ async def test_traffic_reaches_httpbin_through_envoy(stack):
     assert [p["node"] for p in proxies] == ["envoy-1"]
     assert set(proxies[0]["acked"]) == {"CDS", "EDS", "LDS", "RDS"}
     assert proxies[0]["nacks"] == {}
+    status = await eventually(lambda: stack.server.get_json("/status")["Route/e2e/httpbin"]["proxies"]["synced"] == 1
+                              and stack.server.get_json("/status"), what="route programmed")
+    programmed = next(c for c in status["Route/e2e/httpbin"]["conditions"] if c["type"] == "Programmed")
+    assert programmed["status"] == "True" and programmed["message"] == "1/1 proxies ACKed it"
+    assert status["Backend/e2e/httpbin"]["proxies"] == {"total": 1, "synced": 1, "nacked": 0}
 
 
 async def test_file_edit_is_applied_live(stack):
@@ -107,7 +112,7 @@ async def test_invalid_documents_leave_traffic_untouched(stack):
         "spec:\n  port: 80\n  rules:\n  - matches: [{path: {type: RegularExpression, value: '(unclosed'}}]\n"
         "    backends: [{name: httpbin}]\n")
     status = await eventually(lambda: stack.server.get_json("/status").get("Route/e2e/bad"), what="bad route status")
-    accepted = next(c for c in status if c["type"] == "Accepted")
+    accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
     assert accepted["status"] == "False"
     assert "spec.port" in accepted["message"] and "spec.rules[0].matches[0].path.value" in accepted["message"]
     for _ in range(10):

@@ -3,7 +3,7 @@
 /healthz  the process is alive and its event loop answers
 /readyz   a first config is built and the ADS server listens
 /proxies  connected Envoys: node, cluster, protocol, ACKed versions, last NACK
-/status   every Route and Backend with its conditions
+/status   every Route and Backend with its conditions and proxy counts, as Kubernetes would show
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Callable
 from aiohttp import web
 
 from .controller import Controller
+from .status import reports
 from .xds.proxies import ProxyRegistry
 
 
@@ -32,8 +33,8 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
         result = controller.result
         body = {}
         if result is not None:
-            for key, st in sorted(result.statuses.items()):
-                body[str(key)] = [c.to_dict(st.generation) for c in st.conditions]
+            for key, item in reports(result, registry, controller.cache).items():
+                body[str(key)] = item.to_status()
         return web.json_response(body)
 
     app = web.Application()

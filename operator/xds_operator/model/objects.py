@@ -31,6 +31,8 @@ class UserObject:
     generation: int = 1
     # Where it came from, for log lines and the validate command (file:line, or "kubernetes").
     origin: str = ""
+    # Kubernetes uid, for Events about the object (empty for files).
+    uid: str = field(default="", compare=False)
     labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
@@ -42,5 +44,6 @@ class UserObject:
             spec=doc.get("spec"),
             generation=int(meta.get("generation") or 1),
             origin=origin,
+            uid=meta.get("uid") or "",
             labels=dict(meta.get("labels") or {}),
         )

@@ -1,0 +1,103 @@
+"""The status of every Route and Backend: the build's conditions plus what the proxies did.
+
+`Programmed` tells the truth about the data plane: True only when every connected proxy the
+object targets has ACKed the current versions of the resources made from it; False with
+Envoy's own error message when one of them NACKed them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .build.builder import BuildResult
+from .build.ir import cluster_name, listener_name
+from .cache.cache import SnapshotCache
+from .model.conditions import ACCEPTED, PROGRAMMED, Condition
+from .model.objects import ObjectKey
+from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from .xds.proxies import ProxyRegistry, ProxyState
+
+
+@dataclass(frozen=True)
+class ProxyCounts:
+    total: int = 0
+    synced: int = 0
+    nacked: int = 0
+
+
+@dataclass(frozen=True)
+class ObjectReport:
+    generation: int
+    conditions: tuple[Condition, ...]
+    proxies: ProxyCounts
+
+    def to_status(self) -> dict:
+        return {
+            "observedGeneration": self.generation,
+            "conditions": [c.to_dict(self.generation) for c in self.conditions],
+            "proxies": {"total": self.proxies.total, "synced": self.proxies.synced, "nacked": self.proxies.nacked},
+        }
+
+
+def _resources_of(key: ObjectKey, result: BuildResult) -> list[tuple[str, str]] | None:
+    """The (type, name) of the Envoy resources made from an object; None if it is not served."""
+    if key.kind == "Backend":
+        cluster = result.clusters.get(cluster_name(key))
+        if cluster is None:
+            return None
+        types = [CLUSTER, ENDPOINT] if cluster.discovery == "EDS" else [CLUSTER]
+        return [(t, cluster.name) for t in types]
+    route = next((r for r in result.routes if r.key == key), None)
+    if route is None:
+        return None
+    name = listener_name(route.port)
+    return [(LISTENER, name), (ROUTE, name)]
+
+
+def _proxy_verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> tuple[bool, str | None]:
+    """(synced, NACK message or None) of one proxy for the expected (type, name, version)s."""
+    for type_url, name, _ in expected:
+        nack = proxy.nacks.get(type_url)
+        if nack is not None and name in nack.resources:
+            return False, nack.message
+    synced = all(proxy.acked.get(t, {}).get(n) == v for t, n, v in expected)
+    return synced, None
+
+
+def report(key: ObjectKey, result: BuildResult, registry: ProxyRegistry, cache: SnapshotCache) -> ObjectReport:
+    status = result.statuses[key]
+    resources = _resources_of(key, result)
+    counts = ProxyCounts()
+    if resources is None:
+        accepted = status.condition(ACCEPTED)
+        programmed = Condition(PROGRAMMED, False, "Invalid" if accepted and not accepted.status else "NotServed",
+                               "not sent to any proxy")
+        return ObjectReport(status.generation, status.conditions + (programmed,), counts)
+    total = synced = 0
+    nacks: list[str] = []
+    for proxy in registry.proxies.values():
+        snapshot = cache.get(proxy.group)
+        if snapshot is None:
+            continue
+        expected = [(t, n, snapshot.resources(t)[n].version) for t, n in resources if n in snapshot.resources(t)]
+        if len(expected) != len(resources):
+            continue  # this proxy's group is not sent this object
+        total += 1
+        ok, nack = _proxy_verdict(proxy, expected)
+        synced += ok
+        if nack is not None:
+            nacks.append(f"{proxy.node_id}: {nack}")
+    counts = ProxyCounts(total, synced, len(nacks))
+    if nacks:
+        programmed = Condition(PROGRAMMED, False, "Rejected", "rejected by Envoy: " + "; ".join(sorted(nacks)))
+    elif total == 0:
+        programmed = Condition(PROGRAMMED, False, "NoProxies", "no connected proxy is sent this object")
+    elif synced == total:
+        programmed = Condition(PROGRAMMED, True, "Programmed", f"{synced}/{total} proxies ACKed it")
+    else:
+        programmed = Condition(PROGRAMMED, False, "Pending", f"{synced}/{total} proxies ACKed it")
+    return ObjectReport(status.generation, status.conditions + (programmed,), counts)
+
+
+def reports(result: BuildResult, registry: ProxyRegistry, cache: SnapshotCache) -> dict[ObjectKey, ObjectReport]:
+    return {key: report(key, result, registry, cache) for key in sorted(result.statuses)}
