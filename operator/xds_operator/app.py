@@ -45,8 +45,9 @@ class ControlPlane:
     def ready(self) -> bool:
         return self._server is not None and self.cache.ready
 
-    async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
+    async def start(self, *, initial_quiet: float = 0.0, initial_max_delay: float = 0.0) -> None:
+        run = self.controller.run(initial_quiet=initial_quiet, initial_max_delay=initial_max_delay)
+        self._tasks.append(asyncio.create_task(run, name="controller"))
         self._server, self.xds_port = await start_server(self.xds_address, self.cache, self.registry)
         log.info("ADS server listening on %s (port %d)", self.xds_address, self.xds_port)
         if self.http_address:
