@@ -10,7 +10,6 @@ import pytest
 
 from tests.kubeapi import KubeAPI, KubeAPIError
 
-pytest_plugins = ['tests.kubeapi.fixtures']  # harmless if a conftest.py enables it too
 
 CRD = {
     'apiVersion': 'apiextensions.k8s.io/v1',
