@@ -55,16 +55,19 @@ def httpbin_command(port: int, host: str = "127.0.0.1") -> list[str]:
 class Process:
     """A child process that is always reaped: terminated, then killed if it lingers."""
 
-    def __init__(self, name: str, command: list[str], *, log_path: Path | None = None) -> None:
+    def __init__(self, name: str, command: list[str], *, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.command = command
         self.log_path = log_path
+        self.env = env  # added to this process's environment
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> "Process":
         out = open(self.log_path, "ab") if self.log_path else asyncio.subprocess.DEVNULL
         try:
-            self.proc = await asyncio.create_subprocess_exec(*self.command, stdout=out, stderr=out,
+            env = {**os.environ, **self.env} if self.env else None
+            self.proc = await asyncio.create_subprocess_exec(*self.command, stdout=out, stderr=out, env=env,
                                                              start_new_session=True)
         finally:
             if self.log_path:

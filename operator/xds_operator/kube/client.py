@@ -17,8 +17,7 @@ class KubeClient:
         self.server = info.server.rstrip("/")
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
-            headers=info.as_http_headers(),
-            auth=info.as_aiohttp_basic_auth(),
+            headers=info.as_http_headers(),  # bearer token or basic auth, as kopf sends them
             timeout=aiohttp.ClientTimeout(total=30),
         )
 
