@@ -14,15 +14,16 @@ from typing import Callable
 
 from .build.builder import Builder, BuildResult
 from .cache.cache import SnapshotCache
-from .cache.snapshot import Snapshot
+from .cache.snapshot import ResourceMemo, Snapshot
 from .state import StateStore
 from .translate import TranslateOptions, translate
 
 log = logging.getLogger(__name__)
 
 
-def make_snapshot(result: BuildResult, group: str, options: TranslateOptions) -> Snapshot:
-    snapshot = Snapshot.from_messages(translate(result.config_for(group), options))
+def make_snapshot(result: BuildResult, group: str, options: TranslateOptions,
+                  memo: ResourceMemo | None = None) -> Snapshot:
+    snapshot = Snapshot.from_messages(translate(result.config_for(group), options), memo)
     snapshot.check_consistent()
     return snapshot
 
@@ -36,6 +37,7 @@ class Controller:
         self.debounce = debounce
         self.max_delay = max_delay
         self.builder = Builder()
+        self.memo = ResourceMemo()
         self.result: BuildResult | None = None
         self.builds = 0
         # Called on the event loop after each build is published (the status writer listens here).
@@ -86,7 +88,7 @@ class Controller:
             return
         self.result = result
         self.builds += 1
-        self.cache.publish(lambda group: make_snapshot(result, group, self.options), snapshots)
+        self.cache.publish(lambda group: make_snapshot(result, group, self.options, self.memo), snapshots)
         log.info("build %d: %d objects, %d proxy groups, %.1f ms", self.builds, len(state.objects), len(groups),
                  (time.perf_counter() - started) * 1000)
         for callback in self.on_build:
@@ -95,7 +97,9 @@ class Controller:
 
     def _build(self, state: StateStore, groups: set[str]) -> tuple[BuildResult, dict[str, Snapshot]]:
         result = self.builder.build(state)
-        return result, {group: make_snapshot(result, group, self.options) for group in groups}
+        snapshots = {group: make_snapshot(result, group, self.options, self.memo) for group in groups}
+        self.memo.rotate()
+        return result, snapshots
 
     def _frozen_state(self) -> StateStore:
         """A copy for the build thread: sources keep changing the live store on the loop."""

@@ -13,7 +13,7 @@ from typing import Callable
 from aiohttp import web
 
 from .controller import Controller
-from .status import reports
+from .status import proxy_groups, reports
 from .xds.proxies import ProxyRegistry
 
 
@@ -33,7 +33,8 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
         result = controller.result
         body = {}
         if result is not None:
-            for key, item in reports(result, registry, controller.cache).items():
+            groups = proxy_groups(registry, controller.cache)
+            for key, item in reports(result, groups).items():
                 body[str(key)] = item.to_status()
         return web.json_response(body)
 

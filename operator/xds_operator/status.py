@@ -7,11 +7,13 @@ Envoy's own error message when one of them NACKed them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .build.builder import BuildResult
 from .build.ir import cluster_name, listener_name
 from .cache.cache import SnapshotCache
+from .cache.snapshot import Snapshot
 from .model.conditions import ACCEPTED, PROGRAMMED, Condition
 from .model.objects import ObjectKey
 from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -47,7 +49,7 @@ def _resources_of(key: ObjectKey, result: BuildResult) -> list[tuple[str, str]] 
             return None
         types = [CLUSTER, ENDPOINT] if cluster.discovery == "EDS" else [CLUSTER]
         return [(t, cluster.name) for t in types]
-    route = next((r for r in result.routes if r.key == key), None)
+    route = result.routes_by_key.get(key)
     if route is None:
         return None
     name = listener_name(route.port)
@@ -64,29 +66,31 @@ def _proxy_verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> t
     return synced, None
 
 
-def report(key: ObjectKey, result: BuildResult, registry: ProxyRegistry, cache: SnapshotCache) -> ObjectReport:
+def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot, list[ProxyState]]]) -> ObjectReport:
+    """The status of one object, given each proxy group's snapshot and connected proxies."""
     status = result.statuses[key]
     resources = _resources_of(key, result)
-    counts = ProxyCounts()
     if resources is None:
         accepted = status.condition(ACCEPTED)
         programmed = Condition(PROGRAMMED, False, "Invalid" if accepted and not accepted.status else "NotServed",
                                "not sent to any proxy")
-        return ObjectReport(status.generation, status.conditions + (programmed,), counts)
+        return ObjectReport(status.generation, status.conditions + (programmed,), ProxyCounts())
     total = synced = 0
     nacks: list[str] = []
-    for proxy in registry.proxies.values():
-        snapshot = cache.get(proxy.group)
-        if snapshot is None:
-            continue
-        expected = [(t, n, snapshot.resources(t)[n].version) for t, n in resources if n in snapshot.resources(t)]
-        if len(expected) != len(resources):
-            continue  # this proxy's group is not sent this object
-        total += 1
-        ok, nack = _proxy_verdict(proxy, expected)
-        synced += ok
-        if nack is not None:
-            nacks.append(f"{proxy.node_id}: {nack}")
+    for snapshot, proxies in groups.values():
+        expected = []
+        for type_url, name in resources:
+            resource = snapshot.resources(type_url).get(name)
+            if resource is None:
+                break  # this group is not sent this object
+            expected.append((type_url, name, resource.version))
+        else:
+            for proxy in proxies:
+                total += 1
+                ok, nack = _proxy_verdict(proxy, expected)
+                synced += ok
+                if nack is not None:
+                    nacks.append(f"{proxy.node_id}: {nack}")
     counts = ProxyCounts(total, synced, len(nacks))
     if nacks:
         programmed = Condition(PROGRAMMED, False, "Rejected", "rejected by Envoy: " + "; ".join(sorted(nacks)))
@@ -99,5 +103,21 @@ def report(key: ObjectKey, result: BuildResult, registry: ProxyRegistry, cache: 
     return ObjectReport(status.generation, status.conditions + (programmed,), counts)
 
 
-def reports(result: BuildResult, registry: ProxyRegistry, cache: SnapshotCache) -> dict[ObjectKey, ObjectReport]:
-    return {key: report(key, result, registry, cache) for key in sorted(result.statuses)}
+def proxy_groups(registry: ProxyRegistry, cache: SnapshotCache, *, copy: bool = False
+                 ) -> dict[str, tuple[Snapshot, list[ProxyState]]]:
+    """Connected proxies by group, with the group's snapshot. With `copy`, the proxies' ACK and
+    NACK tables are copied, so the result can be read in another thread while streams go on."""
+    groups: dict[str, tuple[Snapshot, list[ProxyState]]] = {}
+    for proxy in registry.proxies.values():
+        snapshot = cache.get(proxy.group)
+        if snapshot is None:
+            continue
+        if copy:
+            proxy = dataclasses.replace(proxy, acked={t: dict(v) for t, v in proxy.acked.items()},
+                                        nacks=dict(proxy.nacks))
+        groups.setdefault(proxy.group, (snapshot, []))[1].append(proxy)
+    return groups
+
+
+def reports(result: BuildResult, groups: dict[str, tuple[Snapshot, list[ProxyState]]]) -> dict[ObjectKey, ObjectReport]:
+    return {key: report(key, result, groups) for key in sorted(result.statuses)}

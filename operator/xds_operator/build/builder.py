@@ -17,7 +17,7 @@ from ..model.objects import ObjectKey, UserObject
 from ..model.validation import validate
 from ..state import StateStore
 from .ir import ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name, listener_name
-from .services import UnresolvedService, resolve_service
+from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class BuildResult:
     routes: tuple[BuiltRoute, ...] = ()
     clusters: dict[str, ClusterIR] = field(default_factory=dict)
     statuses: dict[ObjectKey, ObjectStatus] = field(default_factory=dict)
+    routes_by_key: dict[ObjectKey, BuiltRoute] = field(default_factory=dict)
 
     def config_for(self, group: str) -> ProxyConfigIR:
         """What proxies whose node.cluster is `group` should run."""
@@ -90,38 +91,65 @@ def _precedence(entry: RouteEntryIR):
     """Exact paths first, then longer prefixes, then regexes; more specific matches before
     less specific ones on the same path; ties broken by namespace/name, then rule order."""
     m = entry.match
-    path_len = -len(m.path.value) if m.path.type != "RegularExpression" else 0
+    if m.path.type == "RegularExpression":
+        path_len = 0
+    else:  # the length Envoy matches on: the translator drops a Prefix's trailing slashes
+        path_len = -len(m.path.value.rstrip("/") if m.path.type == "Prefix" else m.path.value)
     specificity = -(len(m.headers) + len(m.query_params) + (1 if m.method else 0))
-    return (_PATH_RANK[m.path.type], path_len, specificity, entry.source.namespace, entry.source.name, entry.name)
+    # Rule and match index as numbers: as text, rule 10 would sort before rule 2.
+    rule_index, match_index = (int(i) for i in entry.name.rsplit("/", 2)[1:])
+    return (_PATH_RANK[m.path.type], path_len, specificity, entry.source.namespace, entry.source.name,
+            rule_index, match_index)
 
 
 class Builder:
     def __init__(self) -> None:
         self._last_valid: dict[ObjectKey, tuple[int, api.RouteSpec | api.BackendSpec]] = {}
+        # Validation of objects that did not change since the last build is reused: a source
+        # hands over the same UserObject until the object changes.
+        self._validated_memo: dict[ObjectKey, tuple[UserObject, tuple]] = {}
+        # Likewise a Route's IR, as long as its spec and the existence of what it references hold.
+        self._route_memo: dict[ObjectKey, tuple[api.RouteSpec, tuple[bool, ...], tuple]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
         result = BuildResult()
         specs: dict[ObjectKey, api.RouteSpec | api.BackendSpec] = {}
         accepted: dict[ObjectKey, Condition] = {}
         errors: dict[ObjectKey, tuple[FieldError, ...]] = {}
-        for key, obj in sorted(state.objects.items()):
-            spec, accepted[key], errors[key] = self._validated(obj)
+        memo = {}
+        for key, obj in sorted(state.objects.items(), key=_by_key):
+            previous = self._validated_memo.get(key)
+            outcome = previous[1] if previous is not None and previous[0] is obj else self._validated(obj)
+            memo[key] = (obj, outcome)
+            spec, accepted[key], errors[key] = outcome
             if spec is not None:
                 specs[key] = spec
+        self._validated_memo = memo
         self._last_valid = {k: v for k, v in self._last_valid.items() if k in state.objects}
 
+        slices = slices_by_service(state)
         for key, spec in specs.items():
             if isinstance(spec, api.BackendSpec):
-                cluster, refs = _cluster(state, key, spec)
+                cluster, refs = _cluster(state, slices, key, spec)
                 result.clusters[cluster.name] = cluster
                 self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
         routes = []
+        route_memo = {}
         for key, spec in specs.items():
             if isinstance(spec, api.RouteSpec):
-                route, refs = _route(key, spec, result.clusters)
+                present = tuple(name in result.clusters for name in _referenced_clusters(key, spec))
+                previous = self._route_memo.get(key)
+                if previous is not None and previous[0] is spec and previous[1] == present:
+                    outcome = previous[2]
+                else:
+                    outcome = _route(key, spec, result.clusters)
+                route_memo[key] = (spec, present, outcome)
+                route, refs = outcome
                 routes.append(route)
                 self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
+        self._route_memo = route_memo
         result.routes = tuple(routes)
+        result.routes_by_key = {r.key: r for r in routes}
         for key in state.objects.keys() - specs.keys():
             self._set_status(result, state.objects[key], accepted[key], None, errors[key])
         return result
@@ -146,12 +174,13 @@ class Builder:
         result.statuses[obj.key] = ObjectStatus(obj.generation, conditions, errors)
 
 
-def _cluster(state: StateStore, key: ObjectKey, spec: api.BackendSpec) -> tuple[ClusterIR, Condition]:
+def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
+             spec: api.BackendSpec) -> tuple[ClusterIR, Condition]:
     refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
     endpoints = ()
     if spec.service is not None:
         try:
-            endpoints = resolve_service(state, key.namespace, spec.service)
+            endpoints = resolve_service(state, slices, key.namespace, spec.service)
         except UnresolvedService as exc:
             # The cluster is still served, empty: routes to it answer 503 until the Service appears.
             refs = Condition(RESOLVED_REFS, False, "ServiceNotFound", str(exc))
@@ -171,6 +200,20 @@ def _cluster(state: StateStore, key: ObjectKey, spec: api.BackendSpec) -> tuple[
         outlier_detection=spec.outlier_detection,
     )
     return cluster, refs
+
+
+def _by_key(item: tuple[ObjectKey, UserObject]) -> tuple[str, str, str]:
+    key = item[0]
+    return key.kind, key.namespace, key.name
+
+
+def _referenced_clusters(key: ObjectKey, spec: api.RouteSpec) -> list[str]:
+    names = []
+    for rule in spec.rules:
+        names.extend(b.name for b in rule.backends)
+        if rule.mirror is not None:
+            names.append(rule.mirror.backend)
+    return [cluster_name(ObjectKey("Backend", key.namespace, n)) for n in names]
 
 
 def _route(key: ObjectKey, spec: api.RouteSpec, clusters: dict[str, ClusterIR]) -> tuple[BuiltRoute, Condition]:

@@ -11,11 +11,25 @@ from .ir import Endpoint
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
+SlicesByService = dict[tuple[str, str], list[dict]]
+
+
+def slices_by_service(state: StateStore) -> SlicesByService:
+    """EndpointSlices grouped by (namespace, Service name): one pass, not one per Backend."""
+    index: SlicesByService = {}
+    for (namespace, _), slice_ in state.endpoint_slices.items():
+        service = ((slice_.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if service:
+            index.setdefault((namespace, service), []).append(slice_)
+    return index
+
+
 class UnresolvedService(Exception):
     """The Service or the port it names does not exist (the message says which)."""
 
 
-def resolve_service(state: StateStore, namespace: str, ref: ServiceRef) -> tuple[Endpoint, ...]:
+def resolve_service(state: StateStore, slices: SlicesByService, namespace: str,
+                    ref: ServiceRef) -> tuple[Endpoint, ...]:
     service = state.services.get((namespace, ref.name))
     if service is None:
         raise UnresolvedService(f"Service {namespace}/{ref.name} not found")
@@ -26,10 +40,7 @@ def resolve_service(state: StateStore, namespace: str, ref: ServiceRef) -> tuple
         raise UnresolvedService(f"Service {namespace}/{ref.name} has no port {ref.port!r}")
     port_name = wanted.get("name") or ""
     endpoints: set[Endpoint] = set()
-    for (ns, _), slice_ in state.endpoint_slices.items():
-        labels = (slice_.get("metadata") or {}).get("labels") or {}
-        if ns != namespace or labels.get(SERVICE_NAME_LABEL) != ref.name:
-            continue
+    for slice_ in slices.get((namespace, ref.name), ()):
         if slice_.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
             continue
         slice_port = next((p.get("port") for p in slice_.get("ports") or [] if (p.get("name") or "") == port_name),

@@ -47,6 +47,31 @@ def versioned(type_url: str, name: str, message: Message) -> VersionedResource:
     return VersionedResource(name, _digest(data), message, packed)
 
 
+class ResourceMemo:
+    """Reuses the versioned form of a message seen in this or the previous build.
+
+    The translators are memoised and return the very same message object for unchanged IR,
+    so after a one-object change only the changed resources are serialized and hashed again.
+    Entries are keyed by object identity and checked with `is`, so a recycled id never matches.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[tuple, tuple[Message, VersionedResource]] = {}
+        self._current: dict[tuple, tuple[Message, VersionedResource]] = {}
+
+    def versioned(self, type_url: str, name: str, message: Message) -> VersionedResource:
+        key = (id(message), type_url, name)
+        hit = self._current.get(key) or self._previous.get(key)
+        if hit is None or hit[0] is not message:
+            hit = (message, versioned(type_url, name, message))
+        self._current[key] = hit
+        return hit[1]
+
+    def rotate(self) -> None:
+        """Called after each build: what the build did not use is forgotten."""
+        self._previous, self._current = self._current, {}
+
+
 class InconsistentSnapshot(ValueError):
     pass
 
@@ -59,8 +84,10 @@ class Snapshot:
         self.version = _digest("".join(self.versions[t] for t in PUSH_ORDER).encode())
 
     @classmethod
-    def from_messages(cls, messages: Mapping[str, Mapping[str, Message]]) -> "Snapshot":
-        return cls({t: {n: versioned(t, n, m) for n, m in ms.items()} for t, ms in messages.items()})
+    def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
+                      memo: ResourceMemo | None = None) -> "Snapshot":
+        make = memo.versioned if memo is not None else versioned
+        return cls({t: {n: make(t, n, m) for n, m in ms.items()} for t, ms in messages.items()})
 
     def resources(self, type_url: str) -> Mapping[str, VersionedResource]:
         return self._resources.get(type_url, MappingProxyType({}))

@@ -15,7 +15,7 @@ from ..build.builder import BuildResult
 from ..cache.cache import SnapshotCache
 from ..model.objects import API_VERSION, ObjectKey
 from ..state import StateStore
-from ..status import ObjectReport, reports
+from ..status import ObjectReport, proxy_groups, reports
 from ..xds.proxies import ProxyRegistry
 from .client import KubeClient
 
@@ -75,7 +75,10 @@ class StatusWriter:
     async def write_changed(self) -> None:
         if self.result is None:
             return
-        for key, report in reports(self.result, self.registry, self.cache).items():
+        # Computed off the event loop, on copies: with many objects and proxies it takes a while.
+        groups = proxy_groups(self.registry, self.cache, copy=True)
+        computed = await asyncio.to_thread(reports, self.result, groups)
+        for key, report in computed.items():
             obj = self.state.objects.get(key)
             if obj is None:
                 continue  # deleted since the build
