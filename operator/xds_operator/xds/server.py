@@ -15,6 +15,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from ..cache.cache import SnapshotCache
+from ..resources import SHORT_NAMES
 from .proxies import ProxyRegistry
 from .streams import DeltaStream, SotwStream
 
@@ -75,8 +76,12 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     change_queued = False
                     responses = stream.on_change()
                 else:
+                    log.debug("%s <- %s nonce=%r%s", node.id, SHORT_NAMES.get(event.type_url, event.type_url),
+                              event.response_nonce, " NACK" if event.HasField("error_detail") else "")
                     responses = stream.on_request(event)
                 for response in responses:
+                    log.debug("%s -> %s nonce=%r, %d resources", node.id, SHORT_NAMES[response.type_url],
+                              response.nonce, len(response.resources))
                     yield response
                 event = await events.get()
         finally:

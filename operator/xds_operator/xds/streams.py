@@ -5,9 +5,10 @@ responses to send. The rules, from envoy's api-docs/xds_protocol:
 - every response has a fresh nonce; a request echoing it ACKs (no error_detail) or NACKs it;
 - SotW requests with a stale nonce are ignored;
 - a version is never sent twice on a stream: not when unchanged, not after a NACK;
-- one response in flight at a time, in the order CDS, EDS, LDS, RDS, each waiting for the
-  ACK of the types before it (make-before-break); clusters that the new routes no longer use
-  are removed only once the listeners and routes that used them have been replaced.
+- one response per type in flight; in the order CDS, EDS, LDS, RDS, with listeners and
+  routes waiting for the ACKs of clusters and endpoints (make-before-break); clusters that
+  the new routes no longer use are removed only once the listeners and routes that used them
+  have been replaced.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from typing import Callable
 from envoy.service.discovery.v3 import discovery_pb2
 
 from ..cache.snapshot import WILDCARD, Snapshot, VersionedResource, version_of
-from ..resources import CLUSTER, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from ..resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
 from .proxies import ProxyRegistry, ProxyState
 
 log = logging.getLogger(__name__)
 
 SnapshotSource = Callable[[], Snapshot | None]
+
+# What each type waits for (besides the ACK of its own last response) before it is sent.
+_WAITS_FOR = {CLUSTER: (), ENDPOINT: (), LISTENER: (CLUSTER, ENDPOINT), ROUTE: (CLUSTER, ENDPOINT)}
 
 
 @dataclass
@@ -58,20 +62,26 @@ class _Stream:
         return ts.nonce
 
     def reconcile(self) -> list:
-        """At most one response: the first type, in push order, that is out of date."""
+        """The responses due now, in push order. A type waits while its own last response is
+        unanswered; listeners and routes also wait while clusters or endpoints are in flight,
+        so traffic moves only to clusters Envoy has. Endpoints and route configurations wait
+        for nothing else: Envoy asks for them only once it has the clusters and listeners that
+        name them, and it holds its CDS ACK until the endpoints of new clusters arrive, so
+        gating EDS on that ACK would stall until Envoy's initial fetch timeout."""
         snapshot = self._snapshot()
         if snapshot is None:
             return []
+        responses = []
         for type_url in PUSH_ORDER:
             ts = self.types.get(type_url)
-            if ts is None:
+            if ts is None or ts.nonce is not None:
                 continue
-            if ts.nonce is not None:
-                return []  # wait for its ACK before anything that may depend on it
+            if any(self.types[t].nonce is not None for t in _WAITS_FOR[type_url] if t in self.types):
+                continue
             response = self._response(type_url, ts, snapshot)
             if response is not None:
-                return [response]
-        return []
+                responses.append(response)
+        return responses
 
     def _routing_converged(self, snapshot: Snapshot) -> bool:
         """Whether listeners and routes are at the snapshot, so unused clusters may go."""
@@ -155,6 +165,11 @@ class SotwStream(_Stream):
         version = version_of(resources.values())
         if version == ts.sent_version:
             return None
+        if type_url not in FULL_STATE_TYPES and ts.sent and all(
+                n in ts.sent and ts.sent[n].version == r.version for n, r in resources.items()):
+            # Only names gone: for endpoints and route configurations a SotW response cannot
+            # remove anything (absence means "unchanged"), so there is nothing worth sending.
+            return None
         ts.sent_version, ts.sent = version, resources
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
@@ -236,7 +251,8 @@ class DeltaStream(_Stream):
 
     def _response(self, type_url, ts, snapshot):
         updates, removed = self._changes(type_url, ts, snapshot)
-        if type_url == CLUSTER and removed and not self._routing_converged(snapshot):
+        # Stale clusters and their endpoints go only after the routes that used them (make-before-break).
+        if type_url in (CLUSTER, ENDPOINT) and removed and not self._routing_converged(snapshot):
             removed = []
         if not updates and not removed:
             return None
