@@ -22,7 +22,8 @@ from .client import KubeClient
 log = logging.getLogger(__name__)
 
 PLURALS = {"Route": "routes", "Backend": "backends"}
-WARNING_REASONS = {"Invalid", "Rejected"}
+# (condition, reason) pairs that are posted as Warning Events: a rejected spec, a NACK.
+WARNINGS = {("Accepted", "Invalid"), ("Programmed", "Rejected")}
 
 
 def desired_status(report: ObjectReport, current: dict) -> dict:
@@ -95,7 +96,7 @@ class StatusWriter:
     async def _post_warnings(self, key: ObjectKey, uid: str, before: dict, after: dict) -> None:
         old = {c.get("type"): c for c in before.get("conditions") or []}
         for condition in after["conditions"]:
-            if condition["status"] != "False" or condition["reason"] not in WARNING_REASONS:
+            if condition["status"] != "False" or (condition["type"], condition["reason"]) not in WARNINGS:
                 continue
             previous = old.get(condition["type"])
             if previous and previous.get("reason") == condition["reason"] and \
