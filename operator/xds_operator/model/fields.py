@@ -86,6 +86,10 @@ class Fields:
         if not isinstance(value, str):
             self.error(path, f"must be a string, not {_kind(value)}")
             return None
+        if not _is_utf8(value):
+            # YAML and JSON escapes can produce lone surrogates, which neither RE2 nor protobuf take.
+            self.error(path, "must be valid Unicode text (it contains a lone surrogate)")
+            return None
         if required and not value:
             self.error(path, "must not be empty")
             return None
@@ -169,6 +173,14 @@ class Fields:
             self.error(path, "must not contain control characters such as CR, LF or NUL")
             return None
         return text
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _kind(value: Any) -> str:

@@ -33,7 +33,9 @@ MAX_DIRECT_RESPONSE_BODY = 4096
 MIN_LISTENER_PORT = 1024
 MAX_RULES = 128
 
-_PATH = re.compile(r"^/[^?#\s]*$")
+# No control characters: Envoy refuses NUL, CR and LF in rewrites and redirects, and any of them in
+# health check paths.
+_PATH = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*$")
 
 
 def validate(obj: UserObject) -> tuple[api.RouteSpec | api.BackendSpec | None, list[FieldError]]:
@@ -106,7 +108,8 @@ def _static_endpoint(f: Fields):
     def read(raw: Any, path: str) -> api.StaticEndpoint | None:
         ep = f.mapping(raw, path, ("address", "port"))
         if ep is None:
-            f.error(path, "must be an object with address and port")
+            if raw is None:  # mapping() reported values of another type
+                f.error(path, "must be an object with address and port")
             return None
         address = f.ip_address(ep.get("address"), f"{path}.address")
         port = f.port(ep.get("port"), f"{path}.port", required=True)
@@ -205,7 +208,8 @@ def _rule(f: Fields):
         rule = f.mapping(raw, p, ("matches", "backends", "timeout", "retries", "rewrite", "requestHeaders",
                                   "responseHeaders", "redirect", "directResponse", "mirror"))
         if rule is None:
-            f.error(p, "must be an object")
+            if raw is None:
+                f.error(p, "must be an object")
             return None
         actions = [k for k in ("backends", "redirect", "directResponse") if rule.get(k) is not None]
         if len(actions) != 1:
@@ -243,7 +247,8 @@ def _match(f: Fields):
     def read(raw: Any, p: str) -> api.Match | None:
         m = f.mapping(raw, p, ("path", "headers", "queryParams", "method"))
         if m is None:
-            f.error(p, "must be an object")
+            if raw is None:
+                f.error(p, "must be an object")
             return None
         path = api.PathMatch()
         if (raw_path := f.mapping(m.get("path"), f"{p}.path", ("type", "value"))) is not None:
@@ -269,7 +274,8 @@ def _value_match(f: Fields, *, header: bool):
     def read(raw: Any, p: str) -> api.ValueMatch | None:
         m = f.mapping(raw, p, ("name", "value", "type"))
         if m is None:
-            f.error(p, "must be an object with name and value")
+            if raw is None:
+                f.error(p, "must be an object with name and value")
             return None
         if header:
             name = f.header_name(m.get("name"), f"{p}.name")
@@ -306,7 +312,8 @@ def _backend_ref(f: Fields):
     def read(raw: Any, p: str) -> api.BackendRef | None:
         ref = f.mapping(raw, p, ("name", "weight"))
         if ref is None:
-            f.error(p, "must be an object with a name")
+            if raw is None:
+                f.error(p, "must be an object with a name")
             return None
         name = f.string(ref.get("name"), f"{p}.name", required=True, max_len=253)
         weight = _default(f.integer(ref.get("weight"), f"{p}.weight", minimum=0, maximum=1_000_000), 1)
@@ -349,16 +356,18 @@ def _header_modifier(f: Fields, raw: Any, p: str, *, request: bool = False) -> a
         return None
 
     def modifiable(name: str | None, path: str) -> str | None:
-        # Envoy refuses to add, set or remove pseudo-headers and, on requests, Host.
-        if name is not None and request and name == "host":
-            f.error(path, "the Host header cannot be modified here; use rewrite.hostname")
+        # Envoy refuses to add, set or remove pseudo-headers and Host, on requests and responses alike
+        # (":-prefixed or host headers may not be modified"); pseudo-headers are not tokens anyway.
+        if name == "host":
+            f.error(path, "the Host header cannot be modified" + ("; use rewrite.hostname" if request else ""))
             return None
         return name
 
     def header(raw_h: Any, q: str) -> api.HeaderValue | None:
         h = f.mapping(raw_h, q, ("name", "value"))
         if h is None:
-            f.error(q, "must be an object with name and value")
+            if raw_h is None:
+                f.error(q, "must be an object with name and value")
             return None
         name = modifiable(f.header_name(h.get("name"), f"{q}.name"), f"{q}.name")
         value = f.header_value(h.get("value"), f"{q}.value")
@@ -376,7 +385,8 @@ def _redirect(f: Fields, raw: Any, p: str) -> api.Redirect | None:
     r = f.mapping(raw, p, ("scheme", "hostname", "port", "path", "statusCode"))
     if r is None:
         return None
-    code = r.get("statusCode")
+    # An integer first: 301.0 or True must not pass for a redirect code.
+    code = f.integer(r.get("statusCode"), f"{p}.statusCode", minimum=-2**63, maximum=2**63)
     if code is not None and code not in REDIRECT_CODES:
         f.error(f"{p}.statusCode", f"{code!r} is not one of: {', '.join(map(str, REDIRECT_CODES))}")
         code = None

@@ -128,6 +128,9 @@ def _headers(modifier: api.HeaderModifier | None, to_add, to_remove) -> None:
     if modifier is None:
         return
     for header, action in [(h, _SET) for h in modifier.set] + [(h, _ADD) for h in modifier.add]:
+        # Envoy reads these values as format strings (%VAR% operators): a literal % must be %%, or
+        # a value such as "50%" would be refused ("Incorrect configuration").
+        value = header.value.replace("%", "%%")
         to_add.append(base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=header.name, value=header.value), append_action=action))
+            header=base_pb2.HeaderValue(key=header.name, value=value), append_action=action))
     to_remove.extend(modifier.remove)
