@@ -50,7 +50,7 @@ async def main(applies: int) -> None:
     try:
         async with KubeAPI() as api:
             os.environ["KUBECONFIG"] = str(api.kubeconfig)
-            await api.kubectl("apply", "-f", str(ROOT / "crds"))
+            await api.kubectl("apply", "-k", str(ROOT / "crds"))
             operator = Operator(OperatorConfig(xds_address="127.0.0.1:0", http_address="127.0.0.1:0",
                                                listener_address="127.0.0.1", initial_quiet=0.05))
             registry = kopf.OperatorRegistry()

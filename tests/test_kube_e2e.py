@@ -96,7 +96,7 @@ async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(
     listener_port, nack_port = free_port(), free_port()
     app = tmp_path / "app.yaml"
     app.write_text(APP.format(httpbin_port=httpbin.port, listener_port=listener_port))
-    await kubectl("apply", "-f", str(CRDS))
+    await kubectl("apply", "-k", str(CRDS))
     async with running_operator(kube_api, monkeypatch) as operator:
         await kubectl("apply", "-f", str(app))
         envoy = await Envoy(tmp_path, operator.plane.xds_port, node_cluster="httpbin", node_id="httpbin-7d4b9").start()
@@ -181,7 +181,7 @@ def _refused(request) -> bool:
 
 async def test_xds_operator_run_cli_against_the_api(kube_api, kubectl, tmp_path):
     """The product's own entry point, logging in through KUBECONFIG as `kubectl` does."""
-    await kubectl("apply", "-f", str(CRDS))
+    await kubectl("apply", "-k", str(CRDS))
     http_port = free_port()
     command = [sys.executable, "-m", "xds_operator.cli", "run", "--standalone",
                "--xds-address", f"127.0.0.1:{free_port()}", "--http-address", f"127.0.0.1:{http_port}"]
@@ -202,7 +202,7 @@ async def test_xds_operator_run_cli_against_the_api(kube_api, kubectl, tmp_path)
 
 async def test_kopf_runner_drives_the_operator_module(kube_api, kubectl, monkeypatch, tmp_path):
     """kopf's own harness: `kopf run -m xds_operator.kube.operator`, configured by environment."""
-    await kubectl("apply", "-f", str(CRDS))
+    await kubectl("apply", "-k", str(CRDS))
     monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
     from xds_operator.kube import operator as module
     monkeypatch.setattr(module.OPERATOR, "config", module.OperatorConfig(

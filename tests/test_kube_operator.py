@@ -20,7 +20,7 @@ async def snapshot_when(operator, predicate, group: str = "any", timeout: float 
 
 
 async def test_route_and_backend_become_config_and_status(kube_api, kubectl, monkeypatch):
-    await kubectl("apply", "-f", str(CRDS))
+    await kubectl("apply", "-k", str(CRDS))
     async with running_operator(kube_api, monkeypatch) as operator:
         await kube_api.create(backend("web", endpoints=[{"address": "10.0.0.1", "port": 8080}]))
         await kube_api.create(route("web", rules=[{"backends": [{"name": "web"}]}]))
@@ -41,7 +41,7 @@ async def test_route_and_backend_become_config_and_status(kube_api, kubectl, mon
 
 
 async def test_services_and_endpoint_slices_become_eds(kube_api, kubectl, monkeypatch):
-    await kubectl("apply", "-f", str(CRDS))
+    await kubectl("apply", "-k", str(CRDS))
     await kube_api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
     async with running_operator(kube_api, monkeypatch) as operator:
         await kube_api.create(backend("cart", "shop", service={"name": "cart", "port": "http"}))
@@ -84,7 +84,7 @@ async def test_services_and_endpoint_slices_become_eds(kube_api, kubectl, monkey
 
 
 async def test_updates_and_deletes_flow_through(kube_api, kubectl, monkeypatch):
-    await kubectl("apply", "-f", str(CRDS))
+    await kubectl("apply", "-k", str(CRDS))
     async with running_operator(kube_api, monkeypatch) as operator:
         await kube_api.create(backend("a", endpoints=[{"address": "10.0.0.1", "port": 80}]))
         await kube_api.create(backend("b", endpoints=[{"address": "10.0.0.2", "port": 80}]))
@@ -100,7 +100,7 @@ async def test_updates_and_deletes_flow_through(kube_api, kubectl, monkeypatch):
 
 
 async def test_invalid_route_is_rejected_with_field_paths_and_an_event(kube_api, kubectl, monkeypatch):
-    await kubectl("apply", "-f", str(CRDS))
+    await kubectl("apply", "-k", str(CRDS))
     async with running_operator(kube_api, monkeypatch) as operator:
         await kube_api.create(backend("web", endpoints=[{"address": "10.0.0.1", "port": 8080}]))
         bad = route("bad", rules=[{"matches": [{"path": {"type": "RegularExpression", "value": "/(?=x)"}}],
@@ -125,7 +125,7 @@ async def test_invalid_route_is_rejected_with_field_paths_and_an_event(kube_api,
 
 
 async def test_status_is_written_only_when_it_changes(kube_api, kubectl, monkeypatch):
-    await kubectl("apply", "-f", str(CRDS))
+    await kubectl("apply", "-k", str(CRDS))
     async with running_operator(kube_api, monkeypatch) as operator:
         await kube_api.create(backend("web", endpoints=[{"address": "10.0.0.1", "port": 8080}]))
         await kube_api.create(route("web", rules=[{"backends": [{"name": "web"}]}]))
