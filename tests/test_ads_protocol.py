@@ -53,13 +53,14 @@ def default_objects() -> list[UserObject]:
 async def make_plane():
     planes: list[ControlPlane] = []
 
-    async def make(*objects: UserObject) -> ControlPlane:
+    async def make(*objects: UserObject, first_build_after: float = 0.0) -> ControlPlane:
         plane = ControlPlane(xds_address="127.0.0.1:0", http_address=None, debounce=0.01)
         planes.append(plane)
         for obj in objects:
             plane.state.put(obj)
-        await plane.start()
-        await asyncio.wait_for(plane.controller.wait_built(), 5)
+        await plane.start(initial_quiet=first_build_after, initial_max_delay=first_build_after)
+        if not first_build_after:
+            await asyncio.wait_for(plane.controller.wait_built(), 5)
         return plane
 
     yield make
@@ -398,6 +399,31 @@ async def test_sotw_versions_survive_a_server_restart(make_plane, connect):
     fresh = await sync_sotw(connect(second_plane, node_id="envoy-2"))
     for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
         assert fresh[type_url].version_info == got[type_url].version_info, type_url
+
+
+async def test_reconnect_before_the_first_build_counts_as_acked(make_plane, connect):
+    """Right after a restart Envoy may reconnect before any config is built: its reported
+    versions are checked once the first snapshot exists, and count as ACKed if current."""
+    first_plane = await make_plane(*default_objects())
+    got = await sync_sotw(connect(first_plane))
+    first_delta = connect(first_plane, node_id="envoy-d", delta=True)
+    delta_got = await sync_delta(first_delta)
+    await first_plane.stop()
+
+    plane = await make_plane(*default_objects(), first_build_after=0.5)
+    sotw, delta = connect(plane), connect(plane, node_id="envoy-d", delta=True)
+    sotw.send(CLUSTER, version=got[CLUSTER].version_info)
+    sotw.send(LISTENER, version=got[LISTENER].version_info)
+    delta.send_delta(CLUSTER, initial_versions={r.name: r.version for r in delta_got[CLUSTER].resources})
+    await until(lambda: len(plane.registry.proxies) == 2, "both connected")
+    assert not plane.cache.ready  # no config yet
+    assert all(not p.acked for p in plane.registry.proxies.values())
+    await asyncio.wait_for(plane.controller.wait_built(), 5)
+    await sotw.expect_silence(SILENCE)
+    await delta.expect_silence(0.1)
+    assert proxy_of(plane).acked[CLUSTER] == versions(plane, CLUSTER)
+    assert proxy_of(plane).acked[LISTENER] == versions(plane, LISTENER)
+    assert proxy_of(plane, "envoy-d").acked[CLUSTER] == versions(plane, CLUSTER)
 
 
 async def test_sotw_many_concurrent_streams(plane, connect):

@@ -45,6 +45,9 @@ class _TypeState:
     wildcard: bool = False
     in_flight: dict[str, str] = field(default_factory=dict)
     in_flight_removed: list[str] = field(default_factory=list)
+    # What a reconnecting client said it runs, to be checked against the first snapshot
+    # (which may not exist yet when the request arrives, right after a restart).
+    reported: dict[str, str] | str | None = None
 
 
 class _Stream:
@@ -71,6 +74,10 @@ class _Stream:
         snapshot = self._snapshot()
         if snapshot is None:
             return []
+        for type_url, ts in self.types.items():
+            if ts.reported is not None:
+                self._adopt(type_url, ts, snapshot)
+                ts.reported = None
         responses = []
         for type_url in PUSH_ORDER:
             ts = self.types.get(type_url)
@@ -82,6 +89,9 @@ class _Stream:
             if response is not None:
                 responses.append(response)
         return responses
+
+    def _adopt(self, type_url: str, ts: _TypeState, snapshot: Snapshot) -> None:
+        raise NotImplementedError
 
     def _routing_converged(self, snapshot: Snapshot) -> bool:
         """Whether listeners and routes are at the snapshot, so unused clusters may go."""
@@ -123,7 +133,7 @@ class SotwStream(_Stream):
             names = WILDCARD
         ts.names = names
         if not request.response_nonce and request.version_info:
-            self._adopt_client_version(type_url, ts)
+            ts.reported = request.version_info
         if names is not WILDCARD and not names:
             ts.nonce = None  # unsubscribed from everything: no ACK will come for what is in flight
         return self.reconcile()
@@ -142,12 +152,10 @@ class SotwStream(_Stream):
             self.registry.acked(self.proxy, type_url, versions, replace=True)
         ts.nonce = None
 
-    def _adopt_client_version(self, type_url: str, ts: _TypeState) -> None:
-        snapshot = self._snapshot()
-        if snapshot is None:
-            return
+    def _adopt(self, type_url: str, ts: _TypeState, snapshot: Snapshot) -> None:
+        """A reconnecting client that runs the current version has, in effect, ACKed it."""
         current = snapshot.select(type_url, ts.names)
-        if version_of(current.values()) == ts.sent_version:
+        if version_of(current.values()) == ts.reported:
             ts.sent = current
             self.registry.acked(self.proxy, type_url, {n: r.version for n, r in current.items()}, replace=True)
 
@@ -191,7 +199,7 @@ class DeltaStream(_Stream):
         if ts is None:
             ts = self.types[type_url] = _TypeState(names=frozenset())
             ts.client.update(request.initial_resource_versions)
-            self._adopt_client_versions(type_url, dict(request.initial_resource_versions))
+            ts.reported = dict(request.initial_resource_versions) or None
             # An empty first request for listeners or clusters is the legacy wildcard.
             ts.wildcard = type_url in FULL_STATE_TYPES and not request.resource_names_subscribe
         names = set(ts.names)
@@ -217,13 +225,10 @@ class DeltaStream(_Stream):
     def on_change(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         return self.reconcile()
 
-    def _adopt_client_versions(self, type_url: str, versions: dict[str, str]) -> None:
+    def _adopt(self, type_url: str, ts: _TypeState, snapshot: Snapshot) -> None:
         """A reconnecting client's resources that are current count as ACKed."""
-        snapshot = self._snapshot()
-        if snapshot is None or not versions:
-            return
         current = snapshot.resources(type_url)
-        same = {n: v for n, v in versions.items() if n in current and current[n].version == v}
+        same = {n: v for n, v in ts.reported.items() if n in current and current[n].version == v}
         if same:
             self.registry.acked(self.proxy, type_url, same, replace=False)
 
