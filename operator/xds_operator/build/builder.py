@@ -65,7 +65,9 @@ class BuildResult:
                 continue
             sources.setdefault(route.port, set()).add(route.key)
             hosts = by_port.setdefault(route.port, {})
-            for hostname in route.hostnames:
+            # A Route whose rules were all left out adds no virtual host: an empty one would
+            # answer 404 for its hostnames instead of letting them fall through to "*".
+            for hostname in route.hostnames if route.entries else ():
                 hosts.setdefault(hostname, []).extend(route.entries)
             for entry in route.entries:
                 used_clusters.update(b.name for b in entry.action.backends)
