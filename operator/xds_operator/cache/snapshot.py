@@ -99,6 +99,12 @@ class Snapshot:
             return dict(available)
         return {n: available[n] for n in names if n in available}
 
+    def version_for(self, type_url: str, names: frozenset[str] | None) -> str:
+        """The version of a subscription; for a wildcard, the precomputed one of the type."""
+        if names is WILDCARD:
+            return self.versions[type_url]
+        return version_of(self.select(type_url, names).values())
+
     def check_consistent(self) -> None:
         """Every route configuration a listener names, and every EDS cluster's endpoints, exist
         (go-control-plane's Consistent()): Envoy would otherwise wait on them forever."""

@@ -154,8 +154,8 @@ class SotwStream(_Stream):
 
     def _adopt(self, type_url: str, ts: _TypeState, snapshot: Snapshot) -> None:
         """A reconnecting client that runs the current version has, in effect, ACKed it."""
-        current = snapshot.select(type_url, ts.names)
-        if version_of(current.values()) == ts.reported:
+        if snapshot.version_for(type_url, ts.names) == ts.reported:
+            current = snapshot.select(type_url, ts.names)
             ts.sent = current
             self.registry.acked(self.proxy, type_url, {n: r.version for n, r in current.items()}, replace=True)
 
@@ -163,11 +163,14 @@ class SotwStream(_Stream):
         return snapshot.select(type_url, ts.names)
 
     def _converged(self, type_url: str, ts: _TypeState, snapshot: Snapshot) -> bool:
-        return ts.nonce is None and ts.sent_version == version_of(self._desired(type_url, ts, snapshot).values())
+        return ts.nonce is None and ts.sent_version == snapshot.version_for(type_url, ts.names)
 
     def _response(self, type_url, ts, snapshot):
+        keep_stale = type_url == CLUSTER and not self._routing_converged(snapshot)
+        if not keep_stale and snapshot.version_for(type_url, ts.names) == ts.sent_version:
+            return None
         resources = self._desired(type_url, ts, snapshot)
-        if type_url == CLUSTER and not self._routing_converged(snapshot):
+        if keep_stale:
             for name, stale in ts.sent.items():
                 resources.setdefault(name, stale)
         version = version_of(resources.values())
