@@ -6,7 +6,7 @@ Each change bumps `revision` and calls the listeners, which schedule a (debounce
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 from .model.objects import ObjectKey, UserObject
 
@@ -40,17 +40,6 @@ class StateStore:
     def delete(self, key: ObjectKey) -> None:
         if self.objects.pop(key, None) is not None:
             self._changed()
-
-    def replace_file(self, path: str, objects: Iterable[UserObject]) -> None:
-        """Makes the objects that came from file `path` (origin "path" or "path:line") exactly `objects`."""
-        new = {o.key: o for o in objects}
-        old = {k: o for k, o in self.objects.items() if o.origin == path or o.origin.startswith(path + ":")}
-        if new == old:
-            return
-        for key in old.keys() - new.keys():
-            del self.objects[key]
-        self.objects.update(new)
-        self._changed()
 
     # -- Services and EndpointSlices -------------------------------------------------------
 

@@ -82,6 +82,8 @@ class Snapshot:
         self.versions = MappingProxyType({t: version_of(rs.values()) for t, rs in self._resources.items()})
         # One version for the whole snapshot, for logs and delta's system_version_info.
         self.version = _digest("".join(self.versions[t] for t in PUSH_ORDER).encode())
+        # Versions of named subscriptions: many proxies of a group ask for the same names.
+        self._subscription_versions: dict[tuple[str, frozenset[str]], str] = {}
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
@@ -103,7 +105,11 @@ class Snapshot:
         """The version of a subscription; for a wildcard, the precomputed one of the type."""
         if names is WILDCARD:
             return self.versions[type_url]
-        return version_of(self.select(type_url, names).values())
+        key = (type_url, names)
+        version = self._subscription_versions.get(key)
+        if version is None:
+            version = self._subscription_versions[key] = version_of(self.select(type_url, names).values())
+        return version
 
     def check_consistent(self) -> None:
         """Every route configuration a listener names, and every EDS cluster's endpoints, exist

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ..model.objects import API_VERSION, KINDS, UserObject
+from ..model.objects import API_VERSION, KINDS, ObjectKey, UserObject
 from ..state import StateStore
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,27 @@ def load_objects(paths: list[Path]) -> tuple[list[UserObject], list[DocumentErro
     return objects, errors
 
 
+FileChange = tuple[Path, "list[UserObject] | None", "list[DocumentError] | str"]
+
+
 class FileSource:
+    """Watches `root` (a file or a directory). Reading and parsing happen in a thread; only
+    applying the result to the state store runs on the event loop."""
+
     def __init__(self, root: Path, state: StateStore, *, interval: float = 0.1) -> None:
         self.root = root
         self.state = state
         self.interval = interval
         self._stamps: dict[Path, tuple] = {}
+        self._keys: dict[Path, set[ObjectKey]] = {}  # the objects each file defines
+        self._file_of: dict[ObjectKey, Path] = {}
 
     def scan(self) -> None:
         """Loads every file that changed since the last scan and forgets deleted ones."""
+        self.apply(self.read_changes())
+
+    def read_changes(self) -> list[FileChange]:
+        """(path, objects or None if unreadable, problems) for each file added, changed or gone."""
         files = config_files(self.root) if self.root.exists() else []
         stamps = {}
         for path in files:
@@ -114,41 +126,53 @@ class FileSource:
             except OSError:
                 continue
             stamps[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
-        for path in self._stamps.keys() - stamps.keys():
-            log.info("%s removed", path)
-            self.state.replace_file(str(path), [])
+        changes: list[FileChange] = [(path, [], []) for path in self._stamps.keys() - stamps.keys()]
         for path, stamp in stamps.items():
             if self._stamps.get(path) != stamp:
-                self._load(path)
+                try:
+                    objects, errors = parse_file(path)
+                    changes.append((path, objects, errors))
+                except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                    changes.append((path, None, str(exc)))
         self._stamps = stamps
+        return changes
 
-    def _load(self, path: Path) -> None:
-        try:
-            objects, errors = parse_file(path)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            log.error("%s: cannot be loaded, keeping its last good objects: %s", path, exc)
-            return
-        for error in errors:
-            log.error("%s", error)
-        unique = {}
+    def apply(self, changes: list[FileChange]) -> None:
+        for path, objects, errors in changes:
+            if objects is None:
+                log.error("%s: cannot be loaded, keeping its last good objects: %s", path, errors)
+                continue
+            for error in errors:
+                log.error("%s", error)
+            self._apply_file(path, objects)
+
+    def _apply_file(self, path: Path, objects: list[UserObject]) -> None:
+        unique: dict[ObjectKey, UserObject] = {}
         for obj in objects:
             if obj.key in unique:
                 log.error("%s: %s is defined twice in this file; the later one wins", obj.origin, obj.key)
+            owner = self._file_of.get(obj.key)
+            if owner is not None and owner != path:
+                log.error("%s: %s is already defined in %s; skipped", obj.origin, obj.key, owner)
+                continue
             unique[obj.key] = obj
-        taken = {k: o.origin for k, o in self.state.objects.items()
-                 if not (o.origin == str(path) or o.origin.startswith(f"{path}:"))}
-        for key in list(unique):
-            if key in taken:
-                log.error("%s: %s is already defined at %s; skipped", unique[key].origin, key, taken[key])
-                del unique[key]
-        log.info("%s: %d objects loaded", path, len(unique))
-        self.state.replace_file(str(path), unique.values())
+        for key in self._keys.get(path, set()) - unique.keys():
+            self.state.delete(key)
+            del self._file_of[key]
+        for key, obj in unique.items():
+            self.state.put(obj)
+            self._file_of[key] = path
+        if unique:
+            self._keys[path] = set(unique)
+            log.info("%s: %d objects loaded", path, len(unique))
+        else:
+            self._keys.pop(path, None)
+            log.info("%s: no objects", path)
 
     async def run(self) -> None:
         while True:
             try:
-                self.scan()
+                self.apply(await asyncio.to_thread(self.read_changes))
             except Exception:
                 log.exception("scanning %s failed", self.root)
             await asyncio.sleep(self.interval)
-

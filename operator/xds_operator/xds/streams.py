@@ -173,7 +173,7 @@ class SotwStream(_Stream):
         if keep_stale:
             for name, stale in ts.sent.items():
                 resources.setdefault(name, stale)
-        version = version_of(resources.values())
+        version = version_of(resources.values()) if keep_stale else snapshot.version_for(type_url, ts.names)
         if version == ts.sent_version:
             return None
         if type_url not in FULL_STATE_TYPES and ts.sent and all(
