@@ -112,6 +112,7 @@ class Builder:
         self._validated_memo: dict[ObjectKey, tuple[UserObject, tuple]] = {}
         # Likewise a Route's IR, as long as its spec and the existence of what it references hold.
         self._route_memo: dict[ObjectKey, tuple[api.RouteSpec, tuple[bool, ...], tuple]] = {}
+        self._cluster_memo: dict[ObjectKey, tuple[api.BackendSpec, tuple]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
         result = BuildResult()
@@ -130,9 +131,16 @@ class Builder:
         self._last_valid = {k: v for k, v in self._last_valid.items() if k in state.objects}
 
         slices = slices_by_service(state)
+        cluster_memo = {}
         for key, spec in specs.items():
             if isinstance(spec, api.BackendSpec):
-                cluster, refs = _cluster(state, slices, key, spec)
+                previous = self._cluster_memo.get(key)
+                if spec.service is None and previous is not None and previous[0] is spec:
+                    outcome = previous[1]  # static endpoints or DNS: depends on the spec alone
+                else:
+                    outcome = _cluster(state, slices, key, spec)
+                cluster_memo[key] = (spec, outcome)
+                cluster, refs = outcome
                 result.clusters[cluster.name] = cluster
                 self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
         routes = []
@@ -150,6 +158,7 @@ class Builder:
                 routes.append(route)
                 self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
         self._route_memo = route_memo
+        self._cluster_memo = cluster_memo
         result.routes = tuple(routes)
         result.routes_by_key = {r.key: r for r in routes}
         for key in state.objects.keys() - specs.keys():

@@ -166,9 +166,9 @@ class SotwStream(_Stream):
         return ts.nonce is None and ts.sent_version == snapshot.version_for(type_url, ts.names)
 
     def _response(self, type_url, ts, snapshot):
+        if snapshot.version_for(type_url, ts.names) == ts.sent_version:
+            return None  # the client has exactly the snapshot's resources (so nothing stale either)
         keep_stale = type_url == CLUSTER and not self._routing_converged(snapshot)
-        if not keep_stale and snapshot.version_for(type_url, ts.names) == ts.sent_version:
-            return None
         resources = self._desired(type_url, ts, snapshot)
         if keep_stale:
             for name, stale in ts.sent.items():
