@@ -11,6 +11,6 @@ _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
 
 def parse_duration_ms(text: str) -> int:
     """Milliseconds for `text` ("1m30s", "250ms"); ValueError when it is not a duration."""
-    if not isinstance(text, str) or not _DURATION.match(text):
+    if not isinstance(text, str) or not _DURATION.fullmatch(text):
         raise ValueError(f"{text!r} is not a duration such as 500ms, 10s, 1m30s or 1h")
     return sum(int(n) * _UNIT_MS[u] for n, u in _PART.findall(text))

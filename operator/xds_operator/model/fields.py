@@ -96,7 +96,8 @@ class Fields:
         if len(value) > max_len:
             self.error(path, f"is {len(value)} characters long; at most {max_len} are allowed")
             return None
-        if pattern is not None and not pattern.match(value):
+        # fullmatch: a pattern's `$` would also accept a final newline, which RE2 (the API server) refuses.
+        if pattern is not None and not pattern.fullmatch(value):
             self.error(path, f"{value!r} is not {what or 'valid'}")
             return None
         return value
@@ -152,10 +153,15 @@ class Fields:
         if text is None:
             return None
         try:
-            return str(ipaddress.ip_address(text))
+            address = ipaddress.ip_address(text)
         except ValueError:
             self.error(path, f"{text!r} is not an IPv4 or IPv6 address (use spec.dns for host names)")
             return None
+        # As Kubernetes' isIP(): no zone (fe80::1%eth0) and no IPv4-mapped IPv6 address.
+        if isinstance(address, ipaddress.IPv6Address) and (address.scope_id or address.ipv4_mapped):
+            self.error(path, f"{text!r}: IPv6 zones and IPv4-mapped addresses are not supported")
+            return None
+        return str(address)
 
     def header_name(self, value: Any, path: str) -> str | None:
         name = self.string(value, path, required=True, max_len=256, pattern=_HEADER_NAME,
