@@ -946,6 +946,7 @@ EDGE_CASES = [
     ("endpoint-ipv6-zone", backend(endpoints=[{"address": "fe80::1%eth0", "port": 80}]), "spec.endpoints[0].address"),
     ("endpoint-ipv4-mapped", backend(endpoints=[{"address": "::ffff:10.0.0.1", "port": 80}]),
      "spec.endpoints[0].address"),
+    ("no-rules", route(rules=[]), "spec.rules"),
 ]
 
 

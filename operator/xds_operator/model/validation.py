@@ -178,7 +178,7 @@ def _route(f: Fields, raw: Any) -> api.RouteSpec | None:
         f.error("spec.hostnames", "lists a hostname more than once")
     proxies = f.items(spec.get("proxies"), "spec.proxies",
                       lambda v, p: f.string(v, p, required=True, max_len=253), max_items=64)
-    if spec.get("rules") is None:
+    if spec.get("rules") is None or spec.get("rules") == []:
         f.error("spec.rules", "is required: a Route needs at least one rule")
     rules = f.items(spec.get("rules"), "spec.rules", _rule(f), max_items=MAX_RULES)
     return api.RouteSpec(
