@@ -60,6 +60,16 @@ class _Stream:
         self.types: dict[str, _TypeState] = {}
         self._nonces = itertools.count(1)
 
+    def on_change(self) -> list:
+        """The snapshot changed."""
+        return self.reconcile()
+
+    def _supported(self, type_url: str) -> bool:
+        if type_url in PUSH_ORDER:
+            return True
+        log.warning("%s asked for unsupported type %s", self.proxy.node_id, type_url)
+        return False
+
     def _nonce(self, ts: _TypeState) -> str:
         ts.nonce = ts.last_nonce = f"{self.proxy.stream_id}-{next(self._nonces)}"
         return ts.nonce
@@ -112,8 +122,7 @@ class SotwStream(_Stream):
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
         type_url = request.type_url
-        if type_url not in PUSH_ORDER:
-            log.warning("%s asked for unsupported type %s", self.proxy.node_id, type_url)
+        if not self._supported(type_url):
             return []
         ts = self.types.get(type_url)
         if ts is None:
@@ -136,9 +145,6 @@ class SotwStream(_Stream):
             ts.reported = request.version_info
         if names is not WILDCARD and not names:
             ts.nonce = None  # unsubscribed from everything: no ACK will come for what is in flight
-        return self.reconcile()
-
-    def on_change(self) -> list[discovery_pb2.DiscoveryResponse]:
         return self.reconcile()
 
     def _settle(self, type_url: str, ts: _TypeState, request) -> None:
@@ -195,8 +201,7 @@ class DeltaStream(_Stream):
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         type_url = request.type_url
-        if type_url not in PUSH_ORDER:
-            log.warning("%s asked for unsupported type %s", self.proxy.node_id, type_url)
+        if not self._supported(type_url):
             return []
         ts = self.types.get(type_url)
         if ts is None:
@@ -223,9 +228,6 @@ class DeltaStream(_Stream):
         # (applied above); only the ACK/NACK part belongs to the response in flight.
         if request.response_nonce and request.response_nonce == ts.nonce:
             self._settle(type_url, ts, request)
-        return self.reconcile()
-
-    def on_change(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         return self.reconcile()
 
     def _adopt(self, type_url: str, ts: _TypeState, snapshot: Snapshot) -> None:
