@@ -41,10 +41,11 @@ def _validate(args: argparse.Namespace) -> int:
     skipped = [str(e) for e in errors if str(e.message).startswith("skipped:")]
     state = StateStore()
     for obj in objects:
-        state.put(obj)
+        if obj.key not in state.objects:  # the first definition, as the server keeps (duplicates reported above)
+            state.put(obj)
     logging.getLogger("xds_operator.build").setLevel(logging.CRITICAL)  # reported below, once
     result = Builder().build(state)
-    for obj in objects:
+    for obj in state.objects.values():
         status = result.statuses[obj.key]
         for error in status.errors:
             problems.append(f"{obj.origin}: {obj.key}: {error}")

@@ -141,6 +141,9 @@ class FileSource:
         self._stamps: dict[Path, tuple] = {}
         self._keys: dict[Path, set[ObjectKey]] = {}  # the objects each file defines
         self._file_of: dict[ObjectKey, Path] = {}
+        # Every object each file's last good parse defines, including ones skipped because another
+        # file defines them first: they take over when that file drops them, as after a restart.
+        self._defined: dict[Path, dict[ObjectKey, UserObject]] = {}
 
     def scan(self) -> None:
         """Loads every file that changed since the last scan and forgets deleted ones."""
@@ -161,25 +164,44 @@ class FileSource:
         return changes
 
     def apply(self, changes: list[FileChange]) -> None:
+        released: set[ObjectKey] = set()
         for path, objects, errors in changes:
             if objects is None:
                 log.error("%s: cannot be loaded, keeping its last good objects: %s", path, errors)
                 continue
             for error in errors:
                 log.error("%s", error)
-            self._apply_file(path, objects)
+            released |= self._apply_file(path, objects)
+        # An object dropped by the file that defined it falls to the next file defining it.
+        if orphans := released - self._file_of.keys():
+            for path in sorted(self._defined):
+                for key in sorted(orphans & self._defined[path].keys() - self._file_of.keys()):
+                    obj = self._defined[path][key]
+                    self.state.put(obj)
+                    self._file_of[key] = path
+                    self._keys.setdefault(path, set()).add(key)
+                    log.info("%s: %s is now defined here", obj.origin, key)
 
-    def _apply_file(self, path: Path, objects: list[UserObject]) -> None:
-        unique: dict[ObjectKey, UserObject] = {}
+    def _apply_file(self, path: Path, objects: list[UserObject]) -> set[ObjectKey]:
+        """Applies a file's objects; returns the keys it no longer defines."""
+        defined: dict[ObjectKey, UserObject] = {}
         for obj in objects:
-            if obj.key in unique:
+            if obj.key in defined:
                 log.error("%s: %s is defined twice in this file; the later one wins", obj.origin, obj.key)
-            owner = self._file_of.get(obj.key)
+            defined[obj.key] = obj
+        if defined:
+            self._defined[path] = defined
+        else:
+            self._defined.pop(path, None)
+        unique: dict[ObjectKey, UserObject] = {}
+        for key, obj in defined.items():
+            owner = self._file_of.get(key)
             if owner is not None and owner != path:
-                log.error("%s: %s is already defined in %s; skipped", obj.origin, obj.key, owner)
+                log.error("%s: %s is already defined in %s; skipped", obj.origin, key, owner)
                 continue
-            unique[obj.key] = obj
-        for key in self._keys.get(path, set()) - unique.keys():
+            unique[key] = obj
+        released = self._keys.get(path, set()) - unique.keys()
+        for key in released:
             self.state.delete(key)
             del self._file_of[key]
         for key, obj in unique.items():
@@ -191,6 +213,7 @@ class FileSource:
         else:
             self._keys.pop(path, None)
             log.info("%s: no objects", path)
+        return released
 
     async def run(self) -> None:
         while True:
