@@ -34,7 +34,8 @@ def has_condition(type_: str, status: str, reason: str | None = None, generation
 
 
 @contextlib.asynccontextmanager
-async def running_operator(kube_api: KubeAPI, monkeypatch, **config: Any) -> AsyncIterator[Operator]:
+async def running_operator(kube_api: KubeAPI, monkeypatch, *, namespaces: tuple[str, ...] = (),
+                           **config: Any) -> AsyncIterator[Operator]:
     """The operator in this event loop, logging in through a kubeconfig as it would in production."""
     monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
     settings = dict(xds_address="127.0.0.1:0", http_address="127.0.0.1:0", listener_address="127.0.0.1",
@@ -43,7 +44,7 @@ async def running_operator(kube_api: KubeAPI, monkeypatch, **config: Any) -> Asy
     operator = Operator(OperatorConfig(**settings))
     registry = kopf.OperatorRegistry()
     register(registry, operator)
-    async with kube_api.operator(registry):
+    async with kube_api.operator(registry, namespaces=namespaces):
         yield operator
 
 

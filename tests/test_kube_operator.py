@@ -139,3 +139,18 @@ async def test_status_is_written_only_when_it_changes(kube_api, kubectl, monkeyp
         await kube_api.wait_for("backends", "other", "default", condition=has_condition("Accepted", "True"))
         await asyncio.sleep(0.5)
         assert operator.writer.writes == writes + 1
+
+
+async def test_namespaced_operator_sees_only_its_namespaces(kube_api, kubectl, monkeypatch):
+    await kubectl("apply", "-k", str(CRDS))
+    for namespace in ("shop", "other"):
+        await kube_api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    async with running_operator(kube_api, monkeypatch, namespaces=("shop",)) as operator:
+        for namespace in ("shop", "other"):
+            await kube_api.create(backend("web", namespace, endpoints=[{"address": "10.0.0.1", "port": 80}]))
+            await kube_api.create(route("web", namespace, rules=[{"backends": [{"name": "web"}]}]))
+        await snapshot_when(operator, lambda s: "shop/web" in s.resources(CLUSTER))
+        await kube_api.wait_for("routes", "web", "shop", condition=has_condition("Accepted", "True"))
+        await asyncio.sleep(0.3)
+        assert set(operator.plane.cache.get("any").resources(CLUSTER)) == {"shop/web"}
+        assert not kube_api.get("routes", "web", "other").get("status")  # not its business
