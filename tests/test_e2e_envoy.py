@@ -45,6 +45,7 @@ def httpbin(tmp_path_factory):
 class Stack:
     def __init__(self, tmp: Path, httpbin_port: int, api_type: str) -> None:
         self.tmp = tmp
+        self.api_type = api_type
         self.httpbin_port = httpbin_port
         self.listener_port = free_port()
         self.config_dir = tmp / "config"
@@ -95,6 +96,18 @@ async def test_traffic_reaches_httpbin_through_envoy(stack):
     programmed = next(c for c in status["Route/e2e/httpbin"]["conditions"] if c["type"] == "Programmed")
     assert programmed["status"] == "True" and programmed["message"] == "1/1 proxies ACKed it"
     assert status["Backend/e2e/httpbin"]["proxies"] == {"total": 1, "synced": 1, "nacked": 0}
+    # The same, for Prometheus.
+    _, headers, body = http_get(f"http://127.0.0.1:{stack.server.http_port}/metrics")
+    metrics = dict(line.rsplit(" ", 1) for line in body.decode().splitlines() if not line.startswith("#"))
+    protocol = "delta" if stack.api_type == "DELTA_GRPC" else "sotw"
+    assert metrics[f'xds_operator_connected_proxies{{protocol="{protocol}"}}'] == "1"
+    assert metrics['xds_operator_nacking_proxies'] == "0"
+    for type_ in ("CDS", "EDS", "LDS", "RDS"):
+        assert int(metrics[f'xds_operator_xds_responses_total{{type="{type_}"}}']) >= 1
+        assert int(metrics[f'xds_operator_xds_acks_total{{type="{type_}"}}']) >= 1
+        assert metrics[f'xds_operator_xds_nacks_total{{type="{type_}"}}'] == "0"
+    assert metrics['xds_operator_objects{kind="Route",accepted="true"}'] == "1"
+    assert int(metrics["xds_operator_builds_total"]) >= 1
 
 
 async def test_file_edit_is_applied_live(stack):

@@ -40,6 +40,7 @@ class Controller:
         self.memo = ResourceMemo()
         self.result: BuildResult | None = None
         self.builds = 0
+        self.last_build_seconds = 0.0
         # Called on the event loop after each build is published (the status writer listens here).
         self.on_build: list[Callable[[BuildResult], None]] = []
         self._dirty = asyncio.Event()
@@ -88,6 +89,7 @@ class Controller:
             return
         self.result = result
         self.builds += 1
+        self.last_build_seconds = time.perf_counter() - started
         self.cache.publish(lambda group: make_snapshot(result, group, self.options, self.memo), snapshots)
         log.info("build %d: %d objects, %d proxy groups, %.1f ms", self.builds, len(state.objects), len(groups),
                  (time.perf_counter() - started) * 1000)

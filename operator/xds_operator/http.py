@@ -4,15 +4,19 @@
 /readyz   a first config is built and the ADS server listens
 /proxies  connected Envoys: node, cluster, protocol, ACKed versions, last NACK
 /status   every Route and Backend with its conditions and proxy counts, as Kubernetes would show
+/metrics  Prometheus text format: proxies, builds, xDS responses, ACKs and NACKs, objects by state
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 from aiohttp import web
 
 from .controller import Controller
+from .model.conditions import ACCEPTED
+from .resources import PUSH_ORDER, SHORT_NAMES
 from .status import proxy_groups, reports
 from .xds.proxies import ProxyRegistry
 
@@ -38,10 +42,49 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
                 body[str(key)] = item.to_status()
         return web.json_response(body)
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=render_metrics(controller, registry), content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
-                    web.get("/proxies", proxies), web.get("/status", status)])
+                    web.get("/proxies", proxies), web.get("/status", status), web.get("/metrics", metrics)])
     return app
+
+
+def render_metrics(controller: Controller, registry: ProxyRegistry) -> str:
+    """Prometheus text exposition (version 0.0.4), written out by hand: a handful of series."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        lines.append(f"# HELP xds_operator_{name} {help_}")
+        lines.append(f"# TYPE xds_operator_{name} {kind}")
+        for labels, value in samples:
+            label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+            lines.append(f"xds_operator_{name}{{{label_text}}} {value}" if label_text else f"xds_operator_{name} {value}")
+
+    by_protocol = Counter(p.protocol for p in registry.proxies.values())
+    metric("connected_proxies", "gauge", "Envoys connected over ADS.",
+           [({"protocol": p}, by_protocol.get(p, 0)) for p in ("sotw", "delta")])
+    metric("nacking_proxies", "gauge", "Connected Envoys whose last response of some type was a NACK.",
+           [({}, sum(1 for p in registry.proxies.values() if p.nacks))])
+    for name, counter, help_ in (("xds_responses_total", registry.responses, "xDS responses sent."),
+                                 ("xds_acks_total", registry.acks, "ACKs received."),
+                                 ("xds_nacks_total", registry.nacks, "NACKs received.")):
+        metric(name, "counter", help_, [({"type": SHORT_NAMES[t]}, counter.get(t, 0)) for t in PUSH_ORDER])
+    metric("builds_total", "counter", "Config builds (each one a debounced batch of changes).",
+           [({}, controller.builds)])
+    metric("last_build_seconds", "gauge", "Duration of the last build, translation and snapshot.",
+           [({}, round(controller.last_build_seconds, 6))])
+    states: Counter[tuple[str, str]] = Counter()
+    if controller.result is not None:
+        for key, status in controller.result.statuses.items():
+            accepted = status.condition(ACCEPTED)
+            states[(key.kind, "true" if accepted and accepted.status else "false")] += 1
+    metric("objects", "gauge", "Routes and Backends, by whether their spec is accepted.",
+           [({"kind": kind, "accepted": ok}, states.get((kind, ok), 0))
+            for kind in ("Route", "Backend") for ok in ("true", "false")])
+    return "\n".join(lines) + "\n"
 
 
 async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -49,6 +50,10 @@ class ProxyRegistry:
         self.proxies: dict[int, ProxyState] = {}
         self._next_id = 0
         self._listeners: list[Callable[[], None]] = []
+        # Totals since start, by type URL (for /metrics).
+        self.responses: Counter[str] = Counter()
+        self.acks: Counter[str] = Counter()
+        self.nacks: Counter[str] = Counter()
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -69,6 +74,7 @@ class ProxyRegistry:
 
     def acked(self, proxy: ProxyState, type_url: str, resources: dict[str, str], *, replace: bool) -> None:
         """`resources` were ACKed; with `replace` they are the whole state of the type (SotW)."""
+        self.acks[type_url] += 1
         current = proxy.acked.setdefault(type_url, {})
         if replace:
             current.clear()
@@ -81,6 +87,7 @@ class ProxyRegistry:
             proxy.acked.get(type_url, {}).pop(name, None)
 
     def nacked(self, proxy: ProxyState, type_url: str, version: str, message: str, resources: dict[str, str]) -> None:
+        self.nacks[type_url] += 1
         proxy.nacks[type_url] = Nack(version, message, dict(resources), time.time())
         self._changed()
 

@@ -80,6 +80,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                               event.response_nonce, " NACK" if event.HasField("error_detail") else "")
                     responses = stream.on_request(event)
                 for response in responses:
+                    self.registry.responses[response.type_url] += 1
                     log.debug("%s -> %s nonce=%r, %d resources", node.id, SHORT_NAMES[response.type_url],
                               response.nonce, len(response.resources))
                     yield response
