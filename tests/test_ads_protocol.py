@@ -365,6 +365,20 @@ async def test_sotw_make_before_break(make_plane, connect):
         assert proxy.acked[type_url] == versions(plane, type_url), type_url
 
 
+async def test_sotw_resubscribed_name_is_sent_again(plane, connect):
+    """Envoy drops a cluster (and its EDS name), then gets it back unchanged: the endpoints must
+    be sent again, though their version never changed, or the new cluster waits for them forever."""
+    client = connect(plane)
+    await sync_sotw(client)
+    client.resubscribe(ENDPOINT, ["t/a"])  # cluster t/b removed on Envoy's side
+    await client.expect_silence(SILENCE)  # nothing to send for a name dropped
+    client.resubscribe(ENDPOINT, ["t/a", "t/b"])  # and added again
+    eds = await client.expect(ENDPOINT)
+    assert "t/b" in resource_names(eds)
+    client.ack(eds)
+    await client.expect_silence(SILENCE)
+
+
 async def test_sotw_endpoint_change_sends_only_eds(plane, connect):
     client = connect(plane)
     got = await sync_sotw(client)

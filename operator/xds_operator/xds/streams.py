@@ -125,7 +125,8 @@ class SotwStream(_Stream):
         if not self._supported(type_url):
             return []
         ts = self.types.get(type_url)
-        if ts is None:
+        first = ts is None
+        if first:
             ts = self.types[type_url] = _TypeState()
             # A reconnecting Envoy names the version it runs; versions are content hashes, so
             # if that is the current one there is nothing to send.
@@ -140,6 +141,11 @@ class SotwStream(_Stream):
         names = frozenset(request.resource_names)
         if (type_url in FULL_STATE_TYPES and not names) or "*" in names:
             names = WILDCARD
+        if not first and names is not WILDCARD and names != ts.names:
+            # The client forgets what it unsubscribed from (Envoy drops a removed cluster's
+            # endpoints), so a name subscribed again must be sent again, changed or not.
+            ts.sent = {n: r for n, r in ts.sent.items() if n in names}
+            ts.sent_version = version_of(ts.sent.values())
         ts.names = names
         if not request.response_nonce and request.version_info:
             ts.reported = request.version_info
@@ -165,9 +171,6 @@ class SotwStream(_Stream):
             ts.sent = current
             self.registry.acked(self.proxy, type_url, {n: r.version for n, r in current.items()}, replace=True)
 
-    def _desired(self, type_url: str, ts: _TypeState, snapshot: Snapshot) -> dict[str, VersionedResource]:
-        return snapshot.select(type_url, ts.names)
-
     def _converged(self, type_url: str, ts: _TypeState, snapshot: Snapshot) -> bool:
         return ts.nonce is None and ts.sent_version == snapshot.version_for(type_url, ts.names)
 
@@ -175,7 +178,7 @@ class SotwStream(_Stream):
         if snapshot.version_for(type_url, ts.names) == ts.sent_version:
             return None  # the client has exactly the snapshot's resources (so nothing stale either)
         keep_stale = type_url == CLUSTER and not self._routing_converged(snapshot)
-        resources = self._desired(type_url, ts, snapshot)
+        resources = snapshot.select(type_url, ts.names)
         if keep_stale:
             for name, stale in ts.sent.items():
                 resources.setdefault(name, stale)
