@@ -162,3 +162,15 @@ async def test_server_restart_keeps_envoy_serving_and_resyncs_without_resending(
     # ...and a change after the restart still flows.
     stack.write(marker="after-restart")
     await eventually(lambda: stack.marker() == "after-restart", what="change after restart")
+
+
+async def test_backend_removed_and_restored_unchanged_serves_again(stack):
+    original = stack.route_file.read_text()
+    backend_doc, route_doc = original.split("---\n")
+    stack.route_file.write_text(route_doc)  # the Backend goes: its rule is left out, its cluster removed
+    await eventually(lambda: stack.get()[0] == 404, what="route left out")
+    await eventually(lambda: not any(k.startswith("cluster.e2e/httpbin.") for k in stack.envoy.stats()),
+                     what="cluster removed from Envoy")
+    stack.route_file.write_text(original)  # back, byte for byte: same versions as before
+    # Well within Envoy's 15 s initial fetch timeout: the endpoints are sent again at once.
+    await eventually(lambda: stack.marker() == "v1", timeout=5, what="traffic restored")
