@@ -30,8 +30,9 @@ class SnapshotCache:
         return self._factory is not None
 
     def groups(self) -> set[str]:
-        """Groups that currently have a snapshot or a watcher, i.e. that a rebuild must cover."""
-        return set(self._snapshots) | {g for g, w in self._watchers.items() if w}
+        """Groups with a connected proxy: the ones a rebuild makes snapshots for ahead of time.
+        (A watcher set is removed when it empties, so every key here has watchers.)"""
+        return set(self._watchers)
 
     def get(self, group: str) -> Snapshot | None:
         snapshot = self._snapshots.get(group)
@@ -44,11 +45,10 @@ class SnapshotCache:
         loop); other groups are made on demand. Watchers hear of groups whose version changed."""
         self._factory = factory
         old = self._snapshots
-        self._snapshots = {g: s for g, s in snapshots.items() if self._watchers.get(g)}
+        self._snapshots = {g: s for g, s in snapshots.items() if g in self._watchers}
         for group, watchers in self._watchers.items():
-            before = old.get(group)
-            after = self.get(group) if watchers else None
-            if watchers and (before is None or before.version != after.version):
+            before, after = old.get(group), self.get(group)
+            if before is None or before.version != after.version:
                 log.debug("group %r: snapshot %s", group, after.version)
                 for watcher in list(watchers):
                     watcher()
