@@ -91,17 +91,16 @@ class BuildResult:
 
 def _precedence(entry: RouteEntryIR):
     """Exact paths first, then longer prefixes, then regexes; more specific matches before
-    less specific ones on the same path; ties broken by namespace/name, then rule order."""
+    less specific ones on the same path; ties broken by namespace/name, then rule order.
+    (Rule and match order need no key: sorted() is stable, and a Route's entries are listed
+    in that order.)"""
     m = entry.match
     if m.path.type == "RegularExpression":
         path_len = 0
     else:  # the length Envoy matches on: the translator drops a Prefix's trailing slashes
         path_len = -len(m.path.value.rstrip("/") if m.path.type == "Prefix" else m.path.value)
     specificity = -(len(m.headers) + len(m.query_params) + (1 if m.method else 0))
-    # Rule and match index as numbers: as text, rule 10 would sort before rule 2.
-    rule_index, match_index = (int(i) for i in entry.name.rsplit("/", 2)[1:])
-    return (_PATH_RANK[m.path.type], path_len, specificity, entry.source.namespace, entry.source.name,
-            rule_index, match_index)
+    return _PATH_RANK[m.path.type], path_len, specificity, entry.source.namespace, entry.source.name
 
 
 class Builder:
