@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import kopf  # noqa: E402
 
 from tests.kubeapi import KubeAPI  # noqa: E402
-from tests.realprocs import Envoy, Httpbin, http_get  # noqa: E402
+from tests.realprocs import Envoy, Httpbin, eventually, http_get  # noqa: E402
 from xds_operator.kube.operator import Operator, OperatorConfig, register  # noqa: E402
 from xds_operator.processes import free_port  # noqa: E402
 
@@ -65,7 +65,7 @@ async def main(applies: int) -> None:
                 envoy = await Envoy(tmp, operator.plane.xds_port).start()
                 url = f"http://127.0.0.1:{port}/get"
                 try:
-                    await _until(lambda: _header(url) == "0", 30)
+                    await eventually(lambda: _header(url) == "0", timeout=30, what="first config through Envoy")
                     for i in range(1, applies + 1):
                         started = time.perf_counter()
                         patched = await api.patch("routes", "bench", {"spec": route_spec(port, str(i))}, "default")
@@ -98,14 +98,6 @@ def _header(url: str) -> str | None:
         return http_get(url)[1].get("x-apply")
     except OSError:
         return None
-
-
-async def _until(check, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise TimeoutError("setup did not converge")
-        await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":
