@@ -27,7 +27,7 @@ import kopf  # noqa: E402
 from tests.kubeapi import KubeAPI  # noqa: E402
 from tests.realprocs import Envoy, Httpbin, eventually, http_get  # noqa: E402
 from xds_operator.kube.operator import Operator, OperatorConfig, register  # noqa: E402
-from xds_operator.processes import free_port  # noqa: E402
+from xds_operator.dev.processes import free_port  # noqa: E402
 
 
 def route_spec(port: int, marker: str) -> dict:

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
-from xds_operator.processes import Process, envoy_command, free_port, httpbin_command, wait_http
+from xds_operator.dev.processes import Process, envoy_command, free_port, httpbin_command, wait_http
 
 
 def http_get(url: str, *, timeout: float = 3.0, headers: dict | None = None) -> tuple[int, dict, bytes]:

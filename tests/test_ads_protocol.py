@@ -10,9 +10,9 @@ import asyncio
 
 import pytest
 
-from xds_operator.app import ControlPlane
-from xds_operator.model.objects import API_VERSION, ObjectKey, UserObject
-from xds_operator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_operator.controlplane.app import ControlPlane
+from xds_operator.api.objects import API_VERSION, ObjectKey, UserObject
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 from .xds_client import AdsClient, resource_names, unpack
 

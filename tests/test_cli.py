@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xds_operator.processes import envoy_binary
+from xds_operator.dev.processes import envoy_binary
 
 REPO = Path(__file__).resolve().parent.parent
 API = "xds-operator.dev/v1alpha1"

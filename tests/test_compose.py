@@ -22,7 +22,7 @@ import pytest
 import yaml
 from xds_operator import cli
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
-from xds_operator.processes import envoy_binary
+from xds_operator.dev.processes import envoy_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -44,9 +44,9 @@ import pytest
 import re2
 import yaml
 
-from xds_operator.model import fields as model_fields
-from xds_operator.model import validation
-from xds_operator.model.objects import UserObject
+from xds_operator.api import fields as model_fields
+from xds_operator.api import validation
+from xds_operator.api.objects import UserObject
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "crds"

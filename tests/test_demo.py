@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from xds_operator.processes import free_port
+from xds_operator.dev.processes import free_port
 
 from .realprocs import eventually, http_get
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xds_operator.processes import free_port
+from xds_operator.dev.processes import free_port
 
 from .realprocs import Envoy, Httpbin, ServeProcess, eventually, http_get
 

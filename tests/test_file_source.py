@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from xds_operator.model.objects import ObjectKey
+from xds_operator.api.objects import ObjectKey
 from xds_operator.sources.files import FileSource, load_objects, parse_file
-from xds_operator.state import StateStore
+from xds_operator.sources.state import StateStore
 
 API = "xds-operator.dev/v1alpha1"
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from kopf.testing import KopfRunner
 
-from xds_operator.processes import Process, free_port
+from xds_operator.dev.processes import Process, free_port
 from xds_operator.translate import routes as route_translation
 
 from .kubeops import CRDS, condition, has_condition, running_operator

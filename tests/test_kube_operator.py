@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from xds_operator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 from .kubeops import CRDS, backend, endpoint_slice, has_condition, route, running_operator, service
 

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from xds_operator.build.builder import Builder
-from xds_operator.build.ir import cluster_name
-from xds_operator.model import api
-from xds_operator.model.conditions import ACCEPTED, RESOLVED_REFS
-from xds_operator.model.durations import parse_duration_ms
-from xds_operator.model.fields import FieldError
-from xds_operator.model.objects import ObjectKey, UserObject
-from xds_operator.model.validation import validate
-from xds_operator.state import StateStore
+from xds_operator.ir.builder import Builder
+from xds_operator.ir.ir import cluster_name
+from xds_operator.api import model
+from xds_operator.api.conditions import ACCEPTED, RESOLVED_REFS
+from xds_operator.api.durations import parse_duration_ms
+from xds_operator.api.fields import FieldError
+from xds_operator.api.objects import ObjectKey, UserObject
+from xds_operator.api.validation import validate
+from xds_operator.sources.state import StateStore
 from xds_operator.translate import translate
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def route_error(**rule) -> tuple[str, str]:
     return only_error(route(rule_spec(**rule)))
 
 
-def valid_rule(**rule) -> api.Rule:
+def valid_rule(**rule) -> model.Rule:
     spec = valid(route(rule_spec(**rule)))
     assert len(spec.rules) == 1
     return spec.rules[0]
@@ -121,7 +121,7 @@ def test_metadata_and_kind():
 
 def test_backend_defaults():
     spec = valid(backend({"endpoints": EP}))
-    assert spec == api.BackendSpec(endpoints=(api.StaticEndpoint("10.0.0.1", 80),))
+    assert spec == model.BackendSpec(endpoints=(model.StaticEndpoint("10.0.0.1", 80),))
     assert (spec.protocol, spec.load_balancer, spec.connect_timeout_ms) == ("HTTP1", "ROUND_ROBIN", 5_000)
     assert spec.service is spec.dns is spec.health_check is spec.circuit_breaker is spec.outlier_detection is None
 
@@ -136,12 +136,12 @@ def test_backend_every_field():
         "outlierDetection": {"consecutive5xx": 1000, "interval": "1ms", "baseEjectionTime": "1m",
                              "maxEjectionPercent": 100},
     }))
-    assert spec == api.BackendSpec(
-        endpoints=(api.StaticEndpoint("10.0.0.1", 1), api.StaticEndpoint("fd00::1", 65535)),  # normalised IPv6
+    assert spec == model.BackendSpec(
+        endpoints=(model.StaticEndpoint("10.0.0.1", 1), model.StaticEndpoint("fd00::1", 65535)),  # normalised IPv6
         protocol="HTTP2", load_balancer="MAGLEV", connect_timeout_ms=3_600_000,
-        health_check=api.HealthCheck("/healthz", 5_000, 1_000, 2, 100),
-        circuit_breaker=api.CircuitBreaker(1, 2, 3, 2**31 - 1),
-        outlier_detection=api.OutlierDetection(1000, 1, 60_000, 100),
+        health_check=model.HealthCheck("/healthz", 5_000, 1_000, 2, 100),
+        circuit_breaker=model.CircuitBreaker(1, 2, 3, 2**31 - 1),
+        outlier_detection=model.OutlierDetection(1000, 1, 60_000, 100),
     )
 
 
@@ -151,18 +151,18 @@ def test_backend_load_balancers(lb):
 
 
 def test_backend_targets():
-    assert valid(backend({"service": {"name": "web", "port": 8080}})).service == api.ServiceRef("web", 8080)
-    assert valid(backend({"service": {"name": "web", "port": "http"}})).service == api.ServiceRef("web", "http")
+    assert valid(backend({"service": {"name": "web", "port": 8080}})).service == model.ServiceRef("web", 8080)
+    assert valid(backend({"service": {"name": "web", "port": "http"}})).service == model.ServiceRef("web", "http")
     assert valid(backend({"dns": {"hostname": "api.example.com", "port": 443}})).dns == \
-        api.DnsTarget("api.example.com", 443)
-    assert valid(backend({"dns": {"hostname": "localhost", "port": 1}})).dns == api.DnsTarget("localhost", 1)
+        model.DnsTarget("api.example.com", 443)
+    assert valid(backend({"dns": {"hostname": "localhost", "port": 1}})).dns == model.DnsTarget("localhost", 1)
 
 
 def test_backend_block_defaults():
     spec = valid(backend({"endpoints": EP, "healthCheck": {}, "circuitBreaker": {}, "outlierDetection": {}}))
-    assert spec.health_check == api.HealthCheck() == api.HealthCheck("/", 10_000, 2_000, 1, 3)
-    assert spec.circuit_breaker == api.CircuitBreaker(None, None, None, None)
-    assert spec.outlier_detection == api.OutlierDetection() == api.OutlierDetection(5, 10_000, 30_000, 10)
+    assert spec.health_check == model.HealthCheck() == model.HealthCheck("/", 10_000, 2_000, 1, 3)
+    assert spec.circuit_breaker == model.CircuitBreaker(None, None, None, None)
+    assert spec.outlier_detection == model.OutlierDetection() == model.OutlierDetection(5, 10_000, 30_000, 10)
     # An explicit 0 is kept, not replaced by the default.
     assert valid(backend({"endpoints": EP, "outlierDetection": {"maxEjectionPercent": 0}})) \
         .outlier_detection.max_ejection_percent == 0
@@ -295,10 +295,10 @@ def test_backend_reports_every_problem_at_once():
 
 def test_route_defaults():
     spec = valid(route({"rules": [{"backends": [{"name": "b"}]}]}))
-    assert spec == api.RouteSpec(port=15001, hostnames=("*",), proxies=(),
-                                 rules=(api.Rule(backends=(api.BackendRef("b", 1),)),))
+    assert spec == model.RouteSpec(port=15001, hostnames=("*",), proxies=(),
+                                 rules=(model.Rule(backends=(model.BackendRef("b", 1),)),))
     rule = spec.rules[0]
-    assert rule.matches == (api.Match(path=api.PathMatch("Prefix", "/")),)
+    assert rule.matches == (model.Match(path=model.PathMatch("Prefix", "/")),)
     assert rule.timeout_ms is rule.retries is rule.rewrite is rule.request_headers is rule.response_headers is None
     assert rule.redirect is rule.direct_response is rule.mirror is None
 
@@ -329,59 +329,59 @@ def test_route_every_field():
             "mirror": {"backend": "shadow", "percent": 0},
         }],
     }))
-    assert spec == api.RouteSpec(
+    assert spec == model.RouteSpec(
         port=1024,
         hostnames=("example.com", "*.example.com", "*", "a-b.c0.example"),
         proxies=("edge", "internal"),  # sorted, without duplicates
-        rules=(api.Rule(
+        rules=(model.Rule(
             matches=(
-                api.Match(path=api.PathMatch("Exact", "/exact")),
-                api.Match(path=api.PathMatch("Prefix", "/prefix/"), method="PATCH",
-                          headers=(api.ValueMatch("x-tenant", "a\tb"),  # header names lower-cased
-                                   api.ValueMatch("x-v", "v[0-9]+", "RegularExpression")),
-                          query_params=(api.ValueMatch("Q", ""),  # query parameter names are case-sensitive
-                                        api.ValueMatch("p", ".*", "RegularExpression"))),
-                api.Match(path=api.PathMatch("RegularExpression", "/v[0-9]+/.*")),
+                model.Match(path=model.PathMatch("Exact", "/exact")),
+                model.Match(path=model.PathMatch("Prefix", "/prefix/"), method="PATCH",
+                          headers=(model.ValueMatch("x-tenant", "a\tb"),  # header names lower-cased
+                                   model.ValueMatch("x-v", "v[0-9]+", "RegularExpression")),
+                          query_params=(model.ValueMatch("Q", ""),  # query parameter names are case-sensitive
+                                        model.ValueMatch("p", ".*", "RegularExpression"))),
+                model.Match(path=model.PathMatch("RegularExpression", "/v[0-9]+/.*")),
             ),
-            backends=(api.BackendRef("a", 0), api.BackendRef("b", 1_000_000)),
+            backends=(model.BackendRef("a", 0), model.BackendRef("b", 1_000_000)),
             timeout_ms=90_000,
-            retries=api.Retries(0, 250, ("5xx", "retriable-status-codes"), (100, 599)),
-            rewrite=api.Rewrite("/", "internal.example"),
-            request_headers=api.HeaderModifier(set=(api.HeaderValue("x-a", "1"),), add=(api.HeaderValue("x-b", ""),),
+            retries=model.Retries(0, 250, ("5xx", "retriable-status-codes"), (100, 599)),
+            rewrite=model.Rewrite("/", "internal.example"),
+            request_headers=model.HeaderModifier(set=(model.HeaderValue("x-a", "1"),), add=(model.HeaderValue("x-b", ""),),
                                                remove=("cookie",)),
-            response_headers=api.HeaderModifier(set=(api.HeaderValue("cache-control", "no-store"),),
+            response_headers=model.HeaderModifier(set=(model.HeaderValue("cache-control", "no-store"),),
                                                 remove=("server",)),
-            mirror=api.Mirror("shadow", 0),
+            mirror=model.Mirror("shadow", 0),
         ),),
     )
 
 
 def test_route_rule_defaults():
     rule = valid_rule(retries={}, rewrite={}, mirror={"backend": "m"}, requestHeaders={}, timeout="0s")
-    assert rule.retries == api.Retries(1, None, ("connect-failure", "refused-stream", "gateway-error"), ())
-    assert rule.rewrite == api.Rewrite(None, None)
-    assert rule.mirror == api.Mirror("m", 100)
-    assert rule.request_headers == api.HeaderModifier()
+    assert rule.retries == model.Retries(1, None, ("connect-failure", "refused-stream", "gateway-error"), ())
+    assert rule.rewrite == model.Rewrite(None, None)
+    assert rule.mirror == model.Mirror("m", 100)
+    assert rule.request_headers == model.HeaderModifier()
     assert rule.timeout_ms == 0  # 0s: no timeout, kept (not the default None)
-    assert valid_rule(retries={"retryOn": []}).retries.retry_on == api.Retries().retry_on
-    assert valid_rule(matches=[{}]).matches == (api.Match(),)
+    assert valid_rule(retries={"retryOn": []}).retries.retry_on == model.Retries().retry_on
+    assert valid_rule(matches=[{}]).matches == (model.Match(),)
     assert valid_rule(matches=[{"path": {"type": "Exact", "value": "/"}}]).matches[0].path == \
-        api.PathMatch("Exact", "/")
+        model.PathMatch("Exact", "/")
 
 
 def test_route_redirect_and_direct_response():
-    assert valid_rule(redirect={}).redirect == api.Redirect(None, None, None, None, 302)
+    assert valid_rule(redirect={}).redirect == model.Redirect(None, None, None, None, 302)
     assert valid_rule(redirect={"scheme": "https", "hostname": "new.example.com", "port": 8443, "path": "/new",
                                 "statusCode": 308}).redirect == \
-        api.Redirect("https", "new.example.com", 8443, "/new", 308)
+        model.Redirect("https", "new.example.com", 8443, "/new", 308)
     for code in (301, 302, 303, 307, 308):
         assert valid_rule(redirect={"statusCode": code}).redirect.status_code == code
-    assert valid_rule(directResponse={"status": 204}).direct_response == api.DirectResponse(204, "")
+    assert valid_rule(directResponse={"status": 204}).direct_response == model.DirectResponse(204, "")
     assert valid_rule(directResponse={"status": 599, "body": "x" * 4096}).direct_response.body == "x" * 4096
     assert valid_rule(directResponse={"status": 200, "body": "é" * 2048}).direct_response.body == "é" * 2048
     # header modifiers apply to redirects and direct responses too
     assert valid_rule(directResponse={"status": 200}, responseHeaders={"set": [{"name": "a", "value": "b"}]}) \
-        .response_headers.set == (api.HeaderValue("a", "b"),)
+        .response_headers.set == (model.HeaderValue("a", "b"),)
 
 
 @pytest.mark.parametrize("hostname", ["*", "example.com", "*.example.com", "localhost", "10.0.0.1", "a" * 253,
@@ -641,7 +641,7 @@ def test_header_modifier_errors(where):
     # what is allowed: tokens (lower-cased), tabs and any other text in values
     modifier = valid_rule(**{where: {"set": [{"name": "X-Weird!#$%&'*+-.^_`|~", "value": "a\tb é"}]}})
     assert getattr(modifier, "request_headers" if where == "requestHeaders" else "response_headers").set == \
-        (api.HeaderValue("x-weird!#$%&'*+-.^_`|~", "a\tb é"),)
+        (model.HeaderValue("x-weird!#$%&'*+-.^_`|~", "a\tb é"),)
 
 
 def test_lone_surrogates_are_refused():
@@ -914,7 +914,7 @@ def _check_outcome(obj: UserObject) -> bool:
         assert isinstance(e, FieldError) and isinstance(e.path, str) and isinstance(e.message, str) and str(e)
         assert e.path.split(".")[0].split("[")[0] in ("spec", "metadata", "kind"), e
     if spec is not None:
-        assert isinstance(spec, api.RouteSpec if obj.key.kind == "Route" else api.BackendSpec)
+        assert isinstance(spec, model.RouteSpec if obj.key.kind == "Route" else model.BackendSpec)
     return spec is not None
 
 
@@ -1007,7 +1007,7 @@ def test_missing_backend_leaves_rule_out():
                             "spec.rules[1].mirror.backend: Backend ns/gone not found or not accepted")
     assert entry_names(result) == ["ns/r/1/0"]
     (entry,) = result.config_for("default").listeners[0].virtual_hosts[0].routes
-    assert entry.action.mirror is None and entry.action.backends == (api.BackendRef("ns/here", 1),)
+    assert entry.action.mirror is None and entry.action.backends == (model.BackendRef("ns/here", 1),)
     assert [c.name for c in result.config_for("default").clusters] == ["ns/here"]
     backend_status = result.statuses[ObjectKey("Backend", "ns", "here")]
     assert [(c.type, c.status) for c in backend_status.conditions] == [(ACCEPTED, True), (RESOLVED_REFS, True)]

@@ -18,7 +18,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-from xds_operator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 MESSAGES = {CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
             LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration}

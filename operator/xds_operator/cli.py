@@ -13,7 +13,7 @@ from .bootstrap import BootstrapParams, render_bootstrap
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .app import ControlPlane
+    from .controlplane.app import ControlPlane
     from .sources.files import FileSource
     from .translate import TranslateOptions
 
@@ -32,9 +32,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .build.builder import Builder
+    from .ir.builder import Builder
     from .sources.files import load_objects
-    from .state import StateStore
+    from .sources.state import StateStore
 
     objects, errors = load_objects([Path(p) for p in args.paths])
     problems = [str(e) for e in errors if not str(e.message).startswith("skipped:")]
@@ -43,7 +43,7 @@ def _validate(args: argparse.Namespace) -> int:
     for obj in objects:
         if obj.key not in state.objects:  # the first definition, as the server keeps (duplicates reported above)
             state.put(obj)
-    logging.getLogger("xds_operator.build").setLevel(logging.CRITICAL)  # reported below, once
+    logging.getLogger("xds_operator.ir").setLevel(logging.CRITICAL)  # reported below, once
     result = Builder().build(state)
     for obj in state.objects.values():
         status = result.statuses[obj.key]
@@ -61,7 +61,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import DemoPorts, run_demo
+    from .dev.demo import DemoPorts, run_demo
 
     ports = DemoPorts(listener=args.listener_port, httpbin=args.httpbin_port, xds=args.xds_port,
                       http=args.http_port, admin=args.admin_port)

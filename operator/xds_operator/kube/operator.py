@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import kopf
 
-from ..app import ControlPlane
-from ..model.objects import API_GROUP, ObjectKey
+from ..controlplane.app import ControlPlane
+from ..api.objects import API_GROUP, ObjectKey
 from ..translate import TranslateOptions
 from .client import KubeClient
-from .source import apply_endpoint_slice_event, apply_object_event, apply_service_event
+from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
 from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)

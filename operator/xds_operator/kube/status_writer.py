@@ -11,11 +11,11 @@ import asyncio
 import datetime
 import logging
 
-from ..build.builder import BuildResult
-from ..cache.cache import SnapshotCache
-from ..model.objects import API_VERSION, ObjectKey
-from ..state import StateStore
-from ..status import ObjectReport, proxy_groups, reports
+from ..ir.builder import BuildResult
+from ..xds.cache import SnapshotCache
+from ..api.objects import API_VERSION, ObjectKey
+from ..sources.state import StateStore
+from ..status.report import ObjectReport, proxy_groups, reports
 from ..xds.proxies import ProxyRegistry
 from .client import KubeClient
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from ..model.objects import API_VERSION, KINDS, ObjectKey, UserObject
-from ..state import StateStore
+from ..api.objects import API_VERSION, KINDS, ObjectKey, UserObject
+from .state import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from envoy.config.core.v3 import address_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from ..build.ir import ClusterIR, Endpoint
+from ..ir.ir import ClusterIR, Endpoint
 from .common import ads_config_source, duration, pack
 
 Cluster = cluster_pb2.Cluster

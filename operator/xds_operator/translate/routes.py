@@ -11,8 +11,8 @@ from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
-from ..build.ir import ListenerIR, RouteEntryIR
-from ..model import api
+from ..ir.ir import ListenerIR, RouteEntryIR
+from ..api import model
 from .common import duration
 
 _REDIRECT_CODES = {
@@ -53,7 +53,7 @@ def translate_route(entry: RouteEntryIR) -> rc.Route:
     return route
 
 
-def _match(match: api.Match) -> rc.RouteMatch:
+def _match(match: model.Match) -> rc.RouteMatch:
     out = rc.RouteMatch()
     path = match.path
     if path.type == "Exact":
@@ -74,13 +74,13 @@ def _match(match: api.Match) -> rc.RouteMatch:
     return out
 
 
-def _string_match(match: api.ValueMatch) -> string_pb2.StringMatcher:
+def _string_match(match: model.ValueMatch) -> string_pb2.StringMatcher:
     if match.type == "RegularExpression":
         return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
     return string_pb2.StringMatcher(exact=match.value)
 
 
-def _forward(rule: api.Rule) -> rc.RouteAction:
+def _forward(rule: model.Rule) -> rc.RouteAction:
     action = rc.RouteAction()
     weighted = [b for b in rule.backends if b.weight > 0]
     if len(weighted) == 1:
@@ -111,7 +111,7 @@ def _forward(rule: api.Rule) -> rc.RouteAction:
     return action
 
 
-def _redirect(redirect: api.Redirect) -> rc.RedirectAction:
+def _redirect(redirect: model.Redirect) -> rc.RedirectAction:
     out = rc.RedirectAction(response_code=_REDIRECT_CODES[redirect.status_code])
     if redirect.scheme:
         out.scheme_redirect = redirect.scheme
@@ -124,7 +124,7 @@ def _redirect(redirect: api.Redirect) -> rc.RedirectAction:
     return out
 
 
-def _headers(modifier: api.HeaderModifier | None, to_add, to_remove) -> None:
+def _headers(modifier: model.HeaderModifier | None, to_add, to_remove) -> None:
     if modifier is None:
         return
     for header, action in [(h, _SET) for h in modifier.set] + [(h, _ADD) for h in modifier.add]:

@@ -1,1 +1,1 @@
-"""The ADS gRPC server and the xDS protocol state of its streams."""
+"""The xDS side: immutable per-group snapshots and their cache, the ADS gRPC server, the protocol state of its streams, and the registry of connected proxies."""

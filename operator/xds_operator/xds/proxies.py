@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..resources import SHORT_NAMES
+from ..translate.resources import SHORT_NAMES
 
 
 @dataclass

@@ -14,8 +14,8 @@ import grpc
 
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from ..cache.cache import SnapshotCache
-from ..resources import SHORT_NAMES
+from .cache import SnapshotCache
+from ..translate.resources import SHORT_NAMES
 from .proxies import ProxyRegistry
 from .streams import DeltaStream, SotwStream
 

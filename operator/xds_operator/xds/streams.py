@@ -20,8 +20,8 @@ from typing import Callable
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from ..cache.snapshot import WILDCARD, Snapshot, VersionedResource, version_of
-from ..resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from .snapshot import WILDCARD, Snapshot, VersionedResource, version_of
+from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
 from .proxies import ProxyRegistry, ProxyState
 
 log = logging.getLogger(__name__)

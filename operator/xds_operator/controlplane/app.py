@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import grpc
 from aiohttp import web
 
-from .cache.cache import SnapshotCache
+from ..xds.cache import SnapshotCache
 from .controller import Controller
-from .http import make_app, start_http
-from .state import StateStore
-from .translate import TranslateOptions
-from .xds.proxies import ProxyRegistry
-from .xds.server import start_server
+from ..status.web import make_app, start_http
+from ..sources.state import StateStore
+from ..translate import TranslateOptions
+from ..xds.proxies import ProxyRegistry
+from ..xds.server import start_server
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import re2
 
-from . import api
+from . import model
 from .fields import FieldError, Fields
 from .objects import UserObject
 
@@ -38,7 +38,7 @@ MAX_RULES = 128
 _PATH = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*$")
 
 
-def validate(obj: UserObject) -> tuple[api.RouteSpec | api.BackendSpec | None, list[FieldError]]:
+def validate(obj: UserObject) -> tuple[model.RouteSpec | model.BackendSpec | None, list[FieldError]]:
     """The validated spec of a Route or Backend, or None with the reasons."""
     fields = Fields()
     if not obj.key.name:
@@ -57,7 +57,7 @@ def validate(obj: UserObject) -> tuple[api.RouteSpec | api.BackendSpec | None, l
 
 # -- Backend ---------------------------------------------------------------------------------
 
-def _backend(f: Fields, raw: Any) -> api.BackendSpec | None:
+def _backend(f: Fields, raw: Any) -> model.BackendSpec | None:
     spec = f.mapping(raw, "spec", ("service", "endpoints", "dns", "protocol", "loadBalancer", "connectTimeout",
                                    "healthCheck", "circuitBreaker", "outlierDetection"))
     if spec is None:
@@ -76,8 +76,8 @@ def _backend(f: Fields, raw: Any) -> api.BackendSpec | None:
     if (raw_dns := f.mapping(spec.get("dns"), "spec.dns", ("hostname", "port"))) is not None:
         host = f.dns_name(raw_dns.get("hostname"), "spec.dns.hostname", required=True)
         port = f.port(raw_dns.get("port"), "spec.dns.port", required=True)
-        dns = api.DnsTarget(host, port) if host and port else None
-    return api.BackendSpec(
+        dns = model.DnsTarget(host, port) if host and port else None
+    return model.BackendSpec(
         service=service,
         endpoints=endpoints,
         dns=dns,
@@ -91,7 +91,7 @@ def _backend(f: Fields, raw: Any) -> api.BackendSpec | None:
     )
 
 
-def _service_ref(f: Fields, raw: Any, path: str) -> api.ServiceRef | None:
+def _service_ref(f: Fields, raw: Any, path: str) -> model.ServiceRef | None:
     ref = f.mapping(raw, path, ("name", "port"))
     if ref is None:
         return None
@@ -101,11 +101,11 @@ def _service_ref(f: Fields, raw: Any, path: str) -> api.ServiceRef | None:
         port = f.dns_label(port, f"{path}.port", required=True)
     else:
         port = f.port(port, f"{path}.port", required=True)
-    return api.ServiceRef(name, port) if name and port else None
+    return model.ServiceRef(name, port) if name and port else None
 
 
 def _static_endpoint(f: Fields):
-    def read(raw: Any, path: str) -> api.StaticEndpoint | None:
+    def read(raw: Any, path: str) -> model.StaticEndpoint | None:
         ep = f.mapping(raw, path, ("address", "port"))
         if ep is None:
             if raw is None:  # mapping() reported values of another type
@@ -113,17 +113,17 @@ def _static_endpoint(f: Fields):
             return None
         address = f.ip_address(ep.get("address"), f"{path}.address")
         port = f.port(ep.get("port"), f"{path}.port", required=True)
-        return api.StaticEndpoint(address, port) if address and port else None
+        return model.StaticEndpoint(address, port) if address and port else None
     return read
 
 
-def _health_check(f: Fields, raw: Any) -> api.HealthCheck | None:
+def _health_check(f: Fields, raw: Any) -> model.HealthCheck | None:
     hc = f.mapping(raw, "spec.healthCheck", ("path", "interval", "timeout", "healthyThreshold", "unhealthyThreshold"))
     if hc is None:
         return None
-    d = api.HealthCheck()
+    d = model.HealthCheck()
     path = f.string(hc.get("path"), "spec.healthCheck.path", pattern=_PATH, what="an absolute path such as /healthz")
-    return api.HealthCheck(
+    return model.HealthCheck(
         path=path or d.path,
         interval_ms=f.duration(hc.get("interval"), "spec.healthCheck.interval", minimum_ms=1) or d.interval_ms,
         timeout_ms=f.duration(hc.get("timeout"), "spec.healthCheck.timeout", minimum_ms=1) or d.timeout_ms,
@@ -134,26 +134,26 @@ def _health_check(f: Fields, raw: Any) -> api.HealthCheck | None:
     )
 
 
-def _circuit_breaker(f: Fields, raw: Any) -> api.CircuitBreaker | None:
+def _circuit_breaker(f: Fields, raw: Any) -> model.CircuitBreaker | None:
     names = {"maxConnections": "max_connections", "maxPendingRequests": "max_pending_requests",
              "maxRequests": "max_requests", "maxRetries": "max_retries"}
     cb = f.mapping(raw, "spec.circuitBreaker", names)
     if cb is None:
         return None
-    return api.CircuitBreaker(**{
+    return model.CircuitBreaker(**{
         attr: f.integer(cb.get(key), f"spec.circuitBreaker.{key}", minimum=1, maximum=2**31 - 1)
         for key, attr in names.items()
     })
 
 
-def _outlier_detection(f: Fields, raw: Any) -> api.OutlierDetection | None:
+def _outlier_detection(f: Fields, raw: Any) -> model.OutlierDetection | None:
     od = f.mapping(raw, "spec.outlierDetection", ("consecutive5xx", "interval", "baseEjectionTime",
                                                    "maxEjectionPercent"))
     if od is None:
         return None
-    d = api.OutlierDetection()
+    d = model.OutlierDetection()
     p = "spec.outlierDetection"
-    return api.OutlierDetection(
+    return model.OutlierDetection(
         consecutive_5xx=f.integer(od.get("consecutive5xx"), f"{p}.consecutive5xx", minimum=1,
                                   maximum=1000) or d.consecutive_5xx,
         interval_ms=f.duration(od.get("interval"), f"{p}.interval", minimum_ms=1) or d.interval_ms,
@@ -166,7 +166,7 @@ def _outlier_detection(f: Fields, raw: Any) -> api.OutlierDetection | None:
 
 # -- Route -----------------------------------------------------------------------------------
 
-def _route(f: Fields, raw: Any) -> api.RouteSpec | None:
+def _route(f: Fields, raw: Any) -> model.RouteSpec | None:
     spec = f.mapping(raw, "spec", ("port", "hostnames", "proxies", "rules"))
     if spec is None:
         if raw is None:
@@ -181,8 +181,8 @@ def _route(f: Fields, raw: Any) -> api.RouteSpec | None:
     if spec.get("rules") is None or spec.get("rules") == []:
         f.error("spec.rules", "is required: a Route needs at least one rule")
     rules = f.items(spec.get("rules"), "spec.rules", _rule(f), max_items=MAX_RULES)
-    return api.RouteSpec(
-        port=port or api.DEFAULT_LISTENER_PORT,
+    return model.RouteSpec(
+        port=port or model.DEFAULT_LISTENER_PORT,
         hostnames=hostnames or ("*",),
         proxies=tuple(sorted(set(proxies))),
         rules=rules,
@@ -204,7 +204,7 @@ def _hostname(f: Fields):
 
 
 def _rule(f: Fields):
-    def read(raw: Any, p: str) -> api.Rule | None:
+    def read(raw: Any, p: str) -> model.Rule | None:
         rule = f.mapping(raw, p, ("matches", "backends", "timeout", "retries", "rewrite", "requestHeaders",
                                   "responseHeaders", "redirect", "directResponse", "mirror"))
         if rule is None:
@@ -228,8 +228,8 @@ def _rule(f: Fields):
         names = [b.name for b in backends]
         if len(set(names)) != len(names):
             f.error(f"{p}.backends", "names a backend more than once")
-        return api.Rule(
-            matches=matches or (api.Match(),),
+        return model.Rule(
+            matches=matches or (model.Match(),),
             backends=backends,
             timeout_ms=f.duration(rule.get("timeout"), f"{p}.timeout"),
             retries=_retries(f, rule.get("retries"), f"{p}.retries"),
@@ -244,13 +244,13 @@ def _rule(f: Fields):
 
 
 def _match(f: Fields):
-    def read(raw: Any, p: str) -> api.Match | None:
+    def read(raw: Any, p: str) -> model.Match | None:
         m = f.mapping(raw, p, ("path", "headers", "queryParams", "method"))
         if m is None:
             if raw is None:
                 f.error(p, "must be an object")
             return None
-        path = api.PathMatch()
+        path = model.PathMatch()
         if (raw_path := f.mapping(m.get("path"), f"{p}.path", ("type", "value"))) is not None:
             kind = f.enum(raw_path.get("type"), f"{p}.path.type", PATH_MATCH_TYPES) or "Prefix"
             if kind == "RegularExpression":
@@ -259,8 +259,8 @@ def _match(f: Fields):
                 value = f.string(raw_path.get("value"), f"{p}.path.value", required=True, pattern=_PATH,
                                  what="an absolute path starting with / (no query, fragment or spaces)")
             if value is not None:
-                path = api.PathMatch(kind, value)
-        return api.Match(
+                path = model.PathMatch(kind, value)
+        return model.Match(
             path=path,
             headers=f.items(m.get("headers"), f"{p}.headers", _value_match(f, header=True), max_items=32),
             query_params=f.items(m.get("queryParams"), f"{p}.queryParams", _value_match(f, header=False),
@@ -271,7 +271,7 @@ def _match(f: Fields):
 
 
 def _value_match(f: Fields, *, header: bool):
-    def read(raw: Any, p: str) -> api.ValueMatch | None:
+    def read(raw: Any, p: str) -> model.ValueMatch | None:
         m = f.mapping(raw, p, ("name", "value", "type"))
         if m is None:
             if raw is None:
@@ -286,7 +286,7 @@ def _value_match(f: Fields, *, header: bool):
             value = _regex(f, m.get("value"), f"{p}.value")
         else:
             value = f.header_value(m.get("value"), f"{p}.value", max_len=4096)
-        return api.ValueMatch(name, value, kind) if name is not None and value is not None else None
+        return model.ValueMatch(name, value, kind) if name is not None and value is not None else None
     return read
 
 
@@ -309,7 +309,7 @@ def _regex(f: Fields, raw: Any, path: str) -> str | None:
 
 
 def _backend_ref(f: Fields):
-    def read(raw: Any, p: str) -> api.BackendRef | None:
+    def read(raw: Any, p: str) -> model.BackendRef | None:
         ref = f.mapping(raw, p, ("name", "weight"))
         if ref is None:
             if raw is None:
@@ -317,22 +317,22 @@ def _backend_ref(f: Fields):
             return None
         name = f.string(ref.get("name"), f"{p}.name", required=True, max_len=253)
         weight = _default(f.integer(ref.get("weight"), f"{p}.weight", minimum=0, maximum=1_000_000), 1)
-        return api.BackendRef(name, weight) if name else None
+        return model.BackendRef(name, weight) if name else None
     return read
 
 
-def _retries(f: Fields, raw: Any, p: str) -> api.Retries | None:
+def _retries(f: Fields, raw: Any, p: str) -> model.Retries | None:
     r = f.mapping(raw, p, ("attempts", "perTryTimeout", "retryOn", "statusCodes"))
     if r is None:
         return None
-    d = api.Retries()
+    d = model.Retries()
     retry_on = f.items(r.get("retryOn"), f"{p}.retryOn", lambda v, q: f.enum(v, q, RETRY_ON, required=True),
                        max_items=len(RETRY_ON))
     codes = f.items(r.get("statusCodes"), f"{p}.statusCodes",
                     lambda v, q: f.integer(v, q, minimum=100, maximum=599, required=True), max_items=32)
     if codes and "retriable-status-codes" not in (retry_on or d.retry_on):
         f.error(f"{p}.statusCodes", "needs retriable-status-codes in retryOn")
-    return api.Retries(
+    return model.Retries(
         attempts=_default(f.integer(r.get("attempts"), f"{p}.attempts", minimum=0, maximum=10), d.attempts),
         per_try_timeout_ms=f.duration(r.get("perTryTimeout"), f"{p}.perTryTimeout", minimum_ms=1),
         retry_on=tuple(dict.fromkeys(retry_on)) or d.retry_on,
@@ -340,17 +340,17 @@ def _retries(f: Fields, raw: Any, p: str) -> api.Retries | None:
     )
 
 
-def _rewrite(f: Fields, raw: Any, p: str) -> api.Rewrite | None:
+def _rewrite(f: Fields, raw: Any, p: str) -> model.Rewrite | None:
     r = f.mapping(raw, p, ("pathPrefix", "hostname"))
     if r is None:
         return None
-    return api.Rewrite(
+    return model.Rewrite(
         path_prefix=f.string(r.get("pathPrefix"), f"{p}.pathPrefix", pattern=_PATH, what="an absolute path"),
         hostname=f.dns_name(r.get("hostname"), f"{p}.hostname"),
     )
 
 
-def _header_modifier(f: Fields, raw: Any, p: str, *, request: bool = False) -> api.HeaderModifier | None:
+def _header_modifier(f: Fields, raw: Any, p: str, *, request: bool = False) -> model.HeaderModifier | None:
     m = f.mapping(raw, p, ("set", "add", "remove"))
     if m is None:
         return None
@@ -363,7 +363,7 @@ def _header_modifier(f: Fields, raw: Any, p: str, *, request: bool = False) -> a
             return None
         return name
 
-    def header(raw_h: Any, q: str) -> api.HeaderValue | None:
+    def header(raw_h: Any, q: str) -> model.HeaderValue | None:
         h = f.mapping(raw_h, q, ("name", "value"))
         if h is None:
             if raw_h is None:
@@ -371,9 +371,9 @@ def _header_modifier(f: Fields, raw: Any, p: str, *, request: bool = False) -> a
             return None
         name = modifiable(f.header_name(h.get("name"), f"{q}.name"), f"{q}.name")
         value = f.header_value(h.get("value"), f"{q}.value")
-        return api.HeaderValue(name, value) if name is not None and value is not None else None
+        return model.HeaderValue(name, value) if name is not None and value is not None else None
 
-    return api.HeaderModifier(
+    return model.HeaderModifier(
         set=f.items(m.get("set"), f"{p}.set", header, max_items=64),
         add=f.items(m.get("add"), f"{p}.add", header, max_items=64),
         remove=f.items(m.get("remove"), f"{p}.remove", lambda v, q: modifiable(f.header_name(v, q), q),
@@ -381,7 +381,7 @@ def _header_modifier(f: Fields, raw: Any, p: str, *, request: bool = False) -> a
     )
 
 
-def _redirect(f: Fields, raw: Any, p: str) -> api.Redirect | None:
+def _redirect(f: Fields, raw: Any, p: str) -> model.Redirect | None:
     r = f.mapping(raw, p, ("scheme", "hostname", "port", "path", "statusCode"))
     if r is None:
         return None
@@ -390,7 +390,7 @@ def _redirect(f: Fields, raw: Any, p: str) -> api.Redirect | None:
     if code is not None and code not in REDIRECT_CODES:
         f.error(f"{p}.statusCode", f"{code!r} is not one of: {', '.join(map(str, REDIRECT_CODES))}")
         code = None
-    return api.Redirect(
+    return model.Redirect(
         scheme=f.enum(r.get("scheme"), f"{p}.scheme", ("http", "https")),
         hostname=f.dns_name(r.get("hostname"), f"{p}.hostname"),
         port=f.port(r.get("port"), f"{p}.port"),
@@ -399,7 +399,7 @@ def _redirect(f: Fields, raw: Any, p: str) -> api.Redirect | None:
     )
 
 
-def _direct_response(f: Fields, raw: Any, p: str) -> api.DirectResponse | None:
+def _direct_response(f: Fields, raw: Any, p: str) -> model.DirectResponse | None:
     r = f.mapping(raw, p, ("status", "body"))
     if r is None:
         return None
@@ -407,16 +407,16 @@ def _direct_response(f: Fields, raw: Any, p: str) -> api.DirectResponse | None:
     body = f.string(r.get("body"), f"{p}.body", max_len=MAX_DIRECT_RESPONSE_BODY) or ""
     if len(body.encode()) > MAX_DIRECT_RESPONSE_BODY:
         f.error(f"{p}.body", f"is larger than Envoy's limit of {MAX_DIRECT_RESPONSE_BODY} bytes")
-    return api.DirectResponse(status, body) if status is not None else None
+    return model.DirectResponse(status, body) if status is not None else None
 
 
-def _mirror(f: Fields, raw: Any, p: str) -> api.Mirror | None:
+def _mirror(f: Fields, raw: Any, p: str) -> model.Mirror | None:
     m = f.mapping(raw, p, ("backend", "percent"))
     if m is None:
         return None
     name = f.string(m.get("backend"), f"{p}.backend", required=True, max_len=253)
     percent = _default(f.integer(m.get("percent"), f"{p}.percent", minimum=0, maximum=100), 100)
-    return api.Mirror(name, percent) if name else None
+    return model.Mirror(name, percent) if name else None
 
 
 def _default(value: int | None, default: int) -> int:

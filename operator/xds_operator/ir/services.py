@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..model.api import ServiceRef
-from ..state import StateStore
+from ..api.model import ServiceRef
+from ..sources.state import StateStore
 from .ir import Endpoint
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"

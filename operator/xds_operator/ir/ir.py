@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import api
-from ..model.objects import ObjectKey
+from ..api import model
+from ..api.objects import ObjectKey
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,10 @@ class ClusterIR:
     load_balancer: str
     connect_timeout_ms: int
     endpoints: tuple[Endpoint, ...] = ()
-    dns: api.DnsTarget | None = None
-    health_check: api.HealthCheck | None = None
-    circuit_breaker: api.CircuitBreaker | None = None
-    outlier_detection: api.OutlierDetection | None = None
+    dns: model.DnsTarget | None = None
+    health_check: model.HealthCheck | None = None
+    circuit_breaker: model.CircuitBreaker | None = None
+    outlier_detection: model.OutlierDetection | None = None
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class RouteEntryIR:
 
     name: str  # namespace/route/rule-index/match-index: unique, and names the source in Envoy's stats
     source: ObjectKey
-    match: api.Match
-    action: api.Rule
+    match: model.Match
+    action: model.Rule
 
 
 @dataclass(frozen=True)

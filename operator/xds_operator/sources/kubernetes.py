@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from ..model.objects import ObjectKey, UserObject
-from ..state import StateStore
+from ..api.objects import ObjectKey, UserObject
+from .state import StateStore
 
 
 def apply_object_event(state: StateStore, statuses: dict[ObjectKey, dict], event_type: str, body: dict) -> None:

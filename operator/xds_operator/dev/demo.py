@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from .app import ControlPlane
-from .bootstrap import BootstrapParams, render_bootstrap
+from ..controlplane.app import ControlPlane
+from ..bootstrap import BootstrapParams, render_bootstrap
 from .processes import Process, envoy_command, httpbin_command, wait_http
-from .sources.files import FileSource
-from .translate import TranslateOptions
+from ..sources.files import FileSource
+from ..translate import TranslateOptions
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from ..resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 
 WILDCARD = None  # a subscription to every resource of a type
 

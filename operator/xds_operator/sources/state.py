@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .model.objects import ObjectKey, UserObject
+from ..api.objects import ObjectKey, UserObject
 
 NamespacedName = tuple[str, str]
 

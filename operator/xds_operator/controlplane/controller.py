@@ -12,11 +12,11 @@ import logging
 import time
 from typing import Callable
 
-from .build.builder import Builder, BuildResult
-from .cache.cache import SnapshotCache
-from .cache.snapshot import ResourceMemo, Snapshot
-from .state import StateStore
-from .translate import TranslateOptions, translate
+from ..ir.builder import Builder, BuildResult
+from ..xds.cache import SnapshotCache
+from ..xds.snapshot import ResourceMemo, Snapshot
+from ..sources.state import StateStore
+from ..translate import TranslateOptions, translate
 
 log = logging.getLogger(__name__)
 

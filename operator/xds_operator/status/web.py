@@ -14,11 +14,11 @@ from typing import Callable
 
 from aiohttp import web
 
-from .controller import Controller
-from .model.conditions import ACCEPTED
-from .resources import PUSH_ORDER, SHORT_NAMES
-from .status import proxy_groups, reports
-from .xds.proxies import ProxyRegistry
+from ..controlplane.controller import Controller
+from ..api.conditions import ACCEPTED
+from ..translate.resources import PUSH_ORDER, SHORT_NAMES
+from .report import proxy_groups, reports
+from ..xds.proxies import ProxyRegistry
 
 
 def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[], bool]) -> web.Application:

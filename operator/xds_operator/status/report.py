@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .build.builder import BuildResult
-from .build.ir import cluster_name, listener_name
-from .cache.cache import SnapshotCache
-from .cache.snapshot import Snapshot
-from .model.conditions import ACCEPTED, PROGRAMMED, Condition
-from .model.objects import ObjectKey
-from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from .xds.proxies import ProxyRegistry, ProxyState
+from ..ir.builder import BuildResult
+from ..ir.ir import cluster_name, listener_name
+from ..xds.cache import SnapshotCache
+from ..xds.snapshot import Snapshot
+from ..api.conditions import ACCEPTED, PROGRAMMED, Condition
+from ..api.objects import ObjectKey
+from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from ..xds.proxies import ProxyRegistry, ProxyState
 
 
 @dataclass(frozen=True)

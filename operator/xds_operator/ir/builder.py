@@ -10,12 +10,12 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from ..model import api
-from ..model.conditions import ACCEPTED, RESOLVED_REFS, Condition
-from ..model.fields import FieldError
-from ..model.objects import ObjectKey, UserObject
-from ..model.validation import validate
-from ..state import StateStore
+from ..api import model
+from ..api.conditions import ACCEPTED, RESOLVED_REFS, Condition
+from ..api.fields import FieldError
+from ..api.objects import ObjectKey, UserObject
+from ..api.validation import validate
+from ..sources.state import StateStore
 from .ir import ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name, listener_name
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
@@ -105,17 +105,17 @@ def _precedence(entry: RouteEntryIR):
 
 class Builder:
     def __init__(self) -> None:
-        self._last_valid: dict[ObjectKey, tuple[int, api.RouteSpec | api.BackendSpec]] = {}
+        self._last_valid: dict[ObjectKey, tuple[int, model.RouteSpec | model.BackendSpec]] = {}
         # Validation of objects that did not change since the last build is reused: a source
         # hands over the same UserObject until the object changes.
         self._validated_memo: dict[ObjectKey, tuple[UserObject, tuple]] = {}
         # Likewise a Route's IR, as long as its spec and the existence of what it references hold.
-        self._route_memo: dict[ObjectKey, tuple[api.RouteSpec, tuple[bool, ...], tuple]] = {}
-        self._cluster_memo: dict[ObjectKey, tuple[api.BackendSpec, tuple]] = {}
+        self._route_memo: dict[ObjectKey, tuple[model.RouteSpec, tuple[bool, ...], tuple]] = {}
+        self._cluster_memo: dict[ObjectKey, tuple[model.BackendSpec, tuple]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
         result = BuildResult()
-        specs: dict[ObjectKey, api.RouteSpec | api.BackendSpec] = {}
+        specs: dict[ObjectKey, model.RouteSpec | model.BackendSpec] = {}
         accepted: dict[ObjectKey, Condition] = {}
         errors: dict[ObjectKey, tuple[FieldError, ...]] = {}
         memo = {}
@@ -132,7 +132,7 @@ class Builder:
         slices = slices_by_service(state)
         cluster_memo = {}
         for key, spec in specs.items():
-            if isinstance(spec, api.BackendSpec):
+            if isinstance(spec, model.BackendSpec):
                 previous = self._cluster_memo.get(key)
                 if spec.service is None and previous is not None and previous[0] is spec:
                     outcome = previous[1]  # static endpoints or DNS: depends on the spec alone
@@ -145,7 +145,7 @@ class Builder:
         routes = []
         route_memo = {}
         for key, spec in specs.items():
-            if isinstance(spec, api.RouteSpec):
+            if isinstance(spec, model.RouteSpec):
                 present = tuple(name in result.clusters for name in _referenced_clusters(key, spec))
                 previous = self._route_memo.get(key)
                 if previous is not None and previous[0] is spec and previous[1] == present:
@@ -185,7 +185,7 @@ class Builder:
 
 
 def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
-             spec: api.BackendSpec) -> tuple[ClusterIR, Condition]:
+             spec: model.BackendSpec) -> tuple[ClusterIR, Condition]:
     refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
     endpoints = ()
     if spec.service is not None:
@@ -217,7 +217,7 @@ def _by_key(item: tuple[ObjectKey, UserObject]) -> tuple[str, str, str]:
     return key.kind, key.namespace, key.name
 
 
-def _referenced_clusters(key: ObjectKey, spec: api.RouteSpec) -> list[str]:
+def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> list[str]:
     names = []
     for rule in spec.rules:
         names.extend(b.name for b in rule.backends)
@@ -226,7 +226,7 @@ def _referenced_clusters(key: ObjectKey, spec: api.RouteSpec) -> list[str]:
     return [cluster_name(ObjectKey("Backend", key.namespace, n)) for n in names]
 
 
-def _route(key: ObjectKey, spec: api.RouteSpec, clusters: dict[str, ClusterIR]) -> tuple[BuiltRoute, Condition]:
+def _route(key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR]) -> tuple[BuiltRoute, Condition]:
     problems: list[str] = []
 
     def resolve(name: str, path: str) -> str | None:
@@ -238,7 +238,7 @@ def _route(key: ObjectKey, spec: api.RouteSpec, clusters: dict[str, ClusterIR]) 
 
     entries = []
     for r, rule in enumerate(spec.rules):
-        backends = tuple(api.BackendRef(c, b.weight) for i, b in enumerate(rule.backends)
+        backends = tuple(model.BackendRef(c, b.weight) for i, b in enumerate(rule.backends)
                          if (c := resolve(b.name, f"spec.rules[{r}].backends[{i}]")))
         if rule.backends and (not backends or sum(b.weight for b in backends) == 0):
             problems.append(f"spec.rules[{r}]: left out, no backend to send to")
@@ -246,7 +246,7 @@ def _route(key: ObjectKey, spec: api.RouteSpec, clusters: dict[str, ClusterIR]) 
         mirror = rule.mirror
         if mirror is not None:
             cluster = resolve(mirror.backend, f"spec.rules[{r}].mirror.backend")
-            mirror = api.Mirror(cluster, mirror.percent) if cluster else None
+            mirror = model.Mirror(cluster, mirror.percent) if cluster else None
         action = dataclasses.replace(rule, matches=(), backends=backends, mirror=mirror)
         for m, match in enumerate(rule.matches):
             entries.append(RouteEntryIR(f"{key.namespace}/{key.name}/{r}/{m}", key, match, action))

@@ -1,0 +1,1 @@
+"""What the proxies ACKed or NACKed, turned into object status, and the HTTP endpoints that show it."""
