@@ -41,8 +41,15 @@ if [ ${#need[@]} -gt 0 ]; then
       etcd) pkg=./etcd ;;
       *) pkg=k8s.io/kubernetes/cmd/$bin ;;
     esac
-    # -trimpath and no VCS stamping keep the build independent of where the repository sits.
-    CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$out/$bin.tmp" "$pkg"
+    # -trimpath and no VCS stamping keep the build independent of where the repository sits; the
+    # version variables are the ones Kubernetes' own build stamps (hack/lib/version.sh), so that
+    # `kubectl version` and the API server's /version say which release this is.
+    minor=${version#v1.}; minor=${minor%%.*}
+    stamp=""
+    for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      stamp="$stamp -X $v.gitVersion=$version -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
+    done
+    CGO_ENABLED=0 go build -trimpath -ldflags="-s $stamp" -o "$out/$bin.tmp" "$pkg"
     mv "$out/$bin.tmp" "$out/$bin"
   done
 fi
