@@ -25,6 +25,10 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 RETRY_ON = ("5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited",
             "retriable-4xx", "refused-stream", "retriable-status-codes", "retriable-headers", "http3-post-connect-failure",
             "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
+# As Envoy compiles (re2::RE2::Quiet): the defaults, but RE2 does not log its own copy of every
+# error to stderr, where it would end up next to our one-line message.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
 # Ports below 1024 need a privileged proxy, and a listener that cannot bind is a NACK.
 MIN_LISTENER_PORT = 1024
 MAX_RULES = 128
@@ -293,7 +297,7 @@ def _regex(f: Fields, raw: Any, path: str) -> str | None:
     if text is None:
         return None
     try:
-        compiled = re2.compile(text)
+        compiled = re2.compile(text, options=_RE2_OPTIONS)
     except re2.error as exc:
         message = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         f.error(path, f"invalid regular expression (RE2 syntax): {message}")
