@@ -27,7 +27,7 @@ from xds_operator.api.limits import (DIRECT_RESPONSE_BODY_MAX_BYTES, HEADER_NAME
 from xds_operator.api.objects import ObjectKey, UserObject
 from xds_operator.api.validation import validate
 from xds_operator.ir.builder import Builder
-from xds_operator.ir.ir import ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR
+from xds_operator.ir.ir import ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name
 from xds_operator.sources.state import StateStore
 from xds_operator.translate import translate
 
@@ -36,7 +36,7 @@ from .test_translate_golden import envoy_validate, static_bootstrap
 # A character of each UTF-8 length.
 CHARS = {1: "a", 2: "é", 3: "€", 4: "😀"}
 BACKEND = ObjectKey("Backend", "ns", "b")
-CLUSTER = ClusterIR(name="ns.b", source=BACKEND, discovery="EDS", protocol="HTTP1", load_balancer="ROUND_ROBIN",
+CLUSTER = ClusterIR(name=cluster_name(BACKEND), source=BACKEND, discovery="EDS", protocol="HTTP1", load_balancer="ROUND_ROBIN",
                     connect_timeout_ms=1000, endpoints=(Endpoint("127.0.0.1", 8080),))
 FORWARD = model.Rule(backends=(model.BackendRef(CLUSTER.name),))
 
@@ -193,7 +193,15 @@ def test_envoy_accepts_every_value_at_the_limit(tmp_path: Path) -> None:
             rule.setdefault("matches", [{}])[0]["path"] = {"type": "Exact", "value": f"/case-{count}"}
             state.put(_route(rule, name=f"r{count}"))
             count += 1
+    # The longest namespace and names Kubernetes allows, in cluster and route names.
+    longest_backend = ObjectKey("Backend", "n" * 63, "b" * 253)
+    state.put(UserObject(longest_backend, {"endpoints": [{"address": "127.0.0.1", "port": 8080}]}))
+    state.put(UserObject(ObjectKey("Route", "n" * 63, "r" * 253),
+                         {"port": 1024, "rules": [{"matches": [{"path": {"type": "Exact", "value": "/longest"}}],
+                                                   "backends": [{"name": "b" * 253}]}]}))
+    count += 1
     result = Builder().build(state)
+    assert cluster_name(longest_backend) in result.clusters
     assert all(s.condition("Accepted").status for s in result.statuses.values()), \
         [s.condition("Accepted").message for s in result.statuses.values() if not s.condition("Accepted").status]
     resources = translate(result.config_for("default"))

@@ -19,6 +19,8 @@ T = TypeVar("T")
 # RFC 1123 subdomain, lower case, as Kubernetes and Envoy domain matching expect.
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# DNS-1123 label: what Kubernetes requires of a namespace (may start with a digit, unlike RFC 1035).
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # RFC 7230 token: what an HTTP header name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")
 
@@ -157,6 +159,21 @@ class Fields:
     def dns_label(self, value: Any, path: str, *, required: bool = False) -> str | None:
         return self.string(value, path, required=required, max_len=63, pattern=_DNS_LABEL,
                            what="a lower-case DNS label (RFC 1035)")
+
+    def object_name(self, value: Any, path: str) -> str | None:
+        """metadata.name as Kubernetes checks it (a DNS-1123 subdomain)."""
+        if value == "" or value is None:
+            self.error(path, "is required")
+            return None
+        return self.string(value, path, max_len=253, pattern=_DNS_NAME,
+                           what="a lower-case DNS-1123 subdomain, as Kubernetes requires of names (letters a-z, "
+                                "digits, '-' and '.', starting and ending with a letter or digit)")
+
+    def namespace(self, value: Any, path: str) -> str | None:
+        """metadata.namespace as Kubernetes checks it (a DNS-1123 label)."""
+        return self.string(value, path, required=True, max_len=63, pattern=_DNS1123_LABEL,
+                           what="a lower-case DNS-1123 label, as Kubernetes requires of namespaces (letters a-z, "
+                                "digits and '-', starting and ending with a letter or digit)")
 
     def ip_address(self, value: Any, path: str) -> str | None:
         text = self.string(value, path, required=True, max_len=64)

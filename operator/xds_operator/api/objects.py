@@ -10,6 +10,14 @@ API_VERSION = f"{API_GROUP}/v1alpha1"
 KINDS = ("Backend", "Route")
 
 
+def joined(*parts: object) -> str:
+    """Parts joined with "/", each with "%" written as %25 and "/" as %2F first, so that different
+    parts never make the same text: namespace "a/b" and name "c" give a%2Fb/c, namespace "a" and
+    name "b/c" give a/b%2Fc. Kubernetes names and namespaces contain neither character (and
+    validation refuses them in files too), so theirs read as the plain namespace/name."""
+    return "/".join(str(part).replace("%", "%25").replace("/", "%2F") for part in parts)
+
+
 @dataclass(frozen=True, order=True)
 class ObjectKey:
     """Identity of a user object: kind, namespace, name."""
@@ -19,7 +27,7 @@ class ObjectKey:
     name: str
 
     def __str__(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}"
+        return joined(self.kind, self.namespace, self.name)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,10 @@ _PATH = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*$")
 def validate(obj: UserObject) -> tuple[model.RouteSpec | model.BackendSpec | None, list[FieldError]]:
     """The validated spec of a Route or Backend, or None with the reasons."""
     fields = Fields()
-    if not obj.key.name:
-        fields.error("metadata.name", "is required")
+    # Kubernetes' own rules, which files must meet too: Envoy names are made of these two, and
+    # one object must never answer for another (see objects.joined).
+    fields.namespace(obj.key.namespace, "metadata.namespace")
+    fields.object_name(obj.key.name, "metadata.name")
     if obj.key.kind == "Route":
         spec = _route(fields, obj.spec)
     elif obj.key.kind == "Backend":
