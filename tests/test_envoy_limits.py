@@ -14,16 +14,21 @@ See operator/xds_operator/api/limits.py for the table of Envoy's rules and what 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from xds_operator.api import model
-from xds_operator.api.limits import (DIRECT_RESPONSE_BODY_MAX_BYTES, HEADER_NAME_MAX_BYTES, HEADER_VALUE_MAX_BYTES,
-                                     QUERY_PARAM_NAME_MAX_BYTES, header_value_as_sent, utf8_size)
+from xds_operator.api.limits import (
+    DIRECT_RESPONSE_BODY_MAX_BYTES,
+    HEADER_NAME_MAX_BYTES,
+    HEADER_VALUE_MAX_BYTES,
+    QUERY_PARAM_NAME_MAX_BYTES,
+    header_value_as_sent,
+    utf8_size,
+)
 from xds_operator.api.objects import ObjectKey, UserObject
 from xds_operator.api.validation import validate
 from xds_operator.ir.builder import Builder
@@ -36,9 +41,12 @@ from .test_translate_golden import envoy_validate, static_bootstrap
 # A character of each UTF-8 length.
 CHARS = {1: "a", 2: "é", 3: "€", 4: "😀"}
 BACKEND = ObjectKey("Backend", "ns", "b")
-CLUSTER = ClusterIR(name=cluster_name(BACKEND), source=BACKEND, discovery="EDS", protocol="HTTP1", load_balancer="ROUND_ROBIN",
-                    connect_timeout_ms=1000, endpoints=(Endpoint("127.0.0.1", 8080),))
+CLUSTER = ClusterIR(name=cluster_name(BACKEND), source=BACKEND, discovery="EDS", protocol="HTTP1",
+                    load_balancer="ROUND_ROBIN", connect_timeout_ms=1000, endpoints=(Endpoint("127.0.0.1", 8080),))
 FORWARD = model.Rule(backends=(model.BackendRef(CLUSTER.name),))
+
+
+Entry = Callable[[str], tuple[model.Match, model.Rule]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class Limit:
     envoy_bytes: int                       # Envoy's limit on the field as sent
     max_chars: int                         # validation's own (the CRD's) limit in characters
     rule: Callable[[str], dict]            # a Route rule with the value in the field
-    entry: Callable[[str], tuple[model.Match, model.Rule]]  # the same as validated IR, unchecked
+    entry: Entry                           # the same as validated IR, unchecked
     envoy_reason: str                      # what Envoy says when it refuses one byte more
     as_sent: Callable[[str], str] = lambda text: text
     ascii_only: bool = False               # validation allows only ASCII (a token)
@@ -59,7 +67,7 @@ class Limit:
         return utf8_size(self.as_sent(text))
 
 
-def _set_header(where: str, verb: str) -> tuple[Callable[[str], dict], Callable[[str], tuple[model.Match, model.Rule]]]:
+def _set_header(where: str, verb: str) -> tuple[Callable[[str], dict], Entry]:
     attr = "request_headers" if where == "requestHeaders" else "response_headers"
 
     def rule(value: str) -> dict:
@@ -150,7 +158,7 @@ def test_the_values_are_what_they_claim() -> None:
 @pytest.mark.parametrize("limit", LIMITS, ids=lambda limit: limit.id)
 def test_validation_accepts_the_limit(limit: Limit) -> None:
     for what, value in at_limit(limit).items():
-        spec, errors = validate(_route(limit.rule(value)))
+        _, errors = validate(_route(limit.rule(value)))
         assert errors == [], (what, [str(e) for e in errors])
 
 
@@ -175,11 +183,11 @@ def test_the_issues_header_values_are_refused_for_their_bytes() -> None:
     for where in ("requestHeaders", "responseHeaders"):
         for verb in ("set", "add"):
             for value, size in (("€" * 5462, 16386), ("😀" * 5000, 20000), ("%" * 8000 + "€" * 130, 16390)):
-                spec, errors = validate(_route({"backends": [{"name": "b"}],
+                _, errors = validate(_route({"backends": [{"name": "b"}],
                                                 where: {verb: [{"name": "x", "value": value}]}}))
-                assert [str(e) for e in errors] == [
+                assert [str(e) for e in errors] == [(
                     f"spec.rules[0].{where}.{verb}[0].value: is {size} bytes in UTF-8 once % is written as %%, "
-                    f"more than Envoy's limit of 16384 bytes"]
+                    f"more than Envoy's limit of 16384 bytes")]
 
 
 def test_envoy_accepts_every_value_at_the_limit(tmp_path: Path) -> None:

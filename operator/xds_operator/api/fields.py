@@ -106,7 +106,8 @@ class Fields:
         if max_bytes is not None:
             size = utf8_size(as_sent(value) if as_sent is not None else value)
             if size > max_bytes:
-                self.error(path, f"is {size} bytes in UTF-8{as_sent_note}, more than Envoy's limit of {max_bytes} bytes")
+                self.error(path, f"is {size} bytes in UTF-8{as_sent_note}, "
+                                 f"more than Envoy's limit of {max_bytes} bytes")
                 return None
         # fullmatch: a pattern's `$` would also accept a final newline, which RE2 (the API server) refuses.
         if pattern is not None and not pattern.fullmatch(value):
@@ -198,8 +199,8 @@ class Fields:
     def header_value(self, value: Any, path: str, *, max_len: int = 8192, sent: bool = True) -> str | None:
         """A header value; `sent` when it is a value Envoy adds to a message (HeaderValue, checked in
         bytes once % is escaped), not one it matches against (StringMatcher, no byte limit)."""
-        limit = dict(max_bytes=HEADER_VALUE_MAX_BYTES, as_sent=header_value_as_sent,
-                     as_sent_note=" once % is written as %%") if sent else {}
+        limit: dict[str, Any] = {"max_bytes": HEADER_VALUE_MAX_BYTES, "as_sent": header_value_as_sent,
+                                 "as_sent_note": " once % is written as %%"} if sent else {}
         text = self.string(value, path, required=False, max_len=max_len, **limit)
         if text is None:
             if value is None:

@@ -5,26 +5,45 @@ and a few checks in code. Where a limit is stated in bytes (`max_bytes`), it cou
 bytes of the field as sent, so validation counts bytes of the translated string too, never
 characters: 5,462 x "€" is 5,462 characters but 16,386 bytes.
 
-Every field the translator fills from user text, its Envoy rule, and how validation meets it
-("was" = the check before issue 6, where it fell short):
+Every field the translator fills from user text, Envoy's rule on it, and validation's check; a
+"!" marks what was unchecked before issue 6:
 
-| user field (YAML)                         | Envoy field and rule                                   | validation                      | was                         |
-|-------------------------------------------|--------------------------------------------------------|---------------------------------|-----------------------------|
-| request/responseHeaders set/add value     | core.v3.HeaderValue.value: max_bytes 16384, HTTP_HEADER_VALUE (no NUL/CR/LF); a format string, so % is sent as %% | <= 8192 chars and <= 16384 bytes once % is %%; no control chars | 8192 chars: 16,386 bytes passed -> NACK |
-| request/responseHeaders set/add name      | core.v3.HeaderValue.key: min_len 1, max_bytes 16384, HTTP_HEADER_NAME; not host or :pseudo | RFC 7230 token (ASCII), <= 256 chars, <= 16384 bytes | chars only (safe: ASCII) |
-| request/responseHeaders remove            | Route.*_headers_to_remove: min_len 1, HTTP_HEADER_NAME | as a header name                | fine                        |
-| matches.headers name                      | route.v3.HeaderMatcher.name: min_len 1, HTTP_HEADER_NAME | as a header name              | fine                        |
-| matches.headers/queryParams value (Exact) | matcher.v3.StringMatcher.exact: no limit               | <= 4096 chars, no control chars | fine                        |
-| matches.queryParams name                  | route.v3.QueryParameterMatcher.name: min_len 1, max_bytes 1024 | <= 256 chars and <= 1024 bytes | 256 chars only (fit by luck: 256 x 4 bytes) |
-| any RegularExpression value               | matcher.v3.RegexMatcher.regex: min_len 1; RE2 program size <= 100 (runtime default) | RE2 compiles it, program size <= 100, <= 1024 chars | fine |
-| matches.path Exact / Prefix               | RouteMatch.path / prefix: none; path_separated_prefix: pattern ^[^?#]+[^?#/]$ | absolute path, no ?, #, spaces or control chars; trailing / dropped | fine |
-| directResponse.body                       | DirectResponseAction.body.inline_string: <= 4096 bytes (max_direct_response_body_size_bytes) | <= 4096 chars and bytes | fine |
-| hostnames                                 | VirtualHost.domains: min_items 1, HTTP_HEADER_VALUE; VirtualHost.name: min_len 1 | DNS-1123 subdomain or *. prefix, <= 253 | fine |
-| redirect hostname / path                  | RedirectAction.host_redirect / path_redirect: HTTP_HEADER_VALUE | DNS name / absolute path | fine                     |
-| rewrite hostname / pathPrefix             | RouteAction.host_rewrite_literal / prefix_rewrite: HTTP_HEADER_VALUE | DNS name / absolute path | fine                |
-| healthCheck.path                          | HealthCheck.HttpHealthCheck.path: min_len 1, HTTP_HEADER_VALUE strict | absolute path, no control chars | fine          |
-| dns.hostname                              | SocketAddress.address: min_len 1                        | DNS-1123 subdomain              | fine                        |
-| metadata.namespace / metadata.name        | Cluster.name, ClusterLoadAssignment.cluster_name, RouteAction.cluster, ClusterWeight.name: min_len 1; Route.name | DNS-1123 label (<= 63) / subdomain (<= 253), as Kubernetes | unchecked: "a/b" + "c" and "a" + "b/c" were one cluster |
+  request/responseHeaders set/add value   core.v3.HeaderValue.value: max_bytes 16384, HTTP_HEADER_VALUE; read as
+                                          a format string, so % is sent as %%
+      -> at most 8,192 characters (CRD) and 16,384 bytes once % is %%, no control characters
+      ! was 8,192 characters only: 5,462 x "€" (16,386 bytes) passed and Envoy NACKed it
+  request/responseHeaders set/add name    core.v3.HeaderValue.key: min_len 1, max_bytes 16384, HTTP_HEADER_NAME;
+                                          not Host or a :pseudo-header (Envoy's code)
+      -> an RFC 7230 token (ASCII), at most 256 characters, 16,384 bytes (now stated, was safe)
+  request/responseHeaders remove          Route.*_headers_to_remove: min_len 1, HTTP_HEADER_NAME -> as a name
+  matches.headers name                    route.v3.HeaderMatcher.name: min_len 1, HTTP_HEADER_NAME -> as a name
+  matches.headers/queryParams value       matcher.v3.StringMatcher.exact: no rule -> <= 4,096 characters, no
+                                          control characters
+  matches.queryParams name                route.v3.QueryParameterMatcher.name: min_len 1, max_bytes 1024
+      -> at most 256 characters and 1,024 bytes
+      ! was 256 characters only, safe by luck (256 x 4 bytes)
+  any RegularExpression value             matcher.v3.RegexMatcher.regex: min_len 1; RE2 program size <= 100
+                                          (runtime default) -> RE2 compiles it, program size, <= 1,024 characters
+  matches.path Exact / Prefix             RouteMatch.path, prefix: no rule; path_separated_prefix: ^[^?#]+[^?#/]$
+                                          -> absolute path, no ?, #, spaces or control characters; a trailing /
+                                          is dropped before it becomes path_separated_prefix
+  directResponse.body                     DirectResponseAction.body.inline_string: at most 4,096 bytes (Envoy's
+                                          code: max_direct_response_body_size_bytes) -> 4,096 characters and bytes
+  hostnames                               VirtualHost.domains: min_items 1, HTTP_HEADER_VALUE; VirtualHost.name:
+                                          min_len 1 -> DNS-1123 subdomain, or *. + one, or *; <= 253
+  redirect hostname / path                RedirectAction.host_redirect, path_redirect: HTTP_HEADER_VALUE
+                                          -> DNS name / absolute path
+  rewrite hostname / pathPrefix           RouteAction.host_rewrite_literal, prefix_rewrite: HTTP_HEADER_VALUE
+                                          -> DNS name / absolute path
+  healthCheck.path                        HealthCheck.HttpHealthCheck.path: min_len 1, HTTP_HEADER_VALUE (strict)
+                                          -> absolute path, no control characters
+  dns.hostname                            SocketAddress.address: min_len 1 -> DNS-1123 subdomain
+  metadata.namespace, metadata.name       Cluster.name, ClusterLoadAssignment.cluster_name, RouteAction.cluster,
+                                          ClusterWeight.name: min_len 1; Route.name: no rule
+      -> DNS-1123 label (<= 63) and subdomain (<= 253), as Kubernetes; joined injectively (objects.joined)
+      ! was unchecked: namespace "a/b" + name "c" and "a" + "b/c" were one cluster, a/b/c
+
+(HTTP_HEADER_NAME and HTTP_HEADER_VALUE with strict: false refuse only NUL, CR and LF.)
 
 Envoy states no other byte limit on these fields; the character limits above are the CRDs' own
 (crds/, where `maxLength` counts characters), which validation keeps so that the two agree.
