@@ -244,3 +244,29 @@ def test_envoy_refuses_one_byte_past_the_limit(limit: Limit, tmp_path: Path) -> 
             if "4097" in reason:  # the body's message names its size
                 reason = reason.replace("4097", str(limit.sent_size(cases[what])))
             assert reason in output, (what, output[-2000:])
+
+
+def test_envoy_takes_the_longest_values_of_the_fields_it_does_not_limit_in_bytes(tmp_path: Path) -> None:
+    """Fields whose Envoy rules (see api/limits.py) state no byte limit: validation's longest values,
+    in 4-byte characters (four times the bytes of ASCII), are accepted by a real Envoy."""
+    wide = CHARS[4]
+    path = "/" + wide * 1023  # validation's 1,024 characters, 4,093 bytes
+    rules = [
+        {"backends": [{"name": "b"}], "matches": [{"headers": [{"name": "x", "value": wide * 4096}],
+                                                   "queryParams": [{"name": "q", "value": wide * 4096}]}]},
+        {"backends": [{"name": "b"}], "matches": [{"path": {"type": "Exact", "value": path}}]},
+        {"backends": [{"name": "b"}], "matches": [{"path": {"type": "Prefix", "value": path}}],
+         "rewrite": {"pathPrefix": path, "hostname": "h" * 253}},
+        {"redirect": {"path": path, "hostname": "h" * 253}, "matches": [{"path": {"type": "Exact", "value": "/r"}}]},
+        {"backends": [{"name": "b"}], "matches": [{"path": {"type": "RegularExpression", "value": wide * 12}}]},
+    ]
+    state = StateStore()
+    state.put(UserObject(BACKEND, {"endpoints": [{"address": "127.0.0.1", "port": 8080}], "healthCheck": {"path": path}}))
+    for i, rule in enumerate(rules):
+        state.put(UserObject(ObjectKey("Route", "ns", f"r{i}"),
+                             {"port": 1024, "hostnames": ["*." + "h" * 251], "rules": [rule]}))
+    result = Builder().build(state)
+    assert all(s.condition("Accepted").status for s in result.statuses.values()), \
+        [s.condition("Accepted").message for s in result.statuses.values() if not s.condition("Accepted").status]
+    proc = envoy_validate(static_bootstrap(translate(result.config_for("default"))), tmp_path / "wide.pb")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

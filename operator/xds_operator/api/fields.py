@@ -81,7 +81,7 @@ class Fields:
     # -- scalars ---------------------------------------------------------------------------
 
     def string(self, value: Any, path: str, *, required: bool = False, max_len: int = 1024,
-               pattern: re.Pattern | None = None, what: str = "", max_bytes: int | None = None,
+               pattern: re.Pattern[str] | None = None, what: str = "", max_bytes: int | None = None,
                as_sent: Callable[[str], str] | None = None, as_sent_note: str = "") -> str | None:
         """A string of at most `max_len` characters (the CRD's maxLength) and, when Envoy limits the
         field in bytes, at most `max_bytes` UTF-8 bytes in the form Envoy receives it (`as_sent`:
