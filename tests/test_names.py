@@ -148,3 +148,18 @@ def test_validate_reports_both_names(tmp_path: Path) -> None:
     assert f"metadata.name: 'b/c' is not {NAME_RULE}" in proc.stdout
     assert f"metadata.namespace: 'a/b' is not {NAMESPACE_RULE}" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_name_that_is_not_a_string_is_refused_without_stopping_the_build() -> None:
+    """`name: 123` in a file is an integer: sorting it among the other keys raised, so no build ran."""
+    from xds_operator.status.report import reports
+
+    state = StateStore()
+    for name in (123, "b", "a"):
+        state.put(UserObject.from_manifest({"apiVersion": API_VERSION, "kind": "Backend", "spec": EP,
+                                            "metadata": {"name": name, "namespace": "ns"}}))
+    result = Builder().build(state)
+    assert sorted(result.clusters) == ["ns/a", "ns/b"]
+    accepted = result.statuses[ObjectKey("Backend", "ns", 123)].condition("Accepted")
+    assert (accepted.status, accepted.message) == (False, "metadata.name: must be a string, not an integer")
+    assert [str(k) for k in reports(result, {})] == ["Backend/ns/123", "Backend/ns/a", "Backend/ns/b"]

@@ -18,7 +18,7 @@ def joined(*parts: object) -> str:
     return "/".join(str(part).replace("%", "%25").replace("/", "%2F") for part in parts)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class ObjectKey:
     """Identity of a user object: kind, namespace, name."""
 
@@ -28,6 +28,14 @@ class ObjectKey:
 
     def __str__(self) -> str:
         return joined(self.kind, self.namespace, self.name)
+
+    def __lt__(self, other: ObjectKey) -> bool:
+        # Ordered as text: a file can give a name that is not a string (name: 123), which validation
+        # refuses, but which must not make sorting the keys of every object raise.
+        return self._order() < other._order()
+
+    def _order(self) -> tuple[str, str, str, str]:
+        return str(self.kind), str(self.namespace), str(self.name), type(self.name).__name__
 
 
 @dataclass(frozen=True)

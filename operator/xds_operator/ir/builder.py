@@ -213,10 +213,8 @@ def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
     return cluster, refs
 
 
-def _by_key(item: tuple[ObjectKey, UserObject]) -> tuple[str, str, str]:
-    key = item[0]
-    # str(): a file may give a name that is not a string (name: 123); validation reports it.
-    return str(key.kind), str(key.namespace), str(key.name)
+def _by_key(item: tuple[ObjectKey, UserObject]) -> ObjectKey:
+    return item[0]
 
 
 def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> list[str]:
