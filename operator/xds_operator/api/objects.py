@@ -14,7 +14,9 @@ def joined(*parts: object) -> str:
     """Parts joined with "/", each with "%" written as %25 and "/" as %2F first, so that different
     parts never make the same text: namespace "a/b" and name "c" give a%2Fb/c, namespace "a" and
     name "b/c" give a/b%2Fc. Kubernetes names and namespaces contain neither character (and
-    validation refuses them in files too), so theirs read as the plain namespace/name."""
+    validation refuses them in files too), so theirs read as the plain namespace/name. Used for
+    Envoy names (ir.cluster_name, ir.route_entry_name) and for an object key as text (/status,
+    logs, validate), so an object with a bad name is still reported under a key of its own."""
     return "/".join(str(part).replace("%", "%25").replace("/", "%2F") for part in parts)
 
 
