@@ -51,7 +51,7 @@ from xds_operator.api.objects import UserObject
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "crds"
 EXAMPLES = ROOT / "examples"
-DEMO_TEMPLATE = ROOT / "operator" / "xds_operator" / "demo-config.yaml.tmpl"
+DEMO_TEMPLATE = ROOT / "operator" / "xds_operator" / "dev" / "demo-config.yaml.tmpl"
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 GROUP = "xds-operator.dev"
 VERSION = "v1alpha1"
@@ -964,6 +964,10 @@ def test_left_to_the_operator() -> None:
         doc = route(match(path={"type": "RegularExpression", "value": "/" + regex}))
         assert admit(doc)[1] == []
         assert mentions(model(doc)[1], "spec.rules[0].matches[0].path.value"), regex
+    # 5,462 characters (maxLength is 8,192) but 16,386 bytes: more than Envoy's 16,384.
+    doc = route(fwd(responseHeaders={"set": [{"name": "x-a", "value": "€" * 5462}]}))
+    assert admit(doc)[1] == []
+    assert mentions(model(doc)[1], "spec.rules[0].responseHeaders.set[0].value")
 
 
 # -- agreement with the model ----------------------------------------------------------------

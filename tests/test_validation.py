@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -571,7 +573,7 @@ def test_route_top_level_errors():
     ({"directResponse": {"status": 200, "body": "x" * 4097}}, "spec.rules[0].directResponse.body",
      "is 4097 characters long; at most 4096 are allowed"),
     ({"directResponse": {"status": 200, "body": "é" * 2049}}, "spec.rules[0].directResponse.body",
-     "is larger than Envoy's limit of 4096 bytes"),
+     "is 4098 bytes in UTF-8, more than Envoy's limit of 4096 bytes"),
     ({"directResponse": {"status": 200, "body": 5}}, "spec.rules[0].directResponse.body",
      "must be a string, not an integer"),
     ({"directResponse": {"status": 200, "headers": {}}}, "spec.rules[0].directResponse.headers",
@@ -611,6 +613,19 @@ def test_regex_errors(regex, message):
          "spec.rules[0].matches[0].queryParams[0].value"),
     ]:
         assert route_error(matches=[match]) == (path, message)
+
+
+def test_a_bad_regex_leaves_stderr_clean():
+    """RE2 logs its own copy of each error (absl, re2.cc) unless told not to: the user would see it
+    next to the one-line message. A fresh process, so that absl's first-use banner would show too."""
+    code = ("from xds_operator.api.objects import ObjectKey, UserObject\n"
+            "from xds_operator.api.validation import validate\n"
+            "spec = {'rules': [{'backends': [{'name': 'b'}], 'matches': [{'path': {'type': 'RegularExpression', "
+            "'value': '(unclosed'}, 'headers': [{'name': 'x', 'type': 'RegularExpression', 'value': '(?=x)'}]}]}]}\n"
+            "_, errors = validate(UserObject(ObjectKey('Route', 'ns', 'r'), spec))\n"
+            "print(len(errors))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "2\n", "")
 
 
 @pytest.mark.parametrize("where", ["requestHeaders", "responseHeaders"])

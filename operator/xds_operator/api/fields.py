@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
 from .durations import parse_duration_ms
+from .limits import HEADER_NAME_MAX_BYTES, HEADER_VALUE_MAX_BYTES, header_value_as_sent, utf8_size
 
 T = TypeVar("T")
 
 # RFC 1123 subdomain, lower case, as Kubernetes and Envoy domain matching expect.
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# DNS-1123 label: what Kubernetes requires of a namespace (may start with a digit, unlike RFC 1035).
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # RFC 7230 token: what an HTTP header name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")
 
@@ -78,7 +81,11 @@ class Fields:
     # -- scalars ---------------------------------------------------------------------------
 
     def string(self, value: Any, path: str, *, required: bool = False, max_len: int = 1024,
-               pattern: re.Pattern | None = None, what: str = "") -> str | None:
+               pattern: re.Pattern[str] | None = None, what: str = "", max_bytes: int | None = None,
+               as_sent: Callable[[str], str] | None = None, as_sent_note: str = "") -> str | None:
+        """A string of at most `max_len` characters (the CRD's maxLength) and, when Envoy limits the
+        field in bytes, at most `max_bytes` UTF-8 bytes in the form Envoy receives it (`as_sent`:
+        after the translator's escaping, which `as_sent_note` names in the message)."""
         if value is None:
             if required:
                 self.error(path, "is required")
@@ -96,6 +103,12 @@ class Fields:
         if len(value) > max_len:
             self.error(path, f"is {len(value)} characters long; at most {max_len} are allowed")
             return None
+        if max_bytes is not None:
+            size = utf8_size(as_sent(value) if as_sent is not None else value)
+            if size > max_bytes:
+                self.error(path, f"is {size} bytes in UTF-8{as_sent_note}, "
+                                 f"more than Envoy's limit of {max_bytes} bytes")
+                return None
         # fullmatch: a pattern's `$` would also accept a final newline, which RE2 (the API server) refuses.
         if pattern is not None and not pattern.fullmatch(value):
             self.error(path, f"{value!r} is not {what or 'valid'}")
@@ -148,6 +161,21 @@ class Fields:
         return self.string(value, path, required=required, max_len=63, pattern=_DNS_LABEL,
                            what="a lower-case DNS label (RFC 1035)")
 
+    def object_name(self, value: Any, path: str) -> str | None:
+        """metadata.name as Kubernetes checks it (a DNS-1123 subdomain)."""
+        if value == "" or value is None:
+            self.error(path, "is required")
+            return None
+        return self.string(value, path, max_len=253, pattern=_DNS_NAME,
+                           what="a lower-case DNS-1123 subdomain, as Kubernetes requires of names (letters a-z, "
+                                "digits, '-' and '.', starting and ending with a letter or digit)")
+
+    def namespace(self, value: Any, path: str) -> str | None:
+        """metadata.namespace as Kubernetes checks it (a DNS-1123 label)."""
+        return self.string(value, path, required=True, max_len=63, pattern=_DNS1123_LABEL,
+                           what="a lower-case DNS-1123 label, as Kubernetes requires of namespaces (letters a-z, "
+                                "digits and '-', starting and ending with a letter or digit)")
+
     def ip_address(self, value: Any, path: str) -> str | None:
         text = self.string(value, path, required=True, max_len=64)
         if text is None:
@@ -165,11 +193,15 @@ class Fields:
 
     def header_name(self, value: Any, path: str) -> str | None:
         name = self.string(value, path, required=True, max_len=256, pattern=_HEADER_NAME,
-                           what="an HTTP header name (RFC 7230 token)")
+                           what="an HTTP header name (RFC 7230 token)", max_bytes=HEADER_NAME_MAX_BYTES)
         return name.lower() if name is not None else None
 
-    def header_value(self, value: Any, path: str, *, max_len: int = 8192) -> str | None:
-        text = self.string(value, path, required=False, max_len=max_len)
+    def header_value(self, value: Any, path: str, *, max_len: int = 8192, sent: bool = True) -> str | None:
+        """A header value; `sent` when it is a value Envoy adds to a message (HeaderValue, checked in
+        bytes once % is escaped), not one it matches against (StringMatcher, no byte limit)."""
+        limit: dict[str, Any] = {"max_bytes": HEADER_VALUE_MAX_BYTES, "as_sent": header_value_as_sent,
+                                 "as_sent_note": " once % is written as %%"} if sent else {}
+        text = self.string(value, path, required=False, max_len=max_len, **limit)
         if text is None:
             if value is None:
                 self.error(path, "is required")

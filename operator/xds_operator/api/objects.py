@@ -10,7 +10,17 @@ API_VERSION = f"{API_GROUP}/v1alpha1"
 KINDS = ("Backend", "Route")
 
 
-@dataclass(frozen=True, order=True)
+def joined(*parts: object) -> str:
+    """Parts joined with "/", each with "%" written as %25 and "/" as %2F first, so that different
+    parts never make the same text: namespace "a/b" and name "c" give a%2Fb/c, namespace "a" and
+    name "b/c" give a/b%2Fc. Kubernetes names and namespaces contain neither character (and
+    validation refuses them in files too), so theirs read as the plain namespace/name. Used for
+    Envoy names (ir.cluster_name, ir.route_entry_name) and for an object key as text (/status,
+    logs, validate), so an object with a bad name is still reported under a key of its own."""
+    return "/".join(str(part).replace("%", "%25").replace("/", "%2F") for part in parts)
+
+
+@dataclass(frozen=True)
 class ObjectKey:
     """Identity of a user object: kind, namespace, name."""
 
@@ -19,7 +29,15 @@ class ObjectKey:
     name: str
 
     def __str__(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}"
+        return joined(self.kind, self.namespace, self.name)
+
+    def __lt__(self, other: ObjectKey) -> bool:
+        # Ordered as text: a file can give a name that is not a string (name: 123), which validation
+        # refuses, but which must not make sorting the keys of every object raise.
+        return self._order() < other._order()
+
+    def _order(self) -> tuple[str, str, str, str]:
+        return str(self.kind), str(self.namespace), str(self.name), type(self.name).__name__
 
 
 @dataclass(frozen=True)

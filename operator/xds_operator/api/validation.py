@@ -13,6 +13,7 @@ import re2
 
 from . import model
 from .fields import FieldError, Fields
+from .limits import DIRECT_RESPONSE_BODY_MAX_BYTES, MAX_REGEX_PROGRAM_SIZE, QUERY_PARAM_NAME_MAX_BYTES
 from .objects import UserObject
 
 PROTOCOLS = ("HTTP1", "HTTP2")
@@ -24,11 +25,10 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 RETRY_ON = ("5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited",
             "retriable-4xx", "refused-stream", "retriable-status-codes", "retriable-headers", "http3-post-connect-failure",
             "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
-# Envoy refuses regexes whose compiled RE2 program is larger than this (runtime key
-# re2.max_program_size.error_level, default 100).
-MAX_REGEX_PROGRAM_SIZE = 100
-# Envoy's default limit for an inline direct response body (max_direct_response_body_size_bytes).
-MAX_DIRECT_RESPONSE_BODY = 4096
+# As Envoy compiles (re2::RE2::Quiet): the defaults, but RE2 does not log its own copy of every
+# error to stderr, where it would end up next to our one-line message.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
 # Ports below 1024 need a privileged proxy, and a listener that cannot bind is a NACK.
 MIN_LISTENER_PORT = 1024
 MAX_RULES = 128
@@ -41,8 +41,10 @@ _PATH = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*$")
 def validate(obj: UserObject) -> tuple[model.RouteSpec | model.BackendSpec | None, list[FieldError]]:
     """The validated spec of a Route or Backend, or None with the reasons."""
     fields = Fields()
-    if not obj.key.name:
-        fields.error("metadata.name", "is required")
+    # Kubernetes' own rules, which files must meet too: Envoy names are made of these two, and
+    # one object must never answer for another (see objects.joined).
+    fields.namespace(obj.key.namespace, "metadata.namespace")
+    fields.object_name(obj.key.name, "metadata.name")
     if obj.key.kind == "Route":
         spec = _route(fields, obj.spec)
     elif obj.key.kind == "Backend":
@@ -280,12 +282,13 @@ def _value_match(f: Fields, *, header: bool):
         if header:
             name = f.header_name(m.get("name"), f"{p}.name")
         else:
-            name = f.string(m.get("name"), f"{p}.name", required=True, max_len=256)
+            name = f.string(m.get("name"), f"{p}.name", required=True, max_len=256,
+                            max_bytes=QUERY_PARAM_NAME_MAX_BYTES)
         kind = f.enum(m.get("type"), f"{p}.type", VALUE_MATCH_TYPES) or "Exact"
         if kind == "RegularExpression":
             value = _regex(f, m.get("value"), f"{p}.value")
         else:
-            value = f.header_value(m.get("value"), f"{p}.value", max_len=4096)
+            value = f.header_value(m.get("value"), f"{p}.value", max_len=4096, sent=False)
         return model.ValueMatch(name, value, kind) if name is not None and value is not None else None
     return read
 
@@ -296,7 +299,7 @@ def _regex(f: Fields, raw: Any, path: str) -> str | None:
     if text is None:
         return None
     try:
-        compiled = re2.compile(text)
+        compiled = re2.compile(text, options=_RE2_OPTIONS)
     except re2.error as exc:
         message = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         f.error(path, f"invalid regular expression (RE2 syntax): {message}")
@@ -404,9 +407,8 @@ def _direct_response(f: Fields, raw: Any, p: str) -> model.DirectResponse | None
     if r is None:
         return None
     status = f.integer(r.get("status"), f"{p}.status", minimum=200, maximum=599, required=True)
-    body = f.string(r.get("body"), f"{p}.body", max_len=MAX_DIRECT_RESPONSE_BODY) or ""
-    if len(body.encode()) > MAX_DIRECT_RESPONSE_BODY:
-        f.error(f"{p}.body", f"is larger than Envoy's limit of {MAX_DIRECT_RESPONSE_BODY} bytes")
+    body = f.string(r.get("body"), f"{p}.body", max_len=DIRECT_RESPONSE_BODY_MAX_BYTES,
+                    max_bytes=DIRECT_RESPONSE_BODY_MAX_BYTES) or ""
     return model.DirectResponse(status, body) if status is not None else None
 
 

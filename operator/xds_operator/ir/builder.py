@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from ..api import model
 from ..api.conditions import ACCEPTED, RESOLVED_REFS, Condition
 from ..api.fields import FieldError
-from ..api.objects import ObjectKey, UserObject
+from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
-from .ir import ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name, listener_name
+from .ir import (ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name,
+                 listener_name, route_entry_name)
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)
@@ -212,9 +213,8 @@ def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
     return cluster, refs
 
 
-def _by_key(item: tuple[ObjectKey, UserObject]) -> tuple[str, str, str]:
-    key = item[0]
-    return key.kind, key.namespace, key.name
+def _by_key(item: tuple[ObjectKey, UserObject]) -> ObjectKey:
+    return item[0]
 
 
 def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> list[str]:
@@ -232,7 +232,7 @@ def _route(key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR]
     def resolve(name: str, path: str) -> str | None:
         cluster = cluster_name(ObjectKey("Backend", key.namespace, name))
         if cluster not in clusters:
-            problems.append(f"{path}: Backend {key.namespace}/{name} not found or not accepted")
+            problems.append(f"{path}: Backend {joined(key.namespace, name)} not found or not accepted")
             return None
         return cluster
 
@@ -249,7 +249,7 @@ def _route(key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR]
             mirror = model.Mirror(cluster, mirror.percent) if cluster else None
         action = dataclasses.replace(rule, matches=(), backends=backends, mirror=mirror)
         for m, match in enumerate(rule.matches):
-            entries.append(RouteEntryIR(f"{key.namespace}/{key.name}/{r}/{m}", key, match, action))
+            entries.append(RouteEntryIR(route_entry_name(key, r, m), key, match, action))
     if problems:
         refs = Condition(RESOLVED_REFS, False, "BackendNotFound", "; ".join(problems))
     else:

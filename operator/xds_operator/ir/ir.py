@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import model
-from ..api.objects import ObjectKey
+from ..api.objects import ObjectKey, joined
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ClusterIR:
 class RouteEntryIR:
     """One Envoy route: a match and what to do with it. Backends name clusters here."""
 
-    name: str  # namespace/route/rule-index/match-index: unique, and names the source in Envoy's stats
+    name: str  # route_entry_name(): unique, and names the source in Envoy's stats
     source: ObjectKey
     match: model.Match
     action: model.Rule
@@ -87,4 +87,9 @@ def listener_name(port: int) -> str:
 
 
 def cluster_name(key: ObjectKey) -> str:
-    return f"{key.namespace}/{key.name}"
+    """namespace/name, injective whatever the parts contain (see joined)."""
+    return joined(key.namespace, key.name)
+
+
+def route_entry_name(key: ObjectKey, rule: int, match: int) -> str:
+    return joined(key.namespace, key.name, rule, match)
