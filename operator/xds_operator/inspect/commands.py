@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any, Callable
 
 from .client import DEFAULT_SERVER, CommandError
 
+log = logging.getLogger(__name__)
+
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _guarded(run: Callable[[], Handler]) -> Handler:
-    """Imports the command when it runs, and turns a CommandError into one line and exit 2."""
+    """Imports the command when it runs. Any failure is one line and exit status 2, a bug
+    included: for `diff`, exit 1 means "changes", so a crash must not end with it."""
     def handler(args: argparse.Namespace) -> int:
         try:
             return run()(args)
         except CommandError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # YAML errors span lines
+        except Exception as exc:
+            log.debug("%s failed", args.command, exc_info=True)
+            print(f"error: internal error ({type(exc).__name__}: {exc}); --log-level DEBUG shows where",
+                  file=sys.stderr)
+        return 2
     return handler
 
 

@@ -32,7 +32,16 @@ JSON = dict[str, Any]
 
 def resource_dict(message: Message) -> JSON:
     """A resource as Envoy's admin /config_dump shows it: proto field names, Any with "@type"."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return _plain(json_format.MessageToDict(message, preserving_proto_field_name=True))
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts for YAML: json_format gives an embedded Any's fields as an OrderedDict."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def snapshot_dump(group: str, snapshot: Snapshot) -> JSON:
