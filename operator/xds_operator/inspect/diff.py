@@ -74,14 +74,16 @@ def run(args: argparse.Namespace) -> int:
         before = Side(before_result, options,
                       {g: _by_name(client.get("/debug/config_dump", group=g)) for g in groups})
     totals: Counter[str] = Counter()
-    changed_groups = 0
+    changed: dict[str, list[str]] = {}  # the same changes in several groups are shown once
     for group in groups:
         text, counts = diff_group(before.config(group), after.config(group))
         if counts:
-            print(f"proxy group {group}:")
-            sys.stdout.write(text)
-            changed_groups += 1
+            changed.setdefault(text, []).append(group)
         totals.update(counts)
+    for text, same in changed.items():
+        print(f"proxy group{'s' if len(same) > 1 else ''} {', '.join(same)}:")
+        sys.stdout.write(text)
+    changed_groups = sum(len(same) for same in changed.values())
     names = ", ".join(groups)
     if not totals:
         print(f"no change in proxy group{'s' if len(groups) > 1 else ''} {names}")
@@ -174,9 +176,9 @@ def field_changes(old: Any, new: Any, path: str = "") -> list[str]:
         for k in [*old, *(k for k in new if k not in old)]:
             p = f"{path}.{k}" if path else k
             if k not in old:
-                out.append(f"+ {p}: {_show(new[k])}")
+                out += _entry("+", p, new[k])
             elif k not in new:
-                out.append(f"- {p}: {_show(old[k])}")
+                out += _entry("-", p, old[k])
             else:
                 out += field_changes(old[k], new[k], p)
         return out
@@ -188,9 +190,9 @@ def field_changes(old: Any, new: Any, path: str = "") -> list[str]:
             for name in [*new_names, *(n for n in old_names if n not in by_new)]:
                 p = f"{path}[{json.dumps(name)}]"
                 if name not in by_old:
-                    out.append(f"+ {p}: {_show(by_new[name])}")
+                    out += _entry("+", p, by_new[name])
                 elif name not in by_new:
-                    out.append(f"- {p}: {_show(by_old[name])}")
+                    out += _entry("-", p, by_old[name])
                 else:
                     out += field_changes(by_old[name], by_new[name], p)
             kept_old = [n for n in old_names if n in by_new]
@@ -202,9 +204,9 @@ def field_changes(old: Any, new: Any, path: str = "") -> list[str]:
         for i in range(max(len(old), len(new))):
             p = f"{path}[{i}]"
             if i >= len(old):
-                out.append(f"+ {p}: {_show(new[i])}")
+                out += _entry("+", p, new[i])
             elif i >= len(new):
-                out.append(f"- {p}: {_show(old[i])}")
+                out += _entry("-", p, old[i])
             else:
                 out += field_changes(old[i], new[i], p)
         return out
@@ -216,6 +218,14 @@ def _names(items: list[Any]) -> list[str] | None:
     if all(isinstance(n, str) for n in names) and len(set(names)) == len(names):
         return names  # type: ignore[return-value]
     return None
+
+
+def _entry(sign: str, path: str, value: Any) -> list[str]:
+    """`+ path: value` (or `-`); a structure too long for one line follows as YAML, each line marked."""
+    shown = _show(value)
+    if len(shown) <= 80 or not isinstance(value, (dict, list)):
+        return [f"{sign} {path}: {shown}"]
+    return [f"{sign} {path}:", *(f"{sign}   {line}" for line in to_yaml(value).splitlines())]
 
 
 def _show(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -34,9 +35,18 @@ def format_text(body: dict[str, Any]) -> str:
     if not body["groups"]:
         lines.append("")
         lines.append("not sent to any proxy group")
+    # Groups in which the object became the same resources (the usual case: Routes for every
+    # proxy) are one section.
+    sections: dict[str, list[dict[str, Any]]] = {}
     for group in body["groups"]:
+        same = json.dumps([group["resources"], group.get("precedence"), group.get("usedBy")], sort_keys=True)
+        sections.setdefault(same, []).append(group)
+    for same in sections.values():
+        group = {**same[0], "proxies": [p for g in same for p in g["proxies"]]}
+        snapshots = sorted({g["snapshot"] for g in same})
         lines.append("")
-        lines.append(f"proxy group {group['group']} (snapshot {group['snapshot']})")
+        lines.append(f"proxy group{'s' if len(same) > 1 else ''} {', '.join(g['group'] for g in same)}"
+                     f" (snapshot{'s' if len(snapshots) > 1 else ''} {', '.join(snapshots)})")
         resources = group["resources"]
         for listener in resources["LDS"]:
             lines += ["  " + line for line in listener_lines(listener["resource"])]

@@ -11,15 +11,21 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
-
-from envoy.config.route.v3 import route_components_pb2
 
 from ..api.objects import ObjectKey
 from ..ir.builder import BuildResult
 from ..ir.ir import cluster_name, listener_name
-from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from ..translate.resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SHORT_NAMES,
+)
 from ..xds.proxies import ProxyState
 from ..xds.snapshot import Snapshot
 from .report import _proxy_verdict, _resources_of
@@ -32,7 +38,8 @@ JSON = dict[str, Any]
 
 def resource_dict(message: Message) -> JSON:
     """A resource as Envoy's admin /config_dump shows it: proto field names, Any with "@type"."""
-    return _plain(json_format.MessageToDict(message, preserving_proto_field_name=True))
+    plain: JSON = _plain(json_format.MessageToDict(message, preserving_proto_field_name=True))
+    return plain
 
 
 def _plain(value: Any) -> Any:
@@ -106,7 +113,9 @@ def explain(key: ObjectKey, result: BuildResult, snapshots: Mapping[str, Snapsho
     `proxies` run it. Groups the object adds nothing to are left out."""
     groups: list[JSON] = []
     served = _resources_of(key, result)  # the resources Programmed is judged on
-    for group, snapshot in sorted(snapshots.items()) if served is not None else ():
+    if served is None:
+        return {"object": str(key), "groups": groups}
+    for group, snapshot in sorted(snapshots.items()):
         if any(name not in snapshot.resources(t) for t, name in served):
             continue
         if key.kind == "Route":
