@@ -436,3 +436,58 @@ spec:
         rc, out, err = await cli("diff", *args)
         assert rc == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: "), (args, err)
     assert "spec.rules[0].matches[0].path.value" in (await cli("diff", str(invalid), "--against", str(before)))[2]
+
+
+# -- against `run`: the Kubernetes operator, where Backends resolve Services -------------------
+
+async def test_commands_against_the_kubernetes_operator(kube_api, kubectl, monkeypatch, tmp_path, httpbin):
+    from .kubeops import CRDS, running_operator
+    from .test_kube_e2e import APP
+
+    await kubectl("apply", "-k", str(CRDS))
+    listener_port = free_port()
+    app = tmp_path / "app.yaml"
+    app.write_text(APP.format(httpbin_port=httpbin.port, listener_port=listener_port))
+    async with running_operator(kube_api, monkeypatch) as operator:
+        await kubectl("apply", "-f", str(app))
+        assert operator.plane is not None
+        envoy = Envoy(tmp_path, operator.plane.xds_port, node_cluster="httpbin", node_id="httpbin-7d4b9")
+        await envoy.start()
+        url = f"127.0.0.1:{operator.plane.http_port}"
+        try:
+            await eventually(lambda: http_get(f"http://127.0.0.1:{listener_port}/get")[0] == 200, what="traffic")
+
+            async def synced() -> bool:
+                rc, out, _ = await cli("proxy-status", "--server", url, "-o", "json")
+                return rc == 0 and all_synced(json.loads(out))
+
+            for _ in range(100):
+                if await synced():
+                    break
+                await asyncio.sleep(0.1)
+            rc, out, err = await cli("proxy-status", "--server", url)
+            assert rc == 0 and out.splitlines()[1].split()[:3] == ["httpbin-7d4b9", "httpbin", "sotw"], err
+            assert out.splitlines()[1].split()[4::2] == ["SYNCED"] * 4, out
+
+            # The Backend's endpoints come from the EndpointSlice of its Service.
+            rc, out, err = await cli("explain", "Backend/demo/httpbin", "--server", url)
+            assert rc == 0, err
+            assert f"    endpoints: 127.0.0.1:{httpbin.port}\n" in out and "  proxy httpbin-7d4b9 (sotw): ACKED\n" in out
+
+            # The applied manifests diff to nothing: the server's Services and EndpointSlices
+            # are part of the comparison, so the Backend resolves to the same endpoints.
+            rc, out, err = await cli("diff", str(app), "--server", url)
+            assert (rc, out) == (0, "no change in proxy groups default, httpbin\n"), out
+            edited = tmp_path / "edited.yaml"
+            edited.write_text(app.read_text().replace("  - backends: [{name: httpbin}]",
+                                                      "  - backends: [{name: httpbin}]\n    timeout: 3s"))
+            rc, out, err = await cli("diff", str(edited), "--server", url)
+            assert rc == 1, err
+            assert out.splitlines() == [
+                "proxy group httpbin:",
+                f"  ~ RDS http-{listener_port} (changed)",
+                f'      + virtual_hosts["*"].routes["demo/httpbin/0/0"].route.timeout: "3s"',
+                "0 added, 0 removed, 1 changed in 1 of 2 proxy groups (default, httpbin)",
+            ]
+        finally:
+            await envoy.stop()

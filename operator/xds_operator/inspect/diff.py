@@ -130,12 +130,10 @@ def _server_state(client: ServerClient) -> tuple[StateStore, TranslateOptions]:
     state = StateStore()
     for doc in body["objects"]:
         state.put(UserObject.from_manifest(doc, origin=f"{client.url}"))
-    for manifest in body["services"]:
-        meta = manifest.get("metadata", {})
-        state.services[(meta.get("namespace", ""), meta.get("name", ""))] = manifest
-    for manifest in body["endpointSlices"]:
-        meta = manifest.get("metadata", {})
-        state.endpoint_slices[(meta.get("namespace", ""), meta.get("name", ""))] = manifest
+    for item in body["services"]:
+        state.services[(item["namespace"], item["name"])] = item["manifest"]
+    for item in body["endpointSlices"]:
+        state.endpoint_slices[(item["namespace"], item["name"])] = item["manifest"]
     return state, TranslateOptions(listener_address=body["options"]["listenerAddress"])
 
 

@@ -85,8 +85,10 @@ def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegist
                          "metadata": {"name": o.key.name, "namespace": o.key.namespace, "generation": o.generation},
                          "spec": o.spec}
                         for o in sorted(store.objects.values(), key=lambda o: o.key) if o.key.kind in KINDS],
-            "services": [m for _, m in sorted(store.services.items())],
-            "endpointSlices": [m for _, m in sorted(store.endpoint_slices.items())],
+            # Keyed as the state store keeps them: the stored manifests are trimmed of metadata.
+            "services": [{"namespace": ns, "name": n, "manifest": m} for (ns, n), m in sorted(store.services.items())],
+            "endpointSlices": [{"namespace": ns, "name": n, "manifest": m}
+                               for (ns, n), m in sorted(store.endpoint_slices.items())],
         }, dumps=_dumps)
 
     app.add_routes([web.get("/debug/proxy-status", proxy_status_), web.get("/debug/config_dump", config_dump),
