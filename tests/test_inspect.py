@@ -486,7 +486,7 @@ async def test_commands_against_the_kubernetes_operator(kube_api, kubectl, monke
             assert out.splitlines() == [
                 "proxy group httpbin:",
                 f"  ~ RDS http-{listener_port} (changed)",
-                f'      + virtual_hosts["*"].routes["demo/httpbin/0/0"].route.timeout: "3s"',
+                '      + virtual_hosts["*"].routes["demo/httpbin/0/0"].route.timeout: "3s"',
                 "0 added, 0 removed, 1 changed in 1 of 2 proxy groups (default, httpbin)",
             ]
         finally:
