@@ -187,6 +187,18 @@ async def test_proxy_status_filters_and_formats(stack):
     rc, out, err = await cli("proxy-status", "--server", f"127.0.0.1:{free_port()}")
     assert rc == 2 and out == "" and err.startswith("error: cannot reach the server at http://127.0.0.1:")
     assert len(err.splitlines()) == 1
+    # The endpoints say what is wrong with a request, as JSON.
+    status, _, body = http_get(f"{stack.url}/debug/config_dump?group=default&node=envoy-1")
+    assert (status, json.loads(body)) == (400, {"error": "give exactly one of group= or node="})
+
+
+@pytest.mark.parametrize("command", ["proxy-status", "explain", "config-dump", "diff"])
+async def test_help(command: str) -> None:
+    rc, out, err = await cli(command, "--help")
+    assert rc == 0, err
+    assert out.startswith(f"usage: xds-operator {command}")
+    rc, out, _ = await cli("--help")
+    assert command in out
 
 
 # -- NACKED, with an in-process server whose translator is sabotaged -----------------------------
