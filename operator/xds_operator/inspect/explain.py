@@ -39,8 +39,8 @@ def format_text(body: dict[str, Any]) -> str:
     # proxy) are one section.
     sections: dict[str, list[dict[str, Any]]] = {}
     for group in body["groups"]:
-        same = json.dumps([group["resources"], group.get("precedence"), group.get("usedBy")], sort_keys=True)
-        sections.setdefault(same, []).append(group)
+        became = json.dumps([group["resources"], group.get("precedence"), group.get("usedBy")], sort_keys=True)
+        sections.setdefault(became, []).append(group)
     for same in sections.values():
         group = {**same[0], "proxies": [p for g in same for p in g["proxies"]]}
         snapshots = sorted({g["snapshot"] for g in same})

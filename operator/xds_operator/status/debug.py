@@ -12,9 +12,9 @@ blocks the event loop that serves the ADS streams.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -27,8 +27,6 @@ from ..xds.proxies import ProxyRegistry, ProxyState
 from ..xds.snapshot import Snapshot
 from .inspection import explain, proxy_status, snapshot_dump, target_groups
 from .report import proxy_groups, report
-
-_dumps = functools.partial(json.dumps, default=str)  # specs from YAML may hold dates
 
 
 class Served(Protocol):
@@ -45,10 +43,9 @@ class Served(Protocol):
 def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegistry) -> None:
     async def proxy_status_(_: web.Request) -> web.Response:
         groups = proxy_groups(registry, served.cache, copy=True)
-        pairs = [(p, snapshot) for snapshot, proxies in groups.values() for p in proxies]
-        body = await asyncio.to_thread(
-            lambda: [proxy_status(p, s) for p, s in sorted(pairs, key=lambda ps: (ps[0].group, ps[0].node_id))])
-        return web.json_response(body)
+        pairs = sorted(((p, snapshot) for snapshot, proxies in groups.values() for p in proxies),
+                       key=lambda pair: (pair[0].group, pair[0].node_id))
+        return await _json(lambda: [proxy_status(p, s) for p, s in pairs])
 
     async def config_dump(request: web.Request) -> web.Response:
         result = _built(served)
@@ -60,39 +57,55 @@ def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegist
             group = _proxy(registry, node).group
         assert group is not None
         snapshot = await _snapshot(served, result, group)
-        return web.json_response(await asyncio.to_thread(snapshot_dump, group, snapshot), dumps=_dumps)
+        return await _json(lambda: snapshot_dump(group, snapshot))
 
     async def explain_(request: web.Request) -> web.Response:
         result = _built(served)
         kind, namespace, name = (request.query.get(k, "") for k in ("kind", "namespace", "name"))
         key = ObjectKey(kind, namespace, name)
-        status = result.statuses.get(key)
-        if status is None:
+        if key not in result.statuses:
             raise _error(web.HTTPNotFound, f"{key} is not known to this server")
         groups = proxy_groups(registry, served.cache, copy=True)
         proxies = {g: ps for g, (_, ps) in groups.items()}
         snapshots = {g: await _snapshot(served, result, g) for g in target_groups(result, groups)}
-        body = await asyncio.to_thread(explain, key, result, snapshots, proxies)
-        # The conditions with Programmed, as /status shows them.
-        body.update(report(key, result, groups).to_status())
-        return web.json_response(body)
+        # With the conditions, Programmed included, as /status shows them.
+        return await _json(lambda: {**explain(key, result, snapshots, proxies),
+                                    **report(key, result, groups).to_status()})
 
     async def state(_: web.Request) -> web.Response:
-        store = served.state
-        return web.json_response({
-            "options": {"listenerAddress": served.options.listener_address},
+        # Shallow copies on the loop (sources change the store there); the rest in a thread.
+        store, options = served.state, served.options
+        objects, services, slices = dict(store.objects), dict(store.services), dict(store.endpoint_slices)
+        return await _json(lambda: {
+            "options": {"listenerAddress": options.listener_address},
             "objects": [{"apiVersion": API_VERSION, "kind": o.key.kind,
                          "metadata": {"name": o.key.name, "namespace": o.key.namespace, "generation": o.generation},
                          "spec": o.spec}
-                        for o in sorted(store.objects.values(), key=lambda o: o.key) if o.key.kind in KINDS],
+                        for o in sorted(objects.values(), key=lambda o: o.key) if o.key.kind in KINDS],
             # Keyed as the state store keeps them: the stored manifests are trimmed of metadata.
-            "services": [{"namespace": ns, "name": n, "manifest": m} for (ns, n), m in sorted(store.services.items())],
-            "endpointSlices": [{"namespace": ns, "name": n, "manifest": m}
-                               for (ns, n), m in sorted(store.endpoint_slices.items())],
-        }, dumps=_dumps)
+            "services": [{"namespace": ns, "name": n, "manifest": m} for (ns, n), m in sorted(services.items())],
+            "endpointSlices": [{"namespace": ns, "name": n, "manifest": m} for (ns, n), m in sorted(slices.items())],
+        })
 
     app.add_routes([web.get("/debug/proxy-status", proxy_status_), web.get("/debug/config_dump", config_dump),
                     web.get("/debug/explain", explain_), web.get("/debug/state", state)])
+
+
+async def _json(compute: Callable[[], Any]) -> web.Response:
+    """The answer computed and serialized in a thread: for a large config both take a while."""
+    text = await asyncio.to_thread(lambda: _to_json(compute()))
+    return web.Response(text=text, content_type="application/json")
+
+
+def _to_json(value: Any, depth: int = 0) -> str:
+    """JSON, written piece by piece: json.dumps holds the GIL for its whole run, which for a
+    config of 10,000 Routes would stall the event loop for a third of a second. So the
+    outer levels and any large container are written one member at a time."""
+    if isinstance(value, (dict, list)) and (depth < 3 or len(value) > 64):
+        if isinstance(value, dict):
+            return "{" + ",".join(f"{json.dumps(str(k))}:{_to_json(v, depth + 1)}" for k, v in value.items()) + "}"
+        return "[" + ",".join(_to_json(v, depth + 1) for v in value) + "]"
+    return json.dumps(value, separators=(",", ":"), default=str)  # specs from YAML may hold dates
 
 
 def _error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
