@@ -287,7 +287,7 @@ async def test_explain_route_and_backend(stack):
         f"    filter chain 0: envoy.filters.network.http_connection_manager, routes from RDS http-{port}",
         f"  route configuration http-{port}",
         "    virtual host * (domains *): 2 of its 2 routes, in precedence order",
-        "      1. demo/httpbin/1/0  path /old  -> redirect MOVED_PERMANENTLY /get",  # exact paths first
+        "      1. demo/httpbin/1/0  path /old  -> redirect MOVED_PERMANENTLY: path /get",  # exact paths first
         "      2. demo/httpbin/0/0  prefix /  -> cluster demo/httpbin (timeout 15s)",
         "  cluster demo/httpbin: EDS, ROUND_ROBIN, connect timeout 5s",
         f"    endpoints: 127.0.0.1:{stack.httpbin_port}",

@@ -47,9 +47,10 @@ def _string_match(matcher: dict[str, Any]) -> str:
 def action_text(route: dict[str, Any]) -> str:
     if "redirect" in route:
         r = route["redirect"]
-        target = (r["scheme_redirect"] + "://" if "scheme_redirect" in r else "") + r.get("host_redirect", "")
-        target += (f":{r['port_redirect']}" if "port_redirect" in r else "") + r.get("path_redirect", "")
-        return f"redirect {r.get('response_code', 'MOVED_PERMANENTLY')} {target or '(same URL)'}"
+        parts = [f"{label} {r[field]}" for field, label in (("scheme_redirect", "scheme"), ("host_redirect", "host"),
+                                                            ("port_redirect", "port"), ("path_redirect", "path"))
+                 if field in r]
+        return f"redirect {r.get('response_code', 'MOVED_PERMANENTLY')}: {', '.join(parts) or 'same URL'}"
     if "direct_response" in route:
         return f"respond {route['direct_response'].get('status')}"
     action = route.get("route", {})
