@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .bootstrap import BootstrapParams, render_bootstrap
+from .inspect import add_commands as add_inspection_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -137,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--standalone", action="store_true", help="no peering with other operator instances")
     server_args(s)
     s.set_defaults(func=_run)
+    add_inspection_commands(sub)
     return p
 
 

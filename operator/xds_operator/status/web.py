@@ -17,6 +17,7 @@ from aiohttp import web
 from ..controlplane.controller import Controller
 from ..api.conditions import ACCEPTED
 from ..translate.resources import PUSH_ORDER, SHORT_NAMES
+from .debug import add_debug_routes
 from .report import proxy_groups, reports
 from ..xds.proxies import ProxyRegistry
 
@@ -49,6 +50,7 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
                     web.get("/proxies", proxies), web.get("/status", status), web.get("/metrics", metrics)])
+    add_debug_routes(app, controller, registry)
     return app
 
 
