@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from xds_operator.api.objects import ObjectKey
-from xds_operator.sources.files import FileSource, load_objects, parse_file
+from xds_operator.sources.files import FileSource, read_file
+from xds_operator.sources.findings import Finding, Severity
 from xds_operator.sources.state import StateStore
 
 API = "xds-operator.dev/v1alpha1"
@@ -53,6 +54,11 @@ def B(name: str, namespace: str = "t") -> ObjectKey:
 
 def R(name: str, namespace: str = "t") -> ObjectKey:
     return ObjectKey("Route", namespace, name)
+
+
+def served(source: FileSource) -> list[tuple]:
+    """What a source has put in effect, and from where (generations count the edits it saw)."""
+    return [(d.obj.key, d.obj.spec, d.origin) for d in source.definitions()]
 
 
 def write(path: Path, text: str) -> None:
@@ -161,18 +167,21 @@ def test_documents_of_other_kinds_are_skipped_and_the_rest_loads(tmp_path: Path,
         route("last", "first"),
     ))
     state = StateStore()
-    with caplog.at_level(logging.ERROR, logger="xds_operator.sources.files"):
+    with caplog.at_level(logging.INFO, logger="xds_operator.sources.files"):
         FileSource(config, state).scan()
     assert set(state.objects) == {B("first"), R("last")}
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("skipped: kind 'ConfigMap'" in m for m in messages)
-    assert any("skipped: kind 'Route' of apiVersion 'xds-operator.dev/v2'" in m for m in messages)
-    assert any("document is not a mapping" in m for m in messages)
-    assert any("metadata.name is required" in m for m in messages)
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    path = config / "mixed.yaml"
+    # Another kind is a note; a version of this API group that does not exist is an error.
+    assert (logging.INFO, f"{path}:7:1: note: skipped: v1 ConfigMap is not read by xds-operator") in messages
+    assert (logging.ERROR, f"{path}:12:13: error: apiVersion 'xds-operator.dev/v2' is not served; "
+                           "xds-operator.dev's version is v1alpha1") in messages
+    assert (logging.ERROR, f"{path}:17:1: error: document is not a mapping (a Kubernetes object)") in messages
+    assert (logging.ERROR, f"{path}:22:11: error: metadata.name is required") in messages
 
-    objects, errors = parse_file(config / "mixed.yaml")
-    assert [o.key for o in objects] == [B("first"), R("last")]
-    assert len(errors) == 4
+    definitions, findings = read_file(str(path))
+    assert [d.obj.key for d in definitions] == [B("first"), R("last")]
+    assert [f.severity for f in findings] == [Severity.NOTE, Severity.ERROR, Severity.ERROR, Severity.ERROR]
 
 
 def test_the_same_object_in_two_files_keeps_the_first(tmp_path: Path, caplog) -> None:
@@ -198,10 +207,12 @@ def test_the_same_object_in_two_files_keeps_the_first(tmp_path: Path, caplog) ->
     assert state.objects[B("shared")].spec["endpoints"][0]["port"] == 1111
     assert state.objects[B("own")].spec["endpoints"][0]["port"] == 4444
 
-    # validate (load_objects) reports the duplicate too.
-    _, problems = load_objects([config])
-    assert [str(p) for p in problems] == [
-        f"{config / '2-second.yaml'}:1: Backend/t/shared is also defined at {config / '1-first.yaml'}:1"]
+    # So does a fresh source (what `validate` runs), the same way.
+    fresh = FileSource(config, StateStore())
+    fresh.scan()
+    assert fresh.findings() == source.findings() == [Finding(
+        str(config / "2-second.yaml"), 1, 1, f"Backend/t/shared is already defined in {config / '1-first.yaml'}:1:1, "
+        "which is used; this definition is ignored")]
 
 
 def test_a_duplicate_takes_over_when_the_first_definition_goes(tmp_path: Path) -> None:
@@ -220,10 +231,19 @@ def test_a_duplicate_takes_over_when_the_first_definition_goes(tmp_path: Path) -
     assert state.objects[B("shared")].spec["endpoints"][0]["port"] == 2222
     assert state.objects[B("shared")].origin == f"{config / '2-second.yaml'}:1"
 
-    # And back: the object now belongs to the second file, a new first file is the duplicate.
+    # And back: what is served depends on the files alone, never on their history (else `validate`
+    # and a restart could disagree with the running server): the first file takes over again.
     write(config / "1-first.yaml", backend("shared", port=1111))
     source.scan()
+    assert state.objects[B("shared")].spec["endpoints"][0]["port"] == 1111
+    fresh = FileSource(config, StateStore())
+    fresh.scan()
+    assert served(fresh) == served(source) and fresh.findings() == source.findings()
+    (config / "1-first.yaml").unlink()
+    source.scan()
     assert state.objects[B("shared")].spec["endpoints"][0]["port"] == 2222
+    write(config / "1-first.yaml", backend("shared", port=1111))
+    source.scan()
     (config / "2-second.yaml").unlink()
     source.scan()
     assert state.objects[B("shared")].spec["endpoints"][0]["port"] == 1111
