@@ -61,7 +61,13 @@ def compose(text: str) -> list[Node]:
         if exc.context and exc.problem and exc.context_mark is not None:
             message += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
         raise DocumentError(message, (mark.line + 1, mark.column + 1) if mark else None) from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # e.g. a reader error without a mark
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, at an index
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        character = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise DocumentError(f"invalid YAML: character {character} is not allowed ({exc.reason})",
+                            (line, column)) from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         raise DocumentError(f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
