@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.realprocs import ServeProcess, eventually, http_get
 from xds_operator.dev.processes import envoy_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -338,3 +339,105 @@ def test_no_subcommand_is_a_usage_error() -> None:
     result = cli()
     assert result.returncode == 2
     assert "usage: xds-operator" in result.stderr
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+def test_serve_refuses_a_config_that_does_not_exist(tmp_path: Path) -> None:
+    result = cli("serve", "--config", str(tmp_path / "nonexistent"), "--xds-address", "127.0.0.1:0",
+                 "--http-address", "127.0.0.1:0", timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == f"xds-operator serve: error: --config {tmp_path / 'nonexistent'}: no such file or directory\n"
+
+
+AGREE_FIRST = f"""\
+apiVersion: {API}
+kind: Backend
+metadata: {{name: twice-here, namespace: t}}
+spec: {{endpoints: [{{address: 127.0.0.1, port: 8080}}]}}
+---
+apiVersion: {API}
+kind: Route
+metadata: {{name: twice-across, namespace: t}}
+spec: {{port: 80, rules: [{{backends: [{{name: twice-here}}]}}]}}
+---
+apiVersion: {API}
+kind: Backend
+metadata: {{name: twice-here, namespace: t}}
+spec: {{endpoints: [{{address: 127.0.0.1, port: 0}}]}}
+"""
+
+AGREE_SECOND = f"""\
+apiVersion: {API}
+kind: Route
+metadata: {{name: twice-across, namespace: t}}
+spec: {{port: 15001, rules: [{{backends: [{{name: twice-here}}]}}]}}
+"""
+
+
+async def test_validate_and_the_server_agree_on_the_same_files(tmp_path: Path) -> None:
+    """Duplicates within one file and across files: both judge the first definition, report each
+    ignored one once at the same place with the same words, and the server shows them in /status."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "1.yaml").write_text(AGREE_FIRST)  # Backend valid first, broken second
+    (config / "2.yaml").write_text(AGREE_SECOND)  # Route broken in 1.yaml (port 80), valid here
+    result = cli("validate", str(config))
+    assert result.returncode == 1
+    first, second = config / "1.yaml", config / "2.yaml"
+    duplicates = [
+        f"{first}:11:1: error: Backend/t/twice-here is already defined in {first}:1:1, which is used; this "
+        "definition is ignored",
+        f"{second}:1:1: error: Route/t/twice-across is already defined in {first}:6:1, which is used; this "
+        "definition is ignored"]
+    assert result.stdout.splitlines() == [
+        f"{first}:9:8: error: Route/t/twice-across: spec.port: 80 is out of range [1024, 65535]",
+        duplicates[0], duplicates[1], "2 objects checked, 3 errors, 0 warnings"]
+
+    server = ServeProcess(tmp_path, config)
+    await server.start()
+    try:
+        status = server.get_json("/status")
+        assert status["Backend/t/twice-here"]["conditions"][0]["status"] == "True"
+        accepted = status["Route/t/twice-across"]["conditions"][0]
+        assert (accepted["status"], accepted["message"]) == ("False", "spec.port: 80 is out of range [1024, 65535]")
+        assert [f"{p['file']}:{p['line']}:{p['column']}: {p['severity']}: {p['message']}"
+                for p in status["problems"]] == duplicates
+        log = server.log_path.read_text()
+        for line in duplicates:
+            assert log.count(line) == 1, log
+    finally:
+        await server.stop()
+
+
+async def test_status_and_metrics_show_a_file_that_cannot_be_loaded(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    good = config / "good.yaml"
+    good.write_text(f"apiVersion: {API}\nkind: Backend\nmetadata: {{name: b, namespace: t}}\n"
+                    "spec: {endpoints: [{address: 127.0.0.1, port: 8080}]}\n")
+    server = ServeProcess(tmp_path, config)
+    await server.start()
+    try:
+        def problems() -> tuple[list, str]:
+            _, _, metrics = http_get(f"http://127.0.0.1:{server.http_port}/metrics")
+            return server.get_json("/status").get("problems", []), metrics.decode()
+
+        assert problems() == ([], problems()[1])
+        assert 'xds_operator_source_problems{severity="error"} 0' in problems()[1]
+
+        broken = config / "broken.yaml"
+        broken.write_text("apiVersion: v1\nkind: [\n")
+        found, metrics = await eventually(lambda: (p := problems())[0] and p, what="the broken file in /status")
+        assert found == [{"severity": "error", "file": str(broken), "line": 3, "column": 1,
+                          "message": "invalid YAML: did not find expected node content (while parsing a flow node "
+                                     "at line 3, column 1)"}]
+        assert 'xds_operator_source_problems{severity="error"} 1' in metrics
+
+        good.unlink()  # the rest of the directory keeps being applied
+        await eventually(lambda: "Backend/t/b" not in server.get_json("/status"), what="the deletion")
+        broken.unlink()
+        await eventually(lambda: "problems" not in server.get_json("/status"), what="the problem gone")
+        assert "Traceback" not in server.log_path.read_text()
+    finally:
+        await server.stop()

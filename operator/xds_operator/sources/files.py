@@ -279,12 +279,14 @@ def _endpoint_slice_errors(doc: dict[str, Any]) -> list[FieldError]:
 
 # -- finding the files -------------------------------------------------------------------------
 
-def stamps(roots: Sequence[Path]) -> tuple[dict[str, tuple[Stamp, Order]], list[Finding]]:
+def stamps(roots: Sequence[Path]) -> tuple[dict[str, tuple[Stamp, Order]], list[Finding], list[str]]:
     """Every YAML file under `roots` (each a directory or a file) with its stamp and order, skipping
-    hidden files and directories (editor swap files, ConfigMap ..data); and the roots and
-    directories that cannot be listed. One scandir pass, no Path objects: this runs every poll."""
+    hidden files and directories (editor swap files, ConfigMap ..data); the problems (a missing
+    root...); and the directories that exist but cannot be listed. One scandir pass, no Path
+    objects: this runs every poll."""
     found: dict[str, tuple[Stamp, Order]] = {}
     problems: list[Finding] = []
+    unlisted: list[str] = []
     for number, root in enumerate(roots):
         top = str(root)
         try:
@@ -305,6 +307,7 @@ def stamps(roots: Sequence[Path]) -> tuple[dict[str, tuple[Stamp, Order]], list[
                 continue  # vanished since its parent was listed: gone, like its files
             except OSError as exc:
                 problems.append(Finding(directory, message=f"cannot be listed: {_os_error(exc)}"))
+                unlisted.append(directory + os.sep)
                 continue
             for entry in entries:
                 if entry.name[0] == ".":
@@ -319,7 +322,7 @@ def stamps(roots: Sequence[Path]) -> tuple[dict[str, tuple[Stamp, Order]], list[
                                                  (number, tuple(entry.path.split(os.sep))))
                 except OSError:
                     continue
-    return found, problems
+    return found, problems, unlisted
 
 
 def _os_error(exc: OSError) -> str:
@@ -377,11 +380,10 @@ class FileSource:
         return sorted(found, key=Finding.sort_key)
 
     def read_changes(self) -> Changes:
-        current, listing = stamps(self.roots)
-        unlisted = tuple(f.path + os.sep for f in listing)
+        current, listing, unlisted = stamps(self.roots)
         if unlisted:  # files in a directory that cannot be listed keep what they had
             for path, file in self._files.items():
-                if path.startswith(unlisted):
+                if path.startswith(tuple(unlisted)):
                     current.setdefault(path, (file.stamp, file.order))
         changed = sorted((order, path) for path, (stamp, order) in current.items()
                          if (known := self._files.get(path)) is None or known.stamp != stamp)
@@ -419,10 +421,10 @@ class FileSource:
         old = self._files.pop(path, None)
         for d in old.definitions if old else ():
             touched.add(d.obj.key)
-            by_file = self._definers[d.obj.key]
+            by_file = self._definers.get(d.obj.key, {})
             by_file.pop(path, None)
             if not by_file:
-                del self._definers[d.obj.key]
+                self._definers.pop(d.obj.key, None)
         if file is not None:
             self._files[path] = file
             for d in file.definitions:
