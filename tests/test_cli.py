@@ -105,6 +105,14 @@ metadata: {{name: future, namespace: t}}
 kind: Backend
 metadata: {{name: no-version, namespace: t}}
 ---
+apiVersion: xds-operater.dev/v1alpha1
+kind: Route
+metadata: {{name: group-typo, namespace: t}}
+---
+apiVersion: route.openshift.io/v1
+kind: Route
+metadata: {{name: openshift}}
+---
 apiVersion: v1
 kind: ConfigMap
 metadata: {{name: not-ours}}
@@ -116,8 +124,10 @@ metadata: {{name: not-ours}}
         f"{path}:5:13: error: apiVersion 'xds-operator.dev/v1alpha2' is not served; xds-operator.dev's version "
         "is v1alpha1",
         f"{path}:9:1: error: apiVersion is required ({API})",
-        f"{path}:12:1: note: skipped: v1 ConfigMap is not read by xds-operator",
-        "0 objects checked, 3 errors, 0 warnings"]
+        f"{path}:12:13: error: apiVersion 'xds-operater.dev/v1alpha1': Route is in {API}",
+        f"{path}:16:1: note: skipped: route.openshift.io/v1 Route is not read by xds-operator",
+        f"{path}:20:1: note: skipped: v1 ConfigMap is not read by xds-operator",
+        "0 objects checked, 4 errors, 0 warnings"]
 
     path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: not-ours}\n")
     result = cli("validate", str(path))

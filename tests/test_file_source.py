@@ -364,6 +364,7 @@ MALFORMED = {
     "unknown tag": broken_backend("a", spec="!include other.yaml"),
     "recursive alias": broken_backend("a", spec="&loop {endpoints: [*loop]}"),
     "unhashable key": broken_backend("a", spec="{[x]: 1}"),
+    "nested too deep": broken_backend("a", spec="[" * 500 + "]" * 500),
 }
 
 

@@ -109,7 +109,13 @@ def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions:
     findings: list[Finding] = []
     for index, node in enumerate(nodes):
         try:
-            definition = _definition(path, index, node, keep_positions)
+            try:
+                definition = _definition(path, index, node, keep_positions)
+            except _Refused:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug here must cost one document, not the source
+                log.debug("reading %s failed", path, exc_info=True)
+                raise _Refused(f"cannot be read: {type(exc).__name__}: {exc}", yamldocs.position(node)) from None
         except _Refused as exc:
             message = exc.message
             kept = last_good.get(exc.key) if exc.key is not None else None
@@ -171,11 +177,16 @@ def _kind_of(node: MappingNode, start: Position) -> str | None:
             raise _Refused(f"kind {kind!r} is not a kind of {API_VERSION} (one of: {', '.join(KINDS)}){hint}",
                            _at(kind_node, start))
         return kind
-    if kind in KINDS and api_version_node is None:
-        raise _Refused(f"apiVersion is required ({API_VERSION})", start)
+    if kind in KINDS:
+        if api_version_node is None:
+            raise _Refused(f"apiVersion is required ({API_VERSION})", start)
+        # No core kind is called so; a group one letter off is a typo (OpenShift's Route is not).
+        if not group or difflib.SequenceMatcher(None, group, API_GROUP).ratio() > 0.8:
+            raise _Refused(f"apiVersion {_raw(api_version_node)!r}: {kind} is in {API_VERSION}",
+                           _at(api_version_node, start))
     if kind in CORE_KINDS and api_version == CORE_KINDS[kind]:
         return kind
-    what = f"{api_version or '(no apiVersion)'} {kind or '(no kind)'}"
+    what = f"{_raw(api_version_node) or '(no apiVersion)'} {_raw(kind_node) or '(no kind)'}"
     raise _Refused(f"skipped: {what} is not read by xds-operator", start, Severity.NOTE)
 
 
@@ -232,6 +243,10 @@ def _what(node: Node) -> str:
                 "timestamp": "a date", "str": "a string"}.get(node.tag.rpartition(":")[2], node.tag)
         return f"{kind} ({node.value!r})" if node.value else kind
     return "an object" if isinstance(node, MappingNode) else "a list"
+
+
+def _raw(node: Node | None) -> str:
+    return node.value if isinstance(node, ScalarNode) else ""
 
 
 def _at(node: Node | None, default: Position) -> Position:

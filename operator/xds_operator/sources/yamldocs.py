@@ -32,6 +32,7 @@ SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 Position = tuple[int, int]  # 1-based line and column
+MAX_DEPTH = 100  # levels of nested mappings and lists in one document
 
 
 def position(node: Node) -> Position:
@@ -77,7 +78,7 @@ def compose(text: str) -> list[Node]:
 def construct(node: Node) -> Any:
     """The Python value of one document, as the YAML 1.1 safe schema reads it. Raises
     DocumentError at the value that cannot be built, and at a mapping key given twice."""
-    return _Builder().value(node)
+    return _Builder().value(node, 0)
 
 
 class _Builder:
@@ -89,11 +90,13 @@ class _Builder:
         self._collections: dict[int, Any] = {}  # aliases share nodes: build each once
         self._scalars = yaml.constructor.SafeConstructor()
 
-    def value(self, node: Node) -> Any:
+    def value(self, node: Node, depth: int) -> Any:
         if node.tag == STR_TAG and type(node) is ScalarNode:
             return node.value
         if isinstance(node, ScalarNode):
             return self._other(node)
+        if depth > MAX_DEPTH:  # Python's recursion limit is not far, and nothing legitimate goes deeper
+            raise DocumentError(f"nested more than {MAX_DEPTH} levels deep", position(node))
         built = self._collections.get(id(node), _ABSENT)
         if built is _BUILDING:
             raise DocumentError("an alias refers to the collection that contains it", position(node))
@@ -101,37 +104,37 @@ class _Builder:
             return built
         self._collections[id(node)] = _BUILDING
         if isinstance(node, MappingNode) and node.tag == MAP_TAG:
-            built = self._mapping(node)
+            built = self._mapping(node, depth + 1)
         elif isinstance(node, SequenceNode) and node.tag == SEQ_TAG:
-            built = [self.value(item) for item in node.value]
+            built = [self.value(item, depth + 1) for item in node.value]
         else:  # !!set, !!omap, !!pairs, or a tag nobody knows (refused)
             built = self._other(node)
         self._collections[id(node)] = built
         return built
 
-    def _mapping(self, node: MappingNode) -> dict[Any, Any]:
+    def _mapping(self, node: MappingNode, depth: int) -> dict[Any, Any]:
         mapping: dict[Any, Any] = {}
         merged: list[Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 merged.append(value_node)
                 continue
-            key = self.value(key_node)
+            key = self.value(key_node, depth)
             try:
                 known = key in mapping
             except TypeError:
                 raise DocumentError(f"a mapping key must be a scalar, not {type(key).__name__}",
                                     position(key_node)) from None
             if known:
-                first = next(k for k, _ in node.value if k.tag != _MERGE_TAG and self.value(k) == key)
+                first = next(k for k, _ in node.value if k.tag != _MERGE_TAG and self.value(k, depth) == key)
                 raise DocumentError(f"mapping key {key!r} already defined at line {first.start_mark.line + 1}",
                                     position(key_node))
-            mapping[key] = self.value(value_node)
+            mapping[key] = self.value(value_node, depth)
         if merged:  # `<<: *base` or `<<: [*a, *b]`: the mapping's own keys win, then the first source
             sources = [n for m in merged for n in (m.value if isinstance(m, SequenceNode) else [m])]
             combined: dict[Any, Any] = {}
             for source in reversed(sources):
-                value = self.value(source)
+                value = self.value(source, depth)
                 if not isinstance(value, dict):
                     raise DocumentError("`<<` merges mappings only", position(source))
                 combined.update(value)
