@@ -438,7 +438,7 @@ def test_garbage_binary_and_unreadable_files_keep_their_last_good_objects(config
     a.symlink_to(WRITE_ONLY)
     source.scan()
     assert state.objects == good
-    assert [f.message for f in state.problems["files"]][0] == "cannot be read: Permission denied; keeping its last good objects (2)"
+    assert state.problems["files"][0].message == "cannot be read: Permission denied; keeping its last good objects (2)"
     a.unlink()
     write(a, backend("a"))
     write(b, backend("b", port=1))

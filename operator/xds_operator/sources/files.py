@@ -20,9 +20,10 @@ import asyncio
 import difflib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
@@ -109,13 +110,7 @@ def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions:
     findings: list[Finding] = []
     for index, node in enumerate(nodes):
         try:
-            try:
-                definition = _definition(path, index, node, keep_positions)
-            except _Refused:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a bug here must cost one document, not the source
-                log.debug("reading %s failed", path, exc_info=True)
-                raise _Refused(f"cannot be read: {type(exc).__name__}: {exc}", yamldocs.position(node)) from None
+            definition = _guarded_definition(path, index, node, keep_positions)
         except _Refused as exc:
             message = exc.message
             kept = last_good.get(exc.key) if exc.key is not None else None
@@ -127,6 +122,17 @@ def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions:
         if definition is not None:
             definitions.append(definition)
     return definitions, findings
+
+
+def _guarded_definition(path: str, index: int, node: Node, keep_positions: bool) -> Definition | None:
+    """_definition, any failure of its own costing this one document, not the source."""
+    try:
+        return _definition(path, index, node, keep_positions)
+    except _Refused:
+        raise
+    except Exception as exc:
+        log.debug("reading %s failed", path, exc_info=True)
+        raise _Refused(f"cannot be read: {type(exc).__name__}: {exc}", yamldocs.position(node)) from None
 
 
 def _definition(path: str, index: int, node: Node, keep_positions: bool) -> Definition | None:
@@ -501,7 +507,7 @@ class FileSource:
         while True:
             try:
                 self.apply(await asyncio.to_thread(self.read_changes))
-            except Exception as exc:  # noqa: BLE001 - a bug here must not stop the source
+            except Exception as exc:  # a bug here must not stop the source
                 if repr(exc) != last_failure:  # one traceback per distinct failure, not one per poll
                     log.exception("scanning %s failed", ", ".join(map(str, self.roots)))
                 last_failure = repr(exc)

@@ -8,7 +8,6 @@ twice, and any value the YAML schema cannot construct (`!!float abc`, the date 2
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -68,7 +67,7 @@ def compose(text: str) -> list[Node]:
         character = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
         raise DocumentError(f"invalid YAML: character {character} is not allowed ({exc.reason})",
                             (line, column)) from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+    except Exception as exc:  # whatever else the parser raises: this file is unusable
         raise DocumentError(f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
@@ -148,7 +147,7 @@ class _Builder:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             raise DocumentError(str(exc.problem), (mark.line + 1, mark.column + 1) if mark else position(node)) from None
-        except Exception as exc:  # noqa: BLE001 - a constructor's own error (ValueError, OverflowError...)
+        except Exception as exc:  # a constructor's own error (ValueError, OverflowError...)
             shown = node.value if isinstance(node.value, str) else ""
             shown = shown if len(shown) <= 40 else shown[:40] + "..."
             kind = node.tag.rpartition(":")[2] or node.tag
@@ -210,14 +209,6 @@ def entry(node: Node, key: str) -> Node | None:
         for key_node, value in node.value:
             if isinstance(key_node, ScalarNode) and key_node.value == key and key_node.tag == STR_TAG:
                 return value
-    return None
-
-
-def key_node(node: Node, key: str) -> Node | None:
-    if isinstance(node, MappingNode):
-        for k, _ in node.value:
-            if isinstance(k, ScalarNode) and k.value == key and k.tag == STR_TAG:
-                return k
     return None
 
 
