@@ -237,7 +237,7 @@ spec:
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         f"{path}:7:3: error: Backend/t/twice: mapping key 'connectTimeout' already defined at line 6",
-        "0 objects checked, 1 errors, 0 warnings"]
+        "0 objects checked, 1 error, 0 warnings"]
 
     path.write_text("apiVersion: v1\nkind: Service\n  metadata: x\n")
     result = cli("validate", str(path))
@@ -283,7 +283,7 @@ def test_validate_malformed_documents_are_errors_at_their_place(tmp_path: Path, 
     result = cli("validate", str(path))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and result.stderr == ""
-    assert result.stdout.splitlines() == [f"{path}:{expected}", "1 objects checked, 1 errors, 0 warnings"]
+    assert result.stdout.splitlines() == [f"{path}:{expected}", "1 object checked, 1 error, 0 warnings"]
 
 
 def test_validate_binary_and_unreadable_files(tmp_path: Path) -> None:
@@ -306,7 +306,7 @@ def test_validate_missing_path(tmp_path: Path) -> None:
     result = cli("validate", str(tmp_path / "nope"))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [f"{tmp_path / 'nope'}: error: no such file or directory",
-                                          "0 objects checked, 1 errors, 0 warnings"]
+                                          "0 objects checked, 1 error, 0 warnings"]
 
 
 # -- bootstrap -------------------------------------------------------------------------------

@@ -43,15 +43,21 @@ def _validate(args: argparse.Namespace) -> int:
     from .sources.findings import Severity
     from .sources.state import StateStore
 
-    # Everything is printed below, once, at its place: the log would say it a second time.
-    for quiet in ("xds_operator.sources", "xds_operator.ir"):
-        logging.getLogger(quiet).setLevel(logging.CRITICAL)
-    # The server's own file source, run once: what it would serve is what gets judged.
+    # The server's own file source, run once: what it would serve is what gets judged. Its log
+    # would say each problem a second time: everything is printed below, once, at its place.
     state = StateStore()
     source = FileSource([Path(p) for p in args.paths], state, keep_positions=True)
-    source.scan()
+    quiet = [logging.getLogger(name) for name in ("xds_operator.sources", "xds_operator.ir")]
+    levels = [logger.level for logger in quiet]
+    try:
+        for logger in quiet:
+            logger.setLevel(logging.CRITICAL)
+        source.scan()
+        result = Builder().build(state)
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     findings = source.findings()
-    result = Builder().build(state)
     unresolved = Severity.ERROR if args.strict else Severity.WARNING
     definitions = source.definitions()
     for definition in definitions:
@@ -76,8 +82,12 @@ def _validate(args: argparse.Namespace) -> int:
         print(finding)
     errors = sum(f.severity is Severity.ERROR for f in findings)
     warnings = sum(f.severity is Severity.WARNING for f in findings)
-    print(f"{len(definitions)} objects checked, {errors} errors, {warnings} warnings")
+    print(f"{_count(len(definitions), 'object')} checked, {_count(errors, 'error')}, {_count(warnings, 'warning')}")
     return 1 if errors else 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _demo(args: argparse.Namespace) -> int:
