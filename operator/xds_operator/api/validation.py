@@ -36,9 +36,6 @@ MAX_RULES = 128
 # No control characters: Envoy refuses NUL, CR and LF in rewrites and redirects, and any of them in
 # health check paths.
 _PATH = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*$")
-# RE2 would also print its own error lines (absl, re2.cc) to stderr; the error is reported here.
-_RE2_QUIET = re2.Options()
-_RE2_QUIET.log_errors = False
 
 
 def validate(obj: UserObject) -> tuple[model.RouteSpec | model.BackendSpec | None, list[FieldError]]:
@@ -299,7 +296,7 @@ def _regex(f: Fields, raw: Any, path: str) -> str | None:
     if text is None:
         return None
     try:
-        compiled = re2.compile(text, options=_RE2_QUIET)
+        compiled = re2.compile(text)
     except re2.error as exc:
         message = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         f.error(path, f"invalid regular expression (RE2 syntax): {message}")
