@@ -18,10 +18,15 @@ def _serve(args: argparse.Namespace) -> int:
     from .sources.files import FileSource
     from .translate import TranslateOptions
 
+    config = Path(args.config)
+    if not config.exists():
+        print(f"xds-operator serve: error: --config {config}: no such file or directory", file=sys.stderr)
+        return 2
+
     async def main() -> None:
         plane = ControlPlane(xds_address=args.xds_address, http_address=args.http_address,
                              options=TranslateOptions(listener_address=args.listener_address))
-        source = FileSource(Path(args.config), plane.state, interval=args.poll_interval)
+        source = FileSource(config, plane.state, interval=args.poll_interval)
         source.scan()
         await plane.start()
         plane.add_task(source.run(), "file-source")
@@ -33,32 +38,57 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .api.conditions import ACCEPTED
     from .ir.builder import Builder
-    from .sources.files import load_objects
+    from .sources.files import FileSource
+    from .sources.findings import Severity
     from .sources.state import StateStore
 
-    objects, errors = load_objects([Path(p) for p in args.paths])
-    problems = [str(e) for e in errors if not str(e.message).startswith("skipped:")]
-    skipped = [str(e) for e in errors if str(e.message).startswith("skipped:")]
+    # The server's own file source, run once: what it would serve is what gets judged. Its log
+    # would say each problem a second time: everything is printed below, once, at its place.
     state = StateStore()
-    for obj in objects:
-        if obj.key not in state.objects:  # the first definition, as the server keeps (duplicates reported above)
-            state.put(obj)
-    logging.getLogger("xds_operator.ir").setLevel(logging.CRITICAL)  # reported below, once
-    result = Builder().build(state)
-    for obj in state.objects.values():
-        status = result.statuses[obj.key]
+    source = FileSource([Path(p) for p in args.paths], state, keep_positions=True)
+    quiet = [logging.getLogger(name) for name in ("xds_operator.sources", "xds_operator.ir")]
+    levels = [logger.level for logger in quiet]
+    try:
+        for logger in quiet:
+            logger.setLevel(logging.CRITICAL)
+        source.scan()
+        result = Builder().build(state)
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+    findings = source.findings()
+    unresolved = Severity.ERROR if args.strict else Severity.WARNING
+    definitions = source.definitions()
+    for definition in definitions:
+        key = definition.obj.key
+        status = result.statuses.get(key)
+        if status is None:
+            continue  # a Service or EndpointSlice
         for error in status.errors:
-            problems.append(f"{obj.origin}: {obj.key}: {error}")
+            findings.append(definition.finding(error.path, f"{key}: {error}"))
         for condition in status.conditions:
-            if not condition.status and condition.type != "Accepted":
-                problems.append(f"{obj.origin}: {obj.key}: {condition.type}={condition.reason}: {condition.message}")
-    for line in skipped:
-        print(f"warning: {line}")
-    for line in problems:
-        print(line)
-    print(f"{len(objects)} objects checked, {len(problems)} problems")
-    return 1 if problems else 0
+            if condition.status or condition.type == ACCEPTED:
+                continue
+            # Unresolved references: the Backend or Service may well exist where this is applied.
+            for part in condition.message.split("; "):
+                field_path, colon, _ = part.partition(": ")
+                if not colon or " " in field_path or not field_path.startswith("spec"):
+                    field_path = "spec.service" if key.kind == "Backend" else "spec"
+                findings.append(definition.finding(
+                    field_path, f"{key}: {part} ({condition.type}={condition.reason})", unresolved))
+    findings.sort(key=lambda f: f.sort_key())
+    for finding in findings:
+        print(finding)
+    errors = sum(f.severity is Severity.ERROR for f in findings)
+    warnings = sum(f.severity is Severity.WARNING for f in findings)
+    print(f"{_count(len(definitions), 'object')} checked, {_count(errors, 'error')}, {_count(warnings, 'warning')}")
+    return 1 if errors else 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -106,12 +136,20 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve Routes and Backends from YAML files (reloaded on change)")
     s.add_argument("--config", required=True, help="a YAML file or a directory of them")
-    s.add_argument("--poll-interval", type=float, default=0.1, help="seconds between checks for changed files")
+    s.add_argument("--poll-interval", type=float, default=0.1, help="seconds between checks for changed files (default 0.1)")
     server_args(s)
     s.set_defaults(func=_serve)
 
-    s = sub.add_parser("validate", help="check Route/Backend YAML as the server would; exit 1 on any problem")
+    s = sub.add_parser(
+        "validate", help="check Route/Backend YAML as the server would; exit 1 on any error",
+        description="Loads the files as `serve --config` would (the first definition of an object wins) and "
+                    "checks every Route and Backend. Prints each problem as file:line:column: severity: message "
+                    "and exits 1 if there is an error. A reference to a Backend or Service not in the files is "
+                    "a warning (the object may exist where the files are applied), an error with --strict; "
+                    "v1 Services and discovery.k8s.io/v1 EndpointSlices in the files resolve them. Documents "
+                    "of other kinds are skipped with a note.")
     s.add_argument("paths", nargs="+", help="files or directories")
+    s.add_argument("--strict", action="store_true", help="unresolved references are errors, not warnings")
     s.set_defaults(func=_validate)
 
     s = sub.add_parser("demo", help="run httpbin, the control plane and a real Envoy locally")

@@ -1,224 +1,517 @@
-"""The file source: Route and Backend documents from a YAML file or a directory of them.
+"""The file source: Routes and Backends (and the Services and EndpointSlices they resolve against)
+from YAML files, a directory tree of them, or several of either.
 
-A file that cannot be read or parsed keeps its previously loaded objects (the last good
-config stays); a document that parses but is not a Route or Backend is skipped with a log
-line. Changes are found by polling file metadata, which also works on bind mounts and on
-Kubernetes ConfigMap volumes (where files change by symlink swaps that inotify misses).
+Nothing a file contains stops the source: each problem becomes a Finding at its file, line and
+column (logged, and shown by /status and `validate`), and everything else keeps being applied.
+A file that cannot be read or split into documents keeps its last good objects, and so does a
+document that cannot be read but still says which object it is. A file is read again only when
+its (mtime, size, inode, mode) changes, so one that stays broken costs nothing per poll.
+
+What is served is a function of the files alone, the same after a restart and in `validate`
+(which runs this very source once): when several documents define one object, the first in
+path order (then document order) is used and each other one is reported once, naming the one
+in effect. Documents of other kinds are skipped with a note. Polling file metadata, rather than
+inotify, also works on bind mounts and on ConfigMap volumes (which change by symlink swaps).
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode
 
-from ..api.objects import API_VERSION, KINDS, ObjectKey, UserObject
+from ..api.fields import FieldError, Fields
+from ..api.objects import API_GROUP, API_VERSION, KINDS, ObjectKey, UserObject
+from . import yamldocs
+from .findings import Finding, Severity
+from .kubernetes import trimmed_endpoint_slice, trimmed_service
 from .state import StateStore
+from .yamldocs import NULL_TAG, DocumentError, Position
 
 log = logging.getLogger(__name__)
 
 YAML_SUFFIXES = (".yaml", ".yml")
-# libyaml's loader when PyYAML has it (the PyPI wheels do): an order of magnitude faster.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The Kubernetes kinds endpoint resolution reads, besides this API's own, and their apiVersion.
+CORE_KINDS = {"Service": "v1", "EndpointSlice": "discovery.k8s.io/v1"}
+
+Stamp = tuple[int, int, int, int]  # mtime_ns, size, inode, mode (a chmod can make a file readable)
+Order = tuple[int, tuple[str, ...]]  # root index, then path components: Path order, without Paths
 
 
 @dataclass(frozen=True)
-class DocumentError:
-    origin: str  # path:line
-    message: str
+class Definition:
+    """One object as a document defines it. Services and EndpointSlices travel as UserObjects
+    too, their spec the trimmed manifest that endpoint resolution reads (sources/kubernetes.py)."""
 
-    def __str__(self) -> str:
-        return f"{self.origin}: {self.message}"
+    obj: UserObject
+    path: str
+    position: Position  # of the document
+    index: int  # the document's number in its file
+    positions: dict[str, Position] | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def origin(self) -> str:
+        return f"{self.path}:{self.position[0]}:{self.position[1]}"
 
-def config_files(path: Path) -> list[Path]:
-    return sorted(stamps(path))
-
-
-def stamps(root: Path) -> dict[Path, tuple[int, int, int]]:
-    """(mtime, size, inode) of every YAML file under `root` (or of `root` itself), skipping
-    hidden files and directories. One scandir pass: this runs every poll interval."""
-    if not root.is_dir():
-        try:
-            st = root.stat()
-        except OSError:
-            return {}
-        return {root: (st.st_mtime_ns, st.st_size, st.st_ino)}
-    found: dict[Path, tuple[int, int, int]] = {}
-    pending = [str(root)]
-    while pending:
-        try:
-            entries = list(os.scandir(pending.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir():
-                    pending.append(entry.path)
-                elif entry.name.endswith(YAML_SUFFIXES) and entry.is_file():
-                    st = entry.stat()  # follows symlinks, as ConfigMap volumes need
-                    found[Path(entry.path)] = (st.st_mtime_ns, st.st_size, st.st_ino)
-            except OSError:
-                continue
-    return found
+    def finding(self, field_path: str, message: str, severity: Severity = Severity.ERROR) -> Finding:
+        """A problem of the field at `field_path` (api/fields.py paths), placed at its line when
+        positions were kept, else at the document."""
+        line, column = yamldocs.place(self.positions or {}, field_path, self.position)
+        return Finding(self.path, line, column, message, severity)
 
 
-def parse_file(path: Path) -> tuple[list[UserObject], list[DocumentError]]:
-    """The Route/Backend objects in a file and the problems of its documents. Raises OSError
-    or yaml.YAMLError when the file as a whole is unusable."""
-    text = path.read_text()
-    objects: list[UserObject] = []
-    errors: list[DocumentError] = []
-    loader = _Loader(text)
+class _Refused(Exception):
+    """A document that is not loaded; `key` when it still says which object it is."""
+
+    def __init__(self, message: str, position: Position, severity: Severity = Severity.ERROR,
+                 key: ObjectKey | None = None) -> None:
+        super().__init__(message)
+        self.message, self.position, self.severity, self.key = message, position, severity, key
+
+
+# -- reading one file --------------------------------------------------------------------------
+
+def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions: bool = False
+              ) -> tuple[list[Definition], list[Finding]]:
+    """The definitions and findings of one file. When the file cannot be read or split into
+    documents, `previous` (its last good definitions) stays; so does a broken document's own."""
+    def unusable(message: str, line: int = 0, column: int = 0) -> tuple[list[Definition], list[Finding]]:
+        if previous:
+            message += f"; keeping its last good objects ({len(previous)})"
+        return list(previous), [Finding(path, line, column, message)]
+
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            origin = f"{path}:{node.start_mark.line + 1}"
-            doc = loader.construct_document(node)
-            if doc is None:
-                continue
-            if not isinstance(doc, dict):
-                errors.append(DocumentError(origin, "document is not a mapping"))
-                continue
-            kind, api_version = doc.get("kind"), doc.get("apiVersion")
-            if kind not in KINDS or api_version != API_VERSION:
-                errors.append(DocumentError(origin, f"skipped: kind {kind!r} of apiVersion {api_version!r} is not "
-                                                    f"a Route or Backend of {API_VERSION}"))
-                continue
-            meta = doc.get("metadata")
-            if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
-                errors.append(DocumentError(origin, "metadata.name is required"))
-                continue
-            if not isinstance(meta.get("namespace", ""), str):
-                errors.append(DocumentError(origin, "metadata.namespace must be a string"))
-                continue
-            objects.append(UserObject.from_manifest(doc, origin=origin))
-    finally:
-        loader.dispose()
-    return objects, errors
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        return unusable(f"cannot be read: {exc.strerror or exc}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return unusable(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); is it a YAML file?", line, column)
+    try:
+        nodes = yamldocs.compose(text)
+    except DocumentError as exc:
+        return unusable(exc.message, *(exc.position or (0, 0)))
 
-
-def load_objects(paths: list[Path]) -> tuple[list[UserObject], list[DocumentError]]:
-    """All objects under `paths`, as the server would load them (for `validate`)."""
-    objects, errors = [], []
-    for root in paths:
-        if not root.exists():
-            errors.append(DocumentError(str(root), "no such file or directory"))
+    last_good = {}
+    for d in previous:
+        last_good.setdefault(d.obj.key, d)
+    definitions: list[Definition] = []
+    findings: list[Finding] = []
+    for index, node in enumerate(nodes):
+        try:
+            definition = _guarded_definition(path, index, node, keep_positions)
+        except _Refused as exc:
+            message = exc.message
+            kept = last_good.get(exc.key) if exc.key is not None else None
+            if kept is not None:
+                definitions.append(kept)
+                message += "; keeping its last good definition"
+            findings.append(Finding(path, *exc.position, message, exc.severity))
             continue
-        for path in config_files(root):
+        if definition is not None:
+            definitions.append(definition)
+    return definitions, findings
+
+
+def _guarded_definition(path: str, index: int, node: Node, keep_positions: bool) -> Definition | None:
+    """_definition, any failure of its own costing this one document, not the source."""
+    try:
+        return _definition(path, index, node, keep_positions)
+    except _Refused:
+        raise
+    except Exception as exc:
+        log.debug("reading %s failed", path, exc_info=True)
+        raise _Refused(f"cannot be read: {type(exc).__name__}: {exc}", yamldocs.position(node)) from None
+
+
+def _definition(path: str, index: int, node: Node, keep_positions: bool) -> Definition | None:
+    start = yamldocs.position(node)
+    if isinstance(node, ScalarNode) and node.tag == NULL_TAG:
+        return None  # an empty document
+    if not isinstance(node, MappingNode):
+        raise _Refused("document is not a mapping (a Kubernetes object)", start)
+    kind = _kind_of(node, start)
+    if kind is None:
+        return None
+    key = _identity(node, kind, start)
+    labels = _check_metadata(yamldocs.entry(node, "metadata"), key)
+    try:
+        doc = yamldocs.construct(node)
+    except DocumentError as exc:
+        raise _Refused(f"{key}: {exc.message}", exc.position or start, key=key) from None
+    positions = yamldocs.positions(node) if keep_positions else None
+    origin = f"{path}:{start[0]}"
+    if kind in KINDS:
+        obj = UserObject(key, doc.get("spec"), origin=origin, labels=labels)
+    else:
+        errors = (_service_errors if kind == "Service" else _endpoint_slice_errors)(doc)
+        if errors:
+            where = yamldocs.positions(node) if positions is None else positions
+            line_column = yamldocs.place(where, errors[0].path, start)
+            raise _Refused(f"{key}: {errors[0]}", line_column, key=key)
+        manifest = trimmed_service(doc) if kind == "Service" else trimmed_endpoint_slice(doc)
+        obj = UserObject(key, manifest, origin=origin, labels=labels)
+    return Definition(obj, path, start, index, positions)
+
+
+def _kind_of(node: MappingNode, start: Position) -> str | None:
+    """The kind to load, None for a document of another kind (skipped with a note); refuses what
+    claims this API group but is not one of its kinds, as the API server would."""
+    api_version_node, kind_node = yamldocs.entry(node, "apiVersion"), yamldocs.entry(node, "kind")
+    api_version, kind = yamldocs.text(api_version_node), yamldocs.text(kind_node)
+    if api_version_node is None and kind_node is None:
+        raise _Refused("skipped: not a Kubernetes object (no apiVersion or kind)", start, Severity.NOTE)
+    group = api_version.partition("/")[0] if api_version and "/" in api_version else ""
+    if group == API_GROUP:
+        if api_version != API_VERSION:
+            raise _Refused(f"apiVersion {api_version!r} is not served; {API_GROUP}'s version is "
+                           f"{API_VERSION.partition('/')[2]}", _at(api_version_node, start))
+        if kind not in KINDS:
+            close = difflib.get_close_matches(kind or "", KINDS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise _Refused(f"kind {kind!r} is not a kind of {API_VERSION} (one of: {', '.join(KINDS)}){hint}",
+                           _at(kind_node, start))
+        return kind
+    if kind in KINDS:
+        if api_version_node is None:
+            raise _Refused(f"apiVersion is required ({API_VERSION})", start)
+        # No core kind is called so; a group one letter off is a typo (OpenShift's Route is not).
+        if not group or difflib.SequenceMatcher(None, group, API_GROUP).ratio() > 0.8:
+            raise _Refused(f"apiVersion {_raw(api_version_node)!r}: {kind} is in {API_VERSION}",
+                           _at(api_version_node, start))
+    if kind in CORE_KINDS and api_version == CORE_KINDS[kind]:
+        return kind
+    what = f"{_raw(api_version_node) or '(no apiVersion)'} {_raw(kind_node) or '(no kind)'}"
+    raise _Refused(f"skipped: {what} is not read by xds-operator", start, Severity.NOTE)
+
+
+def _identity(node: MappingNode, kind: str, start: Position) -> ObjectKey:
+    meta = yamldocs.entry(node, "metadata")
+    if meta is None:
+        raise _Refused("metadata.name is required", start)
+    if not isinstance(meta, MappingNode):
+        raise _Refused(f"metadata must be an object, not {_what(meta)}", yamldocs.position(meta))
+    name_node, namespace_node = yamldocs.entry(meta, "name"), yamldocs.entry(meta, "namespace")
+    name = yamldocs.text(name_node)
+    if not name:
+        raise _Refused("metadata.name is required" if name_node is None or name == "" else
+                       f"metadata.name must be a string, not {_what(name_node)}", _at(name_node, yamldocs.position(meta)))
+    namespace = yamldocs.text(namespace_node)
+    if namespace_node is not None and namespace is None and namespace_node.tag != NULL_TAG:
+        raise _Refused(f"metadata.namespace must be a string, not {_what(namespace_node)}",
+                       yamldocs.position(namespace_node))
+    return ObjectKey(kind, namespace or "default", name)
+
+
+def _check_metadata(meta: Node | None, key: ObjectKey) -> dict[str, str]:
+    """Refuses metadata the API server would refuse by its types; returns the labels. (Files
+    get their generation from this source: it counts spec changes.)"""
+    labels: dict[str, str] = {}
+    for name in ("labels", "annotations"):
+        node = yamldocs.entry(meta, name) if meta is not None else None
+        if node is None or node.tag == NULL_TAG:
+            continue
+        if not isinstance(node, MappingNode):
+            raise _Refused(f"{key}: metadata.{name} must be a map of strings, not {_what(node)}",
+                           yamldocs.position(node), key=key)
+        for k, v in node.value:
+            if yamldocs.text(k) is None:
+                raise _Refused(f"{key}: metadata.{name}: keys must be strings, not {_what(k)}",
+                               yamldocs.position(k), key=key)
+            if yamldocs.text(v) is None and v.tag != NULL_TAG:
+                hint = f' (quote it: {k.value}: "{v.value}")' if isinstance(v, ScalarNode) else ""
+                raise _Refused(f"{key}: metadata.{name}.{k.value} must be a string, not {_what(v)}{hint}",
+                               yamldocs.position(v), key=key)
+            if name == "labels":
+                labels[k.value] = yamldocs.text(v) or ""
+    generation = yamldocs.entry(meta, "generation") if meta is not None else None
+    if generation is not None and generation.tag not in ("tag:yaml.org,2002:int", NULL_TAG):
+        raise _Refused(f"{key}: metadata.generation must be an integer, not {_what(generation)}",
+                       yamldocs.position(generation), key=key)
+    return labels
+
+
+def _what(node: Node) -> str:
+    """What YAML reads a node as, for messages: a list, a date '2025-02-30'..."""
+    if isinstance(node, ScalarNode):
+        kind = {"int": "an integer", "float": "a number", "bool": "a boolean", "null": "null",
+                "timestamp": "a date", "str": "a string"}.get(node.tag.rpartition(":")[2], node.tag)
+        return f"{kind} ({node.value!r})" if node.value else kind
+    return "an object" if isinstance(node, MappingNode) else "a list"
+
+
+def _raw(node: Node | None) -> str:
+    return node.value if isinstance(node, ScalarNode) else ""
+
+
+def _at(node: Node | None, default: Position) -> Position:
+    return yamldocs.position(node) if node is not None else default
+
+
+def _service_errors(doc: dict[str, Any]) -> list[FieldError]:
+    """What endpoint resolution would trip over in a Service (the API server checks more)."""
+    f = Fields()
+    spec = doc.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        f.error("spec", "must be an object")
+        return f.errors
+    for i, port in enumerate(f.sequence((spec or {}).get("ports"), "spec.ports")):
+        if not isinstance(port, dict):
+            f.error(f"spec.ports[{i}]", "must be an object")
+            continue
+        f.port(port.get("port"), f"spec.ports[{i}].port", required=True)
+        f.string(port.get("name"), f"spec.ports[{i}].name")
+    return f.errors
+
+
+def _endpoint_slice_errors(doc: dict[str, Any]) -> list[FieldError]:
+    f = Fields()
+    f.enum(doc.get("addressType"), "addressType", ("IPv4", "IPv6", "FQDN"), required=True)
+    for i, port in enumerate(f.sequence(doc.get("ports"), "ports")):
+        if not isinstance(port, dict):
+            f.error(f"ports[{i}]", "must be an object")
+            continue
+        f.port(port.get("port"), f"ports[{i}].port")
+        f.string(port.get("name"), f"ports[{i}].name")
+    for i, endpoint in enumerate(f.sequence(doc.get("endpoints"), "endpoints")):
+        if not isinstance(endpoint, dict):
+            f.error(f"endpoints[{i}]", "must be an object")
+            continue
+        for j, address in enumerate(f.sequence(endpoint.get("addresses"), f"endpoints[{i}].addresses")):
+            f.string(address, f"endpoints[{i}].addresses[{j}]", required=True)
+        conditions = endpoint.get("conditions")
+        if conditions is not None and not isinstance(conditions, dict):
+            f.error(f"endpoints[{i}].conditions", "must be an object")
+        elif conditions and not isinstance(conditions.get("ready", True), (bool, type(None))):
+            f.error(f"endpoints[{i}].conditions.ready", "must be true or false")
+    return f.errors
+
+
+# -- finding the files -------------------------------------------------------------------------
+
+def stamps(roots: Sequence[Path]) -> tuple[dict[str, tuple[Stamp, Order]], list[Finding], list[str]]:
+    """Every YAML file under `roots` (each a directory or a file) with its stamp and order, skipping
+    hidden files and directories (editor swap files, ConfigMap ..data); the problems (a missing
+    root...); and the directories that exist but cannot be listed. One scandir pass, no Path
+    objects: this runs every poll."""
+    found: dict[str, tuple[Stamp, Order]] = {}
+    problems: list[Finding] = []
+    unlisted: list[str] = []
+    for number, root in enumerate(roots):
+        top = str(root)
+        try:
+            st = os.stat(top)
+        except OSError as exc:
+            problems.append(Finding(top, message=_os_error(exc)))
+            continue
+        if not os.path.isdir(top):
+            found.setdefault(top, ((st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode), (number, tuple(top.split(os.sep)))))
+            continue
+        pending = [top]
+        while pending:
+            directory = pending.pop()
             try:
-                found, problems = parse_file(path)
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                errors.append(DocumentError(str(path), f"unreadable: {exc}"))
+                with os.scandir(directory) as listing:
+                    entries = list(listing)
+            except FileNotFoundError:
+                continue  # vanished since its parent was listed: gone, like its files
+            except OSError as exc:
+                problems.append(Finding(directory, message=f"cannot be listed: {_os_error(exc)}"))
+                unlisted.append(directory + os.sep)
                 continue
-            objects.extend(found)
-            errors.extend(problems)
-    seen: dict = {}
-    for obj in objects:
-        if obj.key in seen:
-            errors.append(DocumentError(obj.origin, f"{obj.key} is also defined at {seen[obj.key]}"))
-        seen.setdefault(obj.key, obj.origin)
-    return objects, errors
+            for entry in entries:
+                if entry.name[0] == ".":
+                    continue
+                try:
+                    if entry.is_dir():
+                        pending.append(entry.path)
+                    elif entry.name.endswith(YAML_SUFFIXES) and entry.is_file():
+                        st = entry.stat()  # follows symlinks, as ConfigMap volumes need
+                        if entry.path not in found:
+                            found[entry.path] = ((st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode),
+                                                 (number, tuple(entry.path.split(os.sep))))
+                except OSError:
+                    continue
+    return found, problems, unlisted
 
 
-FileChange = tuple[Path, "list[UserObject] | None", "list[DocumentError] | str"]
+def _os_error(exc: OSError) -> str:
+    return "no such file or directory" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+
+
+# -- the source --------------------------------------------------------------------------------
+
+@dataclass
+class _File:
+    stamp: Stamp
+    order: Order
+    definitions: list[Definition]  # in document order, including last good ones kept
+    findings: list[Finding]
+
+
+@dataclass
+class Changes:
+    """What one scan found, to apply to the state store (on the event loop)."""
+
+    puts: list[UserObject] = field(default_factory=list)
+    deletes: list[ObjectKey] = field(default_factory=list)
+    problems: tuple[Finding, ...] | None = None  # None: unchanged
 
 
 class FileSource:
-    """Watches `root` (a file or a directory). Reading and parsing happen in a thread; only
-    applying the result to the state store runs on the event loop."""
+    """Watches `roots`. Reading, parsing and picking among duplicates happen in a thread
+    (`read_changes`); only applying the result to the state store runs on the event loop."""
 
-    def __init__(self, root: Path, state: StateStore, *, interval: float = 0.1) -> None:
-        self.root = root
+    def __init__(self, roots: Path | Sequence[Path], state: StateStore, *, interval: float = 0.1,
+                 keep_positions: bool = False) -> None:
+        self.roots = [roots] if isinstance(roots, Path) else list(roots)
         self.state = state
         self.interval = interval
-        self._stamps: dict[Path, tuple] = {}
-        self._keys: dict[Path, set[ObjectKey]] = {}  # the objects each file defines
-        self._file_of: dict[ObjectKey, Path] = {}
-        # Every object each file's last good parse defines, including ones skipped because another
-        # file defines them first: they take over when that file drops them, as after a restart.
-        self._defined: dict[Path, dict[ObjectKey, UserObject]] = {}
+        self.keep_positions = keep_positions  # for `validate`: the line of every field
+        self._files: dict[str, _File] = {}
+        self._definers: dict[ObjectKey, dict[str, list[Definition]]] = {}
+        self._chosen: dict[ObjectKey, Definition] = {}  # what is in the state store, with its generation
+        self._duplicates: dict[ObjectKey, list[Finding]] = {}
+        self._listing: list[Finding] = []
+        self._problems: tuple[Finding, ...] = ()
 
     def scan(self) -> None:
         """Loads every file that changed since the last scan and forgets deleted ones."""
         self.apply(self.read_changes())
 
-    def read_changes(self) -> list[FileChange]:
-        """(path, objects or None if unreadable, problems) for each file added, changed or gone."""
-        current = stamps(self.root)
-        changes: list[FileChange] = [(path, [], []) for path in self._stamps.keys() - current.keys()]
-        for path, stamp in sorted(current.items()):
-            if self._stamps.get(path) != stamp:
-                try:
-                    objects, errors = parse_file(path)
-                    changes.append((path, objects, errors))
-                except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                    changes.append((path, None, str(exc)))
-        self._stamps = current
+    def definitions(self) -> list[Definition]:
+        """The definition in effect for each object, in key order."""
+        return [self._chosen[key] for key in sorted(self._chosen)]
+
+    def findings(self) -> list[Finding]:
+        """Everything there is to say about the files now, notes included, in file order."""
+        found = [*self._listing, *(f for file in self._files.values() for f in file.findings),
+                 *(f for dups in self._duplicates.values() for f in dups)]
+        return sorted(found, key=Finding.sort_key)
+
+    def read_changes(self) -> Changes:
+        current, listing, unlisted = stamps(self.roots)
+        if unlisted:  # files in a directory that cannot be listed keep what they had
+            for path, file in self._files.items():
+                if path.startswith(tuple(unlisted)):
+                    current.setdefault(path, (file.stamp, file.order))
+        changed = sorted((order, path) for path, (stamp, order) in current.items()
+                         if (known := self._files.get(path)) is None or known.stamp != stamp)
+        gone = [path for path in self._files if path not in current]
+        changes = Changes()
+        if not changed and not gone and listing == self._listing:
+            return changes
+        for finding in listing:
+            if finding not in self._listing:
+                log.error("%s", finding)
+        self._listing = listing
+        touched: set[ObjectKey] = set()
+        for path in gone:
+            touched |= self._set_file(path, None)
+            log.info("%s: removed", path)
+        for order, path in changed:
+            previous = self._files.get(path)
+            definitions, findings = read_file(path, previous.definitions if previous else (),
+                                              keep_positions=self.keep_positions)
+            touched |= self._set_file(path, _File(current[path][0], order, definitions, findings))
+            for finding in findings:
+                log.log(_LOG_LEVELS[finding.severity], "%s", finding)
+            if not any(f.severity is Severity.ERROR for f in findings):
+                log.info("%s: %d objects loaded", path, len(definitions))
+        for key in sorted(touched):
+            self._choose(key, changes)
+        problems = tuple(f for f in self.findings() if f.severity is not Severity.NOTE)
+        if problems != self._problems:
+            self._problems = changes.problems = problems
         return changes
 
-    def apply(self, changes: list[FileChange]) -> None:
-        released: set[ObjectKey] = set()
-        for path, objects, errors in changes:
-            if objects is None:
-                log.error("%s: cannot be loaded, keeping its last good objects: %s", path, errors)
-                continue
-            for error in errors:
-                log.error("%s", error)
-            released |= self._apply_file(path, objects)
-        # An object dropped by the file that defined it falls to the next file defining it.
-        if orphans := released - self._file_of.keys():
-            for path in sorted(self._defined):
-                for key in sorted(orphans & self._defined[path].keys() - self._file_of.keys()):
-                    obj = self._defined[path][key]
-                    self.state.put(obj)
-                    self._file_of[key] = path
-                    self._keys.setdefault(path, set()).add(key)
-                    log.info("%s: %s is now defined here", obj.origin, key)
+    def _set_file(self, path: str, file: _File | None) -> set[ObjectKey]:
+        """Replaces what a file defines; returns the keys whose definitions changed."""
+        touched = set()
+        old = self._files.pop(path, None)
+        for d in old.definitions if old else ():
+            touched.add(d.obj.key)
+            by_file = self._definers.get(d.obj.key, {})
+            by_file.pop(path, None)
+            if not by_file:
+                self._definers.pop(d.obj.key, None)
+        if file is not None:
+            self._files[path] = file
+            for d in file.definitions:
+                touched.add(d.obj.key)
+                self._definers.setdefault(d.obj.key, {}).setdefault(path, []).append(d)
+        return touched
 
-    def _apply_file(self, path: Path, objects: list[UserObject]) -> set[ObjectKey]:
-        """Applies a file's objects; returns the keys it no longer defines."""
-        defined: dict[ObjectKey, UserObject] = {}
-        for obj in objects:
-            if obj.key in defined:
-                log.error("%s: %s is defined twice in this file; the later one wins", obj.origin, obj.key)
-            defined[obj.key] = obj
-        if defined:
-            self._defined[path] = defined
+    def _choose(self, key: ObjectKey, changes: Changes) -> None:
+        """Picks the definition in effect for `key`: the first in file order, then document order.
+        The rest are reported, once each, naming the one in effect."""
+        candidates = sorted((((self._files[path].order, d.index), d)
+                             for path, ds in self._definers.get(key, {}).items() for d in ds), key=lambda c: c[0])
+        previous = self._chosen.get(key)
+        if not candidates:
+            self._duplicates.pop(key, None)
+            if previous is not None:
+                del self._chosen[key]
+                changes.deletes.append(key)
+            return
+        winner = candidates[0][1]
+        duplicates = [d.finding("", f"{key} is already defined in {winner.origin}, which is used; this "
+                                    "definition is ignored") for _, d in candidates[1:]]
+        for finding in duplicates:
+            if finding not in self._duplicates.get(key, ()):
+                log.error("%s", finding)
+        if duplicates:
+            self._duplicates[key] = duplicates
         else:
-            self._defined.pop(path, None)
-        unique: dict[ObjectKey, UserObject] = {}
-        for key, obj in defined.items():
-            owner = self._file_of.get(key)
-            if owner is not None and owner != path:
-                log.error("%s: %s is already defined in %s; skipped", obj.origin, key, owner)
-                continue
-            unique[key] = obj
-        released = self._keys.get(path, set()) - unique.keys()
-        for key in released:
-            self.state.delete(key)
-            del self._file_of[key]
-        for key, obj in unique.items():
-            self.state.put(obj)
-            self._file_of[key] = path
-        if unique:
-            self._keys[path] = set(unique)
-            log.info("%s: %d objects loaded", path, len(unique))
-        else:
-            self._keys.pop(path, None)
-            log.info("%s: no objects", path)
-        return released
+            self._duplicates.pop(key, None)
+        # The generation counts spec changes, as the API server's does.
+        obj = winner.obj
+        generation = 1 if previous is None else previous.obj.generation + (previous.obj.spec != obj.spec)
+        if obj.generation != generation:
+            winner = replace(winner, obj=replace(obj, generation=generation))
+        self._chosen[key] = winner
+        if previous is None or previous.obj != winner.obj:
+            changes.puts.append(winner.obj)
+
+    def apply(self, changes: Changes) -> None:
+        for obj in changes.puts:
+            if obj.key.kind in KINDS:
+                self.state.put(obj)
+            elif obj.key.kind == "Service":
+                self.state.put_service(obj.key.namespace, obj.key.name, obj.spec)
+            else:
+                self.state.put_endpoint_slice(obj.key.namespace, obj.key.name, obj.spec)
+        for key in changes.deletes:
+            if key.kind in KINDS:
+                self.state.delete(key)
+            elif key.kind == "Service":
+                self.state.put_service(key.namespace, key.name, None)
+            else:
+                self.state.put_endpoint_slice(key.namespace, key.name, None)
+        if changes.problems is not None:
+            self.state.set_problems("files", changes.problems)
 
     async def run(self) -> None:
+        last_failure = ""
         while True:
             try:
                 self.apply(await asyncio.to_thread(self.read_changes))
-            except Exception:
-                log.exception("scanning %s failed", self.root)
+            except Exception as exc:  # a bug here must not stop the source
+                if repr(exc) != last_failure:  # one traceback per distinct failure, not one per poll
+                    log.exception("scanning %s failed", ", ".join(map(str, self.roots)))
+                last_failure = repr(exc)
             await asyncio.sleep(self.interval)
+
+
+_LOG_LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING, Severity.NOTE: logging.INFO}

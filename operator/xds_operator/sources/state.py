@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..api.objects import ObjectKey, UserObject
+from .findings import Finding
 
 NamespacedName = tuple[str, str]
 
@@ -19,6 +20,8 @@ class StateStore:
         # Raw Kubernetes Service and EndpointSlice manifests, as the API returns them.
         self.services: dict[NamespacedName, dict] = {}
         self.endpoint_slices: dict[NamespacedName, dict] = {}
+        # What each source could not load (a broken file...), for /status and /metrics.
+        self.problems: dict[str, tuple[Finding, ...]] = {}
         self.revision = 0
         self._listeners: list[Callable[[], None]] = []
 
@@ -40,6 +43,10 @@ class StateStore:
     def delete(self, key: ObjectKey) -> None:
         if self.objects.pop(key, None) is not None:
             self._changed()
+
+    def set_problems(self, source: str, problems: tuple[Finding, ...]) -> None:
+        """No rebuild: there is nothing to build from them."""
+        self.problems[source] = problems
 
     # -- Services and EndpointSlices -------------------------------------------------------
 

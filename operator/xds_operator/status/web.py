@@ -3,7 +3,9 @@
 /healthz  the process is alive and its event loop answers
 /readyz   a first config is built and the ADS server listens
 /proxies  connected Envoys: node, cluster, protocol, ACKed versions, last NACK
-/status   every Route and Backend with its conditions and proxy counts, as Kubernetes would show
+/status   every Route and Backend with its conditions and proxy counts, as Kubernetes would show;
+          and under "problems" (only when there are any) what the sources cannot load now, such as
+          an unreadable or broken file, each with its file, line, column, severity and message
 /metrics  Prometheus text format: proxies, builds, xDS responses, ACKs and NACKs, objects by state
 """
 
@@ -19,6 +21,7 @@ from ..api.conditions import ACCEPTED
 from ..translate.resources import PUSH_ORDER, SHORT_NAMES
 from .debug import add_debug_routes
 from .report import proxy_groups, reports
+from ..sources.findings import Finding
 from ..xds.proxies import ProxyRegistry
 
 
@@ -41,6 +44,8 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
             groups = proxy_groups(registry, controller.cache)
             for key, item in reports(result, groups).items():
                 body[str(key)] = item.to_status()
+        if problems := source_problems(controller):
+            body["problems"] = [p.to_dict() for p in problems]
         return web.json_response(body)
 
     async def metrics(_: web.Request) -> web.Response:
@@ -78,6 +83,9 @@ def render_metrics(controller: Controller, registry: ProxyRegistry) -> str:
            [({}, controller.builds)])
     metric("last_build_seconds", "gauge", "Duration of the last build, translation and snapshot.",
            [({}, round(controller.last_build_seconds, 6))])
+    by_severity = Counter(p.severity.value for p in source_problems(controller))
+    metric("source_problems", "gauge", "What the sources cannot load now (unreadable or broken files, duplicates).",
+           [({"severity": s}, by_severity.get(s, 0)) for s in ("error", "warning")])
     states: Counter[tuple[str, str]] = Counter()
     if controller.result is not None:
         for key, status in controller.result.statuses.items():
@@ -87,6 +95,10 @@ def render_metrics(controller: Controller, registry: ProxyRegistry) -> str:
            [({"kind": kind, "accepted": ok}, states.get((kind, ok), 0))
             for kind in ("Route", "Backend") for ok in ("true", "false")])
     return "\n".join(lines) + "\n"
+
+
+def source_problems(controller: Controller) -> list[Finding]:
+    return [p for problems in controller.state.problems.values() for p in problems]
 
 
 async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
