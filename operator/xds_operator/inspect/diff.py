@@ -21,7 +21,8 @@ from ..api.conditions import ACCEPTED
 from ..api.objects import ObjectKey, UserObject
 from ..controlplane.controller import make_snapshot
 from ..ir.builder import Builder, BuildResult
-from ..sources.files import load_objects
+from ..sources.files import FileSource
+from ..sources.findings import Severity
 from ..sources.state import StateStore
 from ..status.inspection import snapshot_dump, target_groups
 from ..translate import TranslateOptions
@@ -51,23 +52,27 @@ class Side:
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("xds_operator.ir").setLevel(logging.CRITICAL)  # problems are reported below, once
-    objects = _load(args.paths)
+    files = _load(args.paths)
     if args.against is not None:
-        before = Side(_build(_state(_load(args.against))), TranslateOptions())
-        after = Side(_build(_state(objects)), TranslateOptions())
+        before = Side(_build(_load(args.against)), TranslateOptions())
+        after = Side(_build(files), TranslateOptions())
         groups = sorted(set(target_groups(before.result)) | set(target_groups(after.result)))
     else:
         client = ServerClient(args.server or DEFAULT_SERVER)
         state, options = _server_state(client)
         before_result = _build(state, checked=set())
-        applied = {o.key for o in objects}
+        applied = set(files.objects)
         for key, status in before_result.statuses.items():
             accepted = status.condition(ACCEPTED)
             if accepted is not None and not accepted.status and key not in applied:
                 print(f"note: {key} is invalid on the server (it may serve an earlier generation): "
                       "this diff counts it as not served", file=sys.stderr)
-        for obj in objects:
+        for obj in files.objects.values():
             state.put(obj)
+        for (namespace, name), manifest in files.services.items():
+            state.put_service(namespace, name, manifest)
+        for (namespace, name), manifest in files.endpoint_slices.items():
+            state.put_endpoint_slice(namespace, name, manifest)
         after = Side(_build(state, checked=applied), options)
         connected = {p["group"] for p in client.get("/debug/proxy-status")}
         groups = sorted(set(target_groups(before_result, connected)) | set(target_groups(after.result)))
@@ -93,21 +98,25 @@ def run(args: argparse.Namespace) -> int:
     return 1
 
 
-def _load(paths: list[str]) -> list[UserObject]:
-    objects, errors = load_objects([Path(p) for p in paths])
-    problems = [str(e) for e in errors if not e.message.startswith("skipped:")]
-    for e in errors:
-        if e.message.startswith("skipped:"):
-            print(f"warning: {e}", file=sys.stderr)
+def _load(paths: list[str]) -> StateStore:
+    """The objects of `paths` as `serve` would load them (the file source, run once). Its errors
+    are errors of the command; warnings and notes are printed and the diff goes on."""
+    state = StateStore()
+    source = FileSource([Path(p) for p in paths], state)
+    quiet = logging.getLogger("xds_operator.sources")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # every finding is reported below, once
+    try:
+        source.scan()
+    finally:
+        quiet.setLevel(level)
+    findings = source.findings()
+    for finding in findings:
+        if finding.severity is not Severity.ERROR:
+            print(finding, file=sys.stderr)
+    problems = [str(f) for f in findings if f.severity is Severity.ERROR]
     if problems:
         raise CommandError("; ".join(problems))
-    return objects
-
-
-def _state(objects: list[UserObject]) -> StateStore:
-    state = StateStore()
-    for obj in objects:
-        state.put(obj)
     return state
 
 
