@@ -63,6 +63,10 @@ class Node:
         self.default = default
         self.rules = tuple(rules)
 
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _MISSING
+
     def openapi(self) -> dict[str, Any]:
         """This node as a structural OpenAPI v3 schema."""
         out = self._openapi()
