@@ -144,6 +144,23 @@ def test_duration_rules_state_the_models_bounds() -> None:
         ["1ms", "999ms", "1s", "90s", "1h", "24h"]
 
 
+DURATIONS = ["0s", "0ms", "1ms", "999ms", "1s", "59m", "60m", "1h", "1h0m1ms", "3600s", "3601s", "1440m", "1441m",
+             "24h", "24h1ms", "86400s", "86400001ms", "99999h", "1h1h", "5m5ms", "10ms5m", "1h2m3s4ms", "00000s",
+             "1h2m3s4ms5ms", "100000s", "1.5s", "1d", "1us", "-1s", "+1s", "1", "s", "", "1H", " 1s", "1s ", "5s\n"]
+
+
+def test_a_duration_the_crd_admits_is_one_the_model_reads() -> None:
+    """The pattern, maxLength and the guarded CEL range rule against Fields.duration."""
+    for _, path, node in ALL_NODES:
+        if not isinstance(node, Duration):
+            continue
+        schema, (rule,) = node.openapi(), node.rules
+        for text in DURATIONS:
+            admitted = len(text) <= schema["maxLength"] and bool(re2.search(schema["pattern"], text)) \
+                and cel_holds(rule.cel, text)
+            assert admitted == (node.reader()(Fields(), text, path) is not None), (path, text)
+
+
 # -- CEL rules beside their Python checks -------------------------------------------------------
 
 
