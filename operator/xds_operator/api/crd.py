@@ -10,7 +10,6 @@ crds/*.yaml is this module's output, committed so that `kubectl apply -k crds/` 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import textwrap
 from pathlib import Path
@@ -169,20 +168,37 @@ def crd(kind: str) -> dict[str, Any]:
 
 
 class _Dumper(yaml.SafeDumper):  # type: ignore[misc,unused-ignore]  # (PyYAML's classes are untyped)
-    """Block mappings, flow lists of scalars, long plain text folded; no anchors (nodes share defaults)."""
+    """Block mappings, flow lists of scalars, descriptions folded; no anchors (nodes share defaults)."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
+    # Only prose is folded: a pattern or a CEL rule stays on one line, however long.
     def write_double_quoted(self, text: str, split: bool = True) -> None:
-        # A pattern on one line, however long: it is read as a whole, not as prose.
         super().write_double_quoted(text, split=False)
 
+    def write_single_quoted(self, text: str, split: bool = True) -> None:
+        super().write_single_quoted(text, split=False)
 
-def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
-    if len(text) > 90 and all(" " <= c <= "~" for c in text) and text == text.strip() and "  " not in text:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=">")
-    return dumper.represent_str(text)
+    def write_plain(self, text: str, split: bool = True) -> None:
+        super().write_plain(text, split=False)
+
+
+class _Prose(str):
+    """A description, which the YAML folds into lines."""
+
+
+def _represent_prose(dumper: yaml.SafeDumper, text: _Prose) -> yaml.ScalarNode:
+    style = ">" if len(text) > 90 and all(" " <= c <= "~" for c in text) and "  " not in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(text), style=style)
+
+
+def _prose(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _prose(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_prose(v) for v in value]
+    return _Prose(value) if key == "description" else value
 
 
 def _represent_list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.SequenceNode:
@@ -190,7 +206,7 @@ def _represent_list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.SequenceN
     return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
 
 
-_Dumper.add_representer(str, _represent_str)
+_Dumper.add_representer(_Prose, _represent_prose)
 _Dumper.add_representer(list, _represent_list)
 
 
@@ -200,7 +216,7 @@ def render(kind: str) -> str:
     document = crd(kind)
     # ASCII only: the path patterns hold Unicode spaces and line separators, which an emitter would
     # otherwise write as line breaks; YAML's short escapes for the separators spelled as \u ones.
-    body: str = yaml.dump(copy.deepcopy(document), Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=False,
+    body: str = yaml.dump(_prose(document), Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=False,
                      default_flow_style=False).replace("\\L", "\\u2028").replace("\\P", "\\u2029")
     assert yaml.safe_load(body) == document, "the YAML reads back as the CRD"
     header = [f"{kind}: {about['summary']}", "", *textwrap.wrap(_HEADER.format(**about), 98, break_on_hyphens=False)]
