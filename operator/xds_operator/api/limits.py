@@ -46,7 +46,8 @@ Every field the translator fills from user text, Envoy's rule on it, and validat
 (HTTP_HEADER_NAME and HTTP_HEADER_VALUE with strict: false refuse only NUL, CR and LF.)
 
 Envoy states no other byte limit on these fields; the character limits above are the CRDs' own
-(crds/, where `maxLength` counts characters), which validation keeps so that the two agree.
+(`maxLength` counts characters), declared once with the byte limits in route_spec.py, from which
+both validation and crds/ come.
 """
 
 from __future__ import annotations
