@@ -270,7 +270,7 @@ def _service_errors(doc: dict[str, Any]) -> list[FieldError]:
         if not isinstance(port, dict):
             f.error(f"spec.ports[{i}]", "must be an object")
             continue
-        f.port(port.get("port"), f"spec.ports[{i}].port", required=True)
+        f.integer(port.get("port"), f"spec.ports[{i}].port", minimum=1, maximum=65535, required=True)
         f.string(port.get("name"), f"spec.ports[{i}].name")
     return f.errors
 
@@ -282,7 +282,7 @@ def _endpoint_slice_errors(doc: dict[str, Any]) -> list[FieldError]:
         if not isinstance(port, dict):
             f.error(f"ports[{i}]", "must be an object")
             continue
-        f.port(port.get("port"), f"ports[{i}].port")
+        f.integer(port.get("port"), f"ports[{i}].port", minimum=1, maximum=65535)
         f.string(port.get("name"), f"ports[{i}].name")
     for i, endpoint in enumerate(f.sequence(doc.get("endpoints"), "endpoints")):
         if not isinstance(endpoint, dict):
