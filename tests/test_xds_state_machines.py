@@ -233,6 +233,10 @@ SOTW_RESTART_CASES = {
     "dropped names: nothing is resent": (
         snap(EDS={"a": 1, "b": 1}),
         [(Req("EDS", ("a", "b"), fresh=True, version=_OLD.versions[ENDPOINT]), [])]),
+    "dropped names, then a change: pushed as usual, with the whole subscription": (
+        snap(EDS={"a": 1, "b": 1}),
+        [(Req("EDS", ("a", "b"), fresh=True, version=_OLD.versions[ENDPOINT]), []),
+         (Change(snap(EDS={"a": 2, "b": 1})), [("EDS", ["a", "b"])])]),
     "dropped names and one change: only the changed one is sent": (
         snap(EDS={"a": 1, "b": 2}),
         [(Req("EDS", ("a", "b"), fresh=True, version=_OLD.versions[ENDPOINT]), [("EDS", ["b"])]),

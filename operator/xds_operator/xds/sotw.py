@@ -130,7 +130,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             unexplained = claimed - {r.digest for r in has.values()}
             if not has or unexplained & snapshot.digests(type_url):
                 return
-            ts.sent, ts.only_missing = has, True
+            ts.sent, ts.only_missing = has, len(has) < len(current)
         ts.sent_version = version_of(type_url, ts.sent.values())
         self.callbacks.on_ack(self.info, type_url, _versions(ts.sent), (), _versions(ts.sent))
 
