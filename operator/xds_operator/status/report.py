@@ -34,7 +34,7 @@ class ObjectReport:
     conditions: tuple[Condition, ...]
     proxies: ProxyCounts
 
-    def to_status(self) -> dict:
+    def to_status(self) -> dict[str, object]:
         return {
             "observedGeneration": self.generation,
             "conditions": [c.to_dict(self.generation) for c in self.conditions],

@@ -32,7 +32,8 @@ class SotwTypeState:
     pending_report: bool = False
     # The version a reconnecting client said it runs (its first request, before any response).
     reported: str = ""
-    # What the client has (once the response in flight is ACKed), and the version saying so.
+    # What the client has (once the response in flight is ACKed), and its version (for endpoint
+    # sets and route configurations always version_of(sent): equal to the snapshot's, nothing is due).
     sent_version: str = ""
     sent: dict[str, VersionedResource] = field(default_factory=dict)
     # Endpoint sets and route configurations only:
@@ -91,10 +92,13 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         # (What was unsubscribed from while in flight is not the client's any more.)
         carried = ts.sent if whole else {n: r for n, r in ts.in_flight.items()
                                          if ts.names is WILDCARD or n in ts.names}
+        unsubscribed_in_flight = not whole and len(carried) < len(ts.in_flight)
         ts.in_flight = {}
         if not request.HasField("error_detail"):
             if not whole:
                 ts.sent.update(carried)
+                if unsubscribed_in_flight:
+                    ts.sent_version = version_of(type_url, ts.sent.values())
             self.callbacks.on_ack(self.info, type_url, _versions(carried), (), _versions(ts.sent))
             return
         message = self._nack_message(request.error_detail.code, request.error_detail.message)
@@ -104,7 +108,8 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         if whole:
             # sent_version stays the rejected version, so it is not sent again until the config changes.
             self.callbacks.on_rejected(self.info, type_url, _versions(carried), message)
-        elif len(carried) == 1:
+            return
+        if len(carried) == 1:
             ts.rejected.update(_versions(carried))
             self.callbacks.on_rejected(self.info, type_url, _versions(carried), message)
         else:
@@ -112,6 +117,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             for name in carried:
                 ts.sent.pop(name, None)
             ts.suspects[:0] = split_in_halves(carried)
+        ts.sent_version = version_of(type_url, ts.sent.values())  # what the client surely has
 
     def _adopt(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot) -> None:
         """A reconnecting client that runs the current version has, in effect, ACKed it. For
@@ -134,25 +140,33 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         ts.sent_version = version_of(type_url, ts.sent.values())
         self.callbacks.on_ack(self.info, type_url, _versions(ts.sent), (), _versions(ts.sent))
 
-    def _due(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot) -> tuple[dict[str, VersionedResource],
-                                                                                 dict[str, VersionedResource]]:
-        """Endpoint sets / route configurations: (all to be sent, those the client lacks),
-        leaving out the versions it rejected."""
-        wanted = {n: r for n, r in snapshot.select(type_url, ts.names).items() if ts.rejected.get(n) != r.version}
+    def _due(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot
+             ) -> tuple[dict[str, VersionedResource], dict[str, VersionedResource], bool]:
+        """Endpoint sets / route configurations: (all to be sent, those the client lacks, whether
+        that is the whole subscription), leaving out the versions the client rejected."""
+        desired = snapshot.select(type_url, ts.names)
+        wanted = {n: r for n, r in desired.items() if ts.rejected.get(n) != r.version}
         missing = {n: r for n, r in wanted.items() if n not in ts.sent or ts.sent[n].version != r.version}
-        return wanted, missing
+        return wanted, missing, len(wanted) == len(desired)
 
     def _converged(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot) -> bool:
+        if ts.nonce is not None:
+            return False
+        if ts.sent_version == snapshot.version_for(type_url, ts.names):
+            return True
         if type_url in FULL_STATE_TYPES:
-            return ts.nonce is None and ts.sent_version == snapshot.version_for(type_url, ts.names)
-        wanted, missing = self._due(type_url, ts, snapshot)
-        return ts.nonce is None and not missing and len(wanted) == len(snapshot.select(type_url, ts.names))
+            return False
+        _, missing, whole = self._due(type_url, ts, snapshot)
+        return not missing and whole
 
     def _response(self, type_url: str, ts: SotwTypeState,
                   snapshot: Snapshot) -> discovery_pb2.DiscoveryResponse | None:
         if type_url in FULL_STATE_TYPES:
             return self._whole_response(type_url, ts, snapshot)
-        wanted, missing = self._due(type_url, ts, snapshot)
+        if not ts.suspects and ts.sent_version == snapshot.version_for(type_url, ts.names):
+            # (sent_version is always the version of `sent`, so this is the quick "nothing due")
+            return None
+        wanted, missing, whole = self._due(type_url, ts, snapshot)
         if not missing:
             return None
         carried: dict[str, VersionedResource] = {}
@@ -164,7 +178,10 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             carried = missing if ts.only_missing else wanted
         ts.only_missing = False
         ts.in_flight = carried
-        version = version_of(type_url, {**ts.sent, **carried}.values())
+        if carried is wanted and whole and all(n in wanted for n in ts.sent):
+            version = snapshot.version_for(type_url, ts.names)  # the whole subscription: cached per snapshot
+        else:
+            version = version_of(type_url, {**ts.sent, **carried}.values())
         ts.sent_version = version
         return self._send(type_url, ts, version, carried)
 
