@@ -127,22 +127,37 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         removed = [n for n in ts.client if n not in desired and (ts.wildcard or n in ts.names)]
         return updates, removed
 
+    @staticmethod
+    def _lacking(type_url: str, ts: DeltaTypeState, snapshot: Snapshot,
+                 names: frozenset[str]) -> dict[str, VersionedResource]:
+        """Of `names`, the subscribed resources the client lacks (and did not reject)."""
+        available = snapshot.resources(type_url)
+        lacking = {}
+        for name in names:
+            resource = available.get(name)
+            if resource is not None and (ts.wildcard or name in ts.names) and \
+                    ts.client.get(name) != resource.version and ts.rejected.get(name) != resource.version:
+                lacking[name] = resource
+        return lacking
+
     def _converged(self, type_url: str, ts: DeltaTypeState, snapshot: Snapshot) -> bool:
         updates, removed = self._changes(type_url, ts, snapshot)
-        rejected = any(ts.rejected.get(n) == r.version for n, r in snapshot.resources(type_url).items())
+        available = snapshot.resources(type_url)
+        rejected = any(n in available and available[n].version == v for n, v in ts.rejected.items())
         return ts.nonce is None and not updates and not removed and not rejected
 
     def _response(self, type_url: str, ts: DeltaTypeState,
                   snapshot: Snapshot) -> discovery_pb2.DeltaDiscoveryResponse | None:
-        updates, removed = self._changes(type_url, ts, snapshot)
-        # Stale clusters and their endpoints go only after the routes that used them (make-before-break).
-        if type_url in (CLUSTER, ENDPOINT) and removed and not self._routing_converged(snapshot):
-            removed = []
-        isolating = False
-        while ts.suspects and not isolating:
-            group = ts.suspects.pop(0)
-            if any(n in updates for n in group):
-                updates, removed, isolating = {n: r for n, r in updates.items() if n in group}, [], True
+        updates: dict[str, VersionedResource] = {}
+        removed: list[str] = []
+        while ts.suspects and not updates:
+            # (looking at the group only: isolation costs O(resources) in all, not per step)
+            updates = self._lacking(type_url, ts, snapshot, ts.suspects.pop(0))
+        if not updates:
+            updates, removed = self._changes(type_url, ts, snapshot)
+            # Stale clusters and their endpoints go only after the routes that used them (make-before-break).
+            if type_url in (CLUSTER, ENDPOINT) and removed and not self._routing_converged(snapshot):
+                removed = []
         if not updates and not removed:
             return None
         ts.before_flight = {n: ts.client.get(n) for n in [*updates, *removed]}

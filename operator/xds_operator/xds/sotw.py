@@ -102,7 +102,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             self.callbacks.on_ack(self.info, type_url, _versions(carried), (), _versions(ts.sent))
             return
         message = self._nack_message(request.error_detail.code, request.error_detail.message)
-        log.error("%s (%s) NACKed %s version %s (%d resources): %s", self.info.node_id, self.info.group,
+        log.error("%s (%s) NACKed %s version %.16s (%d resources): %s", self.info.node_id, self.info.group,
                   SHORT_NAMES[type_url], ts.sent_version, len(carried), message)
         self.callbacks.on_nack(self.info, type_url, ts.sent_version, message, _versions(carried))
         if whole:
@@ -149,6 +149,20 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         missing = {n: r for n, r in wanted.items() if n not in ts.sent or ts.sent[n].version != r.version}
         return wanted, missing, len(wanted) == len(desired)
 
+    def _lacking(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot,
+                 names: frozenset[str]) -> dict[str, VersionedResource]:
+        """Of `names`, the subscribed resources the client lacks (and did not reject)."""
+        available = snapshot.resources(type_url)
+        lacking = {}
+        for name in names:
+            resource = available.get(name)
+            if resource is None or (ts.names is not WILDCARD and name not in ts.names):
+                continue
+            if ts.rejected.get(name) != resource.version and (
+                    name not in ts.sent or ts.sent[name].version != resource.version):
+                lacking[name] = resource
+        return lacking
+
     def _converged(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot) -> bool:
         if ts.nonce is not None:
             return False
@@ -163,19 +177,23 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
                   snapshot: Snapshot) -> discovery_pb2.DiscoveryResponse | None:
         if type_url in FULL_STATE_TYPES:
             return self._whole_response(type_url, ts, snapshot)
-        if not ts.suspects and ts.sent_version == snapshot.version_for(type_url, ts.names):
+        carried: dict[str, VersionedResource] = {}
+        while ts.suspects and not carried:
+            # (looking at the group only: isolation costs O(resources) in all, not per step)
+            carried = self._lacking(type_url, ts, snapshot, ts.suspects.pop(0))
+        if carried:
+            ts.in_flight = carried
+            ts.sent_version = version_of(type_url, {**ts.sent, **carried}.values())
+            return self._send(type_url, ts, ts.sent_version, carried)
+        if ts.sent_version == snapshot.version_for(type_url, ts.names):
             # (sent_version is always the version of `sent`, so this is the quick "nothing due")
             return None
         wanted, missing, whole = self._due(type_url, ts, snapshot)
         if not missing:
             return None
-        carried: dict[str, VersionedResource] = {}
-        while ts.suspects and not carried:
-            carried = {n: missing[n] for n in ts.suspects.pop(0) if n in missing}
-        if not carried:
-            # A normal response has the whole subscription; only right after a restart, when
-            # the client's resources are known one by one, just the ones it lacks.
-            carried = missing if ts.only_missing else wanted
+        # A normal response has the whole subscription; only right after a restart, when the
+        # client's resources are known one by one, just the ones it lacks.
+        carried = missing if ts.only_missing else wanted
         ts.only_missing = False
         ts.in_flight = carried
         if carried is wanted and whole and all(n in wanted for n in ts.sent):
