@@ -2,7 +2,8 @@
 
 The protocol state machines (sotw.py, delta.py) and the gRPC server (server.py) report events
 here and know nothing of who listens: the proxy registry (proxies.py) is one implementation,
-the state machines' unit tests record the calls with another.
+the state machines' unit tests record the calls with another. The mappings passed are valid
+for the duration of the call (they may be views of the stream's state): copy what you keep.
 """
 
 from __future__ import annotations

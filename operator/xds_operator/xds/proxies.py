@@ -94,10 +94,10 @@ class ProxyRegistry(NoCallbacks):
             return
         self.acks[type_url] += 1
         current = proxy.acked.setdefault(type_url, {})
-        if state is not None:
-            current.clear()
-            current.update(state)
-        current.update(resources)
+        if state is not None:  # (which includes `resources`)
+            current = proxy.acked[type_url] = dict(state)
+        else:
+            current.update(resources.items())
         for name in removed:
             current.pop(name, None)
         rejected = proxy.rejected.get(type_url, {})

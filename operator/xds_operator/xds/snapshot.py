@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
@@ -34,12 +35,13 @@ class VersionedResource:
     version: str
     message: Message
     packed: any_pb2.Any  # packed once here, then shared by every stream that sends it
-    # Digest of name and version: one entry of the version of a set of them (version_of).
-    digest: str = field(init=False, compare=False)
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def digest(self) -> str:
+        """Of name and version: one entry of the version of a set of them (version_of). Made
+        when first needed (endpoint sets and route configurations only)."""
         data = hashlib.blake2b(f"{self.name}\0{self.version}".encode(), digest_size=6).digest()
-        object.__setattr__(self, "digest", base64.urlsafe_b64encode(data).decode())
+        return base64.urlsafe_b64encode(data).decode()
 
 
 def _digest(data: bytes) -> str:

@@ -9,6 +9,7 @@ configurations are subscribed to by name and a response may carry any of them (a
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -20,7 +21,31 @@ from .stream import StreamBase, split_in_halves
 log = logging.getLogger(__name__)
 
 
-def _versions(resources: dict[str, VersionedResource]) -> dict[str, str]:
+class _Versions(Mapping[str, str]):
+    """name -> version of resources, as a view: callbacks that only count pay nothing for it."""
+
+    def __init__(self, resources: Mapping[str, VersionedResource]) -> None:
+        self._resources = resources
+
+    def __getitem__(self, name: str) -> str:
+        return self._resources[name].version
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def items(self) -> Iterator[tuple[str, str]]:  # type: ignore[override]  # (a fast path for dict.update)
+        return ((n, r.version) for n, r in self._resources.items())
+
+
+def _versions(resources: dict[str, VersionedResource]) -> Mapping[str, str]:
+    return _Versions(resources)
+
+
+def _plain_versions(resources: dict[str, VersionedResource]) -> dict[str, str]:
+    """A copy, for a whole state that the registry keeps (a dict copies fastest)."""
     return {n: r.version for n, r in resources.items()}
 
 
@@ -42,6 +67,9 @@ class SotwTypeState:
     suspects: list[frozenset[str]] = field(default_factory=list)  # NACK isolation, next group first
     # After a restart the client's resources were matched one by one: send only what it lacks.
     only_missing: bool = False
+    # The snapshot's version of the subscription, for the snapshot it was taken from: the
+    # snapshot caches it too, but finding it there compares the names.
+    subscription_version: tuple[Snapshot, str] | None = None
 
 
 class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
@@ -72,6 +100,8 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             ts.sent = {n: r for n, r in ts.sent.items() if n in names}
             ts.rejected = {n: v for n, v in ts.rejected.items() if n in names}
             ts.sent_version = version_of(type_url, ts.sent.values())
+        if names != ts.names:
+            ts.subscription_version = None
         ts.names = names
         if not request.response_nonce and request.version_info:
             # A reconnecting Envoy names the version it runs; versions are content hashes, so
@@ -90,8 +120,10 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         ts.nonce = None
         whole = type_url in FULL_STATE_TYPES
         # (What was unsubscribed from while in flight is not the client's any more.)
-        carried = ts.sent if whole else {n: r for n, r in ts.in_flight.items()
-                                         if ts.names is WILDCARD or n in ts.names}
+        if whole or ts.names is WILDCARD or ts.in_flight.keys() <= ts.names:
+            carried = ts.sent if whole else ts.in_flight
+        else:
+            carried = {n: r for n, r in ts.in_flight.items() if n in ts.names}
         unsubscribed_in_flight = not whole and len(carried) < len(ts.in_flight)
         ts.in_flight = {}
         if not request.HasField("error_detail"):
@@ -99,7 +131,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
                 ts.sent.update(carried)
                 if unsubscribed_in_flight:
                     ts.sent_version = version_of(type_url, ts.sent.values())
-            self.callbacks.on_ack(self.info, type_url, _versions(carried), (), _versions(ts.sent))
+            self.callbacks.on_ack(self.info, type_url, _versions(carried), (), _plain_versions(ts.sent))
             return
         message = self._nack_message(request.error_detail.code, request.error_detail.message)
         log.error("%s (%s) NACKed %s version %.16s (%d resources): %s", self.info.node_id, self.info.group,
@@ -126,7 +158,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         version then) is sent only what changed. One that claims a current resource it does not
         subscribe to is in no state this server leads to, and is sent everything."""
         current = snapshot.select(type_url, ts.names)
-        if snapshot.version_for(type_url, ts.names) == ts.reported:
+        if self._subscription_version(type_url, ts, snapshot) == ts.reported:
             ts.sent = current
         elif type_url in FULL_STATE_TYPES:
             return
@@ -138,14 +170,23 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
                 return
             ts.sent, ts.only_missing = has, len(has) < len(current)
         ts.sent_version = version_of(type_url, ts.sent.values())
-        self.callbacks.on_ack(self.info, type_url, _versions(ts.sent), (), _versions(ts.sent))
+        self.callbacks.on_ack(self.info, type_url, _versions(ts.sent), (), _plain_versions(ts.sent))
+
+    @staticmethod
+    def _subscription_version(type_url: str, ts: SotwTypeState, snapshot: Snapshot) -> str:
+        cached = ts.subscription_version
+        if cached is None or cached[0] is not snapshot:
+            cached = ts.subscription_version = (snapshot, snapshot.version_for(type_url, ts.names))
+        return cached[1]
 
     def _due(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot
              ) -> tuple[dict[str, VersionedResource], dict[str, VersionedResource], bool]:
         """Endpoint sets / route configurations: (all to be sent, those the client lacks, whether
         that is the whole subscription), leaving out the versions the client rejected."""
         desired = snapshot.select(type_url, ts.names)
-        wanted = {n: r for n, r in desired.items() if ts.rejected.get(n) != r.version}
+        wanted = {n: r for n, r in desired.items() if ts.rejected.get(n) != r.version} if ts.rejected else desired
+        if not ts.sent:
+            return wanted, wanted, len(wanted) == len(desired)
         missing = {n: r for n, r in wanted.items() if n not in ts.sent or ts.sent[n].version != r.version}
         return wanted, missing, len(wanted) == len(desired)
 
@@ -166,7 +207,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
     def _converged(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot) -> bool:
         if ts.nonce is not None:
             return False
-        if ts.sent_version == snapshot.version_for(type_url, ts.names):
+        if ts.sent_version == self._subscription_version(type_url, ts, snapshot):
             return True
         if type_url in FULL_STATE_TYPES:
             return False
@@ -185,7 +226,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             ts.in_flight = carried
             ts.sent_version = version_of(type_url, {**ts.sent, **carried}.values())
             return self._send(type_url, ts, ts.sent_version, carried)
-        if ts.sent_version == snapshot.version_for(type_url, ts.names):
+        if ts.sent_version == self._subscription_version(type_url, ts, snapshot):
             # (sent_version is always the version of `sent`, so this is the quick "nothing due")
             return None
         wanted, missing, whole = self._due(type_url, ts, snapshot)
@@ -196,8 +237,8 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         carried = missing if ts.only_missing else wanted
         ts.only_missing = False
         ts.in_flight = carried
-        if carried is wanted and whole and all(n in wanted for n in ts.sent):
-            version = snapshot.version_for(type_url, ts.names)  # the whole subscription: cached per snapshot
+        if carried is wanted and whole and ts.sent.keys() <= wanted.keys():
+            version = self._subscription_version(type_url, ts, snapshot)  # the whole subscription: cached per snapshot
         else:
             version = version_of(type_url, {**ts.sent, **carried}.values())
         ts.sent_version = version
@@ -205,14 +246,14 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
 
     def _whole_response(self, type_url: str, ts: SotwTypeState,
                         snapshot: Snapshot) -> discovery_pb2.DiscoveryResponse | None:
-        if snapshot.version_for(type_url, ts.names) == ts.sent_version:
+        if self._subscription_version(type_url, ts, snapshot) == ts.sent_version:
             return None  # the client has exactly the snapshot's resources (so nothing stale either)
         keep_stale = type_url == CLUSTER and not self._routing_converged(snapshot)
         resources = snapshot.select(type_url, ts.names)
         if keep_stale:
             for name, stale in ts.sent.items():
                 resources.setdefault(name, stale)
-        version = version_of(type_url, resources.values()) if keep_stale else snapshot.version_for(type_url, ts.names)
+        version = version_of(type_url, resources.values()) if keep_stale else self._subscription_version(type_url, ts, snapshot)
         if version == ts.sent_version:
             return None
         ts.sent_version, ts.sent = version, resources
