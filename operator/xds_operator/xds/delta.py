@@ -37,6 +37,9 @@ class DeltaTypeState:
     before_flight: dict[str, str | None] = field(default_factory=dict)  # client versions before it
     rejected: dict[str, str] = field(default_factory=dict)  # name -> version Envoy refused
     suspects: list[frozenset[str]] = field(default_factory=list)  # NACK isolation, next group first
+    # The type's snapshot version at which nothing was due; any request or response forgets
+    # it. (A change elsewhere then costs this type one comparison, not a pass over everything.)
+    nothing_due_at: str | None = None
 
 
 class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse]):
@@ -48,7 +51,9 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             return []
         self.callbacks.on_request(self.info, type_url)
         ts = self.types.get(type_url)
-        if ts is None:
+        if ts is not None:
+            ts.nothing_due_at = None
+        else:
             ts = self.types[type_url] = DeltaTypeState()
             ts.client.update(request.initial_resource_versions)
             ts.reported = dict(request.initial_resource_versions)
@@ -141,10 +146,15 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         return lacking
 
     def _converged(self, type_url: str, ts: DeltaTypeState, snapshot: Snapshot) -> bool:
-        updates, removed = self._changes(type_url, ts, snapshot)
+        if ts.nonce is not None:
+            return False
         available = snapshot.resources(type_url)
-        rejected = any(n in available and available[n].version == v for n, v in ts.rejected.items())
-        return ts.nonce is None and not updates and not removed and not rejected
+        if any(n in available and available[n].version == v for n, v in ts.rejected.items()):
+            return False
+        if ts.nothing_due_at == snapshot.versions[type_url]:
+            return True
+        updates, removed = self._changes(type_url, ts, snapshot)
+        return not updates and not removed
 
     def _response(self, type_url: str, ts: DeltaTypeState,
                   snapshot: Snapshot) -> discovery_pb2.DeltaDiscoveryResponse | None:
@@ -154,12 +164,18 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             # (looking at the group only: isolation costs O(resources) in all, not per step)
             updates = self._lacking(type_url, ts, snapshot, ts.suspects.pop(0))
         if not updates:
+            if ts.nothing_due_at == snapshot.versions[type_url]:
+                return None
             updates, removed = self._changes(type_url, ts, snapshot)
+            if not updates and not removed:
+                ts.nothing_due_at = snapshot.versions[type_url]
+                return None
             # Stale clusters and their endpoints go only after the routes that used them (make-before-break).
             if type_url in (CLUSTER, ENDPOINT) and removed and not self._routing_converged(snapshot):
                 removed = []
         if not updates and not removed:
             return None
+        ts.nothing_due_at = None
         ts.before_flight = {n: ts.client.get(n) for n in [*updates, *removed]}
         for name, resource in updates.items():
             ts.client[name] = resource.version
