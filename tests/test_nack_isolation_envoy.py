@@ -121,6 +121,11 @@ async def test_one_rejected_resource_leaves_the_others_working(api_type, monkeyp
         for key in (f"Route/{NS}/first", f"Route/{NS}/second", f"Backend/{NS}/web"):
             assert now[key]["proxies"] == {"total": 1, "synced": 1, "nacked": 0}, key
 
+        # Each NACK was narrowed down to exactly the one bad resource.
+        proxies = json.loads((await asyncio.to_thread(http_get, f"http://127.0.0.1:{plane.http_port}/proxies"))[2])
+        assert {t: sorted(rs) for t, rs in proxies[0]["rejected"].items()} == \
+            {"EDS": [f"{NS}/rejected-backend"], "RDS": [f"http-{bad_port}"]}
+
         # Envoy applied every route configuration and endpoint set but the two bad ones.
         stats = envoy.stats()
         for port in good_ports:
