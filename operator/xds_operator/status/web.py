@@ -5,15 +5,20 @@
 /proxies  connected Envoys: node, cluster, protocol, ACKed versions, last NACK
 /status   every Route and Backend with its conditions and proxy counts, as Kubernetes would show
 /metrics  Prometheus text format: proxies, builds, xDS responses, ACKs and NACKs, objects by state
+
+JSON answers end with a newline and are indented on request (`?pretty`, `?pretty=true`) or when
+the client is curl or wget, as the Kubernetes API server does; `?pretty=false` turns that off.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Callable
 
 from aiohttp import web
 
+from ..addresses import parse_address
 from ..controlplane.controller import Controller
 from ..api.conditions import ACCEPTED
 from ..translate.resources import PUSH_ORDER, SHORT_NAMES
@@ -30,17 +35,17 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready: no config built yet\n")
 
-    async def proxies(_: web.Request) -> web.Response:
-        return web.json_response(registry.to_list())
+    async def proxies(request: web.Request) -> web.Response:
+        return json_response(request, registry.to_list())
 
-    async def status(_: web.Request) -> web.Response:
+    async def status(request: web.Request) -> web.Response:
         result = controller.result
         body = {}
         if result is not None:
             groups = proxy_groups(registry, controller.cache)
             for key, item in reports(result, groups).items():
                 body[str(key)] = item.to_status()
-        return web.json_response(body)
+        return json_response(request, body)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=render_metrics(controller, registry), content_type="text/plain",
@@ -50,6 +55,16 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
                     web.get("/proxies", proxies), web.get("/status", status), web.get("/metrics", metrics)])
     return app
+
+
+def json_response(request: web.Request, body: object) -> web.Response:
+    pretty = request.query.get("pretty")
+    if pretty is None:
+        indent = request.headers.get("User-Agent", "").lower().startswith(("curl/", "wget/"))
+    else:
+        indent = pretty.lower() not in ("false", "0", "no")
+    text = json.dumps(body, indent=2 if indent else None)
+    return web.Response(text=text + "\n", content_type="application/json")
 
 
 def render_metrics(controller: Controller, registry: ProxyRegistry) -> str:
@@ -88,10 +103,10 @@ def render_metrics(controller: Controller, registry: ProxyRegistry) -> str:
 
 
 async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
-    host, _, port = address.rpartition(":")
+    parsed = parse_address(address, default_host="0.0.0.0")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+    site = web.TCPSite(runner, parsed.host, parsed.port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
     return runner, bound
