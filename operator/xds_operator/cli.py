@@ -102,28 +102,28 @@ async def _until_signalled() -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xds-operator", description="An Envoy xDS control plane.")
     p.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('xds-operator')}")
-    p.add_argument("--log-level", type=log_level, default="INFO",
+    p.add_argument("--log-level", type=log_level, default="INFO", metavar="LEVEL",
                    help=f"{', '.join(LOG_LEVELS)} (default %(default)s); also accepted after the command")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_: str, description: str = "") -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, description=description or help_[0].upper() + help_[1:] + ".")
         # SUPPRESS: given here it overrides the one before the command; not given, that one stays.
-        s.add_argument("--log-level", type=log_level, default=argparse.SUPPRESS,
+        s.add_argument("--log-level", type=log_level, default=argparse.SUPPRESS, metavar="LEVEL",
                        help=f"{', '.join(LOG_LEVELS)} (default INFO)")
         return s
 
     def server_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--xds-address", type=server_address, default="0.0.0.0:18000",
+        s.add_argument("--xds-address", type=server_address, default="0.0.0.0:18000", metavar="HOST:PORT",
                        help="ADS gRPC address, HOST:PORT or [IPv6]:PORT (default %(default)s)")
-        s.add_argument("--http-address", type=server_address, default="0.0.0.0:18001",
+        s.add_argument("--http-address", type=server_address, default="0.0.0.0:18001", metavar="HOST:PORT",
                        help=f"address of {HTTP_ENDPOINTS} (default %(default)s)")
-        s.add_argument("--listener-address", type=listener_ip, default="0.0.0.0",
+        s.add_argument("--listener-address", type=listener_ip, default="0.0.0.0", metavar="IP",
                        help="the IP address Envoy listeners bind (default %(default)s)")
 
     s = command("serve", "serve Routes and Backends from YAML files (reloaded on change)")
     s.add_argument("--config", required=True, help="a YAML file or a directory of them")
-    s.add_argument("--poll-interval", type=positive_seconds, default=0.1,
+    s.add_argument("--poll-interval", type=positive_seconds, default=0.1, metavar="SECONDS",
                    help="seconds between checks for changed files (default %(default)s)")
     server_args(s)
     s.set_defaults(func=_serve)
@@ -138,15 +138,16 @@ def parser() -> argparse.ArgumentParser:
                 "Run httpbin, the control plane and a real Envoy on this machine (127.0.0.1). "
                 "Ctrl-C (or SIGTERM) stops all three and exits 0. Needs the dev dependency group "
                 "(`uv run` installs it).")
-    s.add_argument("--listener-port", type=port_number, default=15001,
+    s.add_argument("--listener-port", type=port_number, default=15001, metavar="PORT",
                    help="Envoy's listener: send requests here (default %(default)s)")
-    s.add_argument("--httpbin-port", type=port_number, default=8080,
+    s.add_argument("--httpbin-port", type=port_number, default=8080, metavar="PORT",
                    help="httpbin, the upstream Envoy routes to (default %(default)s)")
-    s.add_argument("--xds-port", type=port_number, default=18000,
+    s.add_argument("--xds-port", type=port_number, default=18000, metavar="PORT",
                    help="the control plane's ADS gRPC server (default %(default)s)")
-    s.add_argument("--http-port", type=port_number, default=18001,
+    s.add_argument("--http-port", type=port_number, default=18001, metavar="PORT",
                    help=f"the control plane's {HTTP_ENDPOINTS} (default %(default)s)")
-    s.add_argument("--admin-port", type=port_number, default=9901, help="Envoy's admin interface (default %(default)s)")
+    s.add_argument("--admin-port", type=port_number, default=9901, metavar="PORT",
+                   help="Envoy's admin interface (default %(default)s)")
     s.add_argument("--delta", action="store_true",
                    help="Envoy uses incremental (delta) xDS (default: state of the world)")
     s.add_argument("--keep-files", action="store_true",
@@ -154,21 +155,22 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_demo)
 
     s = command("bootstrap", "print an Envoy bootstrap that points at this control plane")
-    s.add_argument("--node-id", type=node_name, default="envoy-1",
+    s.add_argument("--node-id", type=node_name, default="envoy-1", metavar="ID",
                    help="Envoy node.id: this proxy's name (default %(default)s)")
-    s.add_argument("--node-cluster", type=node_name, default="default",
+    s.add_argument("--node-cluster", type=node_name, default="default", metavar="NAME",
                    help="Envoy node.cluster: the proxy group (Route.spec.proxies) (default %(default)s)")
-    s.add_argument("--xds-address", type=client_address, default=parse_address("127.0.0.1:18000"),
+    s.add_argument("--xds-address", type=client_address, default=parse_address("127.0.0.1:18000"), metavar="HOST:PORT",
                    help="where Envoy reaches the control plane's ADS server, HOST:PORT or [IPv6]:PORT "
                         "(default %(default)s)")
-    s.add_argument("--admin-address", type=host_name, default="127.0.0.1",
+    s.add_argument("--admin-address", type=host_name, default="127.0.0.1", metavar="HOST",
                    help="where Envoy's admin interface listens (default %(default)s)")
-    s.add_argument("--admin-port", type=port_number, default=9901, help="Envoy's admin port (default %(default)s)")
+    s.add_argument("--admin-port", type=port_number, default=9901, metavar="PORT",
+                   help="Envoy's admin port (default %(default)s)")
     s.add_argument("--delta", action="store_true", help="use incremental (delta) xDS (default: state of the world)")
     s.set_defaults(func=_bootstrap)
 
     s = command("run", "run as a Kubernetes operator (kopf) with the ADS server in one process")
-    s.add_argument("--namespace", action="append", default=[],
+    s.add_argument("--namespace", action="append", default=[], metavar="NS",
                    help="watch only this namespace (repeatable) (default: the whole cluster)")
     s.add_argument("--standalone", action="store_true",
                    help="no peering with other operator instances (default: peering on)")
