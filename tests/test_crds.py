@@ -51,7 +51,7 @@ from xds_operator.api.objects import UserObject
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "crds"
 EXAMPLES = ROOT / "examples"
-DEMO_TEMPLATE = ROOT / "operator" / "xds_operator" / "demo-config.yaml.tmpl"
+DEMO_TEMPLATE = ROOT / "operator" / "xds_operator" / "dev" / "demo-config.yaml.tmpl"
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 GROUP = "xds-operator.dev"
 VERSION = "v1alpha1"

@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass, fields
@@ -121,7 +122,9 @@ async def run_demo(ports: DemoPorts, *, api_type: str = "GRPC", workdir: Path | 
             for task in waits:
                 task.cancel()
         process = waits[done.pop()]
-        raise DemoFailed(f"{process.name} exited with code {process.returncode}; see {process.log_path}")
+        code = process.returncode or 0
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        raise DemoFailed(f"{process.name} {how}; see {process.log_path}")
 
     stop = StopSignals("stopping httpbin, Envoy and the control plane")
     failure: str | None = None
