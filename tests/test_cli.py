@@ -182,7 +182,7 @@ def one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str
 
 
 @pytest.mark.parametrize("address, reason", [
-    ("xds-operator", "no port"), ("[::1]", "no port"), ("[::1", "missing ']'"),
+    ("xds-operator", "no port"), ("18000", "a port alone: write HOST:18000"), ("[::1]", "no port"), ("[::1", "missing ']'"),
     ("::1:18000", "brackets"), ("host:http", "not a number"), ("host:0", "out of range"),
     ("host:70000", "out of range"), (":18000", "no host"), ("[fe80::zz]:18000", "not a valid IPv6"),
 ])

@@ -76,6 +76,8 @@ def parse_address(text: str, *, allow_zero_port: bool = True, default_host: str 
         if text.count(":") > 1:
             raise ValueError(f"{text!r}: put an IPv6 address in brackets, as in [::1]:18000")
         host, sep, port_text = text.rpartition(":")
+        if not sep and text.isdigit():
+            raise ValueError(f"{text!r} is a port alone: write HOST:{text}")
         if not sep:
             raise ValueError(f"{text!r}: no port (write {text or 'HOST'}:PORT)")
     if not port_text:
