@@ -377,6 +377,15 @@ def test_an_invalid_port_is_a_usage_error() -> None:
     assert result.stderr.strip().splitlines()[-1].endswith("argument --xds-port: port 70000 is out of range (1-65535)")
 
 
+def test_a_listener_port_no_route_may_use_is_refused_at_once() -> None:
+    """It was a 30 s wait for a listener Envoy never got (the demo's Route was not accepted)."""
+    result = run_demo_cli("--listener-port", "1000", *port_args({k: v for k, v in free_demo_ports().items()
+                                                                if k != "listener"}))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --listener-port: port 1000 is below 1024, the lowest a Route's listener may use")
+
+
 def test_without_the_dev_group_the_demo_says_what_is_missing(tmp_path: Path) -> None:
     """An install like the Docker image's: the locked runtime dependencies only (uv sync --no-dev)."""
     venv = tmp_path / "venv"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from .addresses import Address, UsageError, check_free, parse_address
 from .bootstrap import BootstrapParams, render_bootstrap
-from .cli_args import (LOG_LEVELS, client_address, host_name, listener_ip, log_level, node_name, port_number,
-                       positive_seconds, server_address)
+from .cli_args import (LOG_LEVELS, client_address, host_name, listener_ip, listener_port, log_level, node_name,
+                       port_number, positive_seconds, server_address)
 from .stop_signals import StopSignals, catch_early, ignore_stop_signals
 
 HTTP_ENDPOINTS = "/healthz, /readyz, /proxies, /status and /metrics"
@@ -138,7 +138,7 @@ def parser() -> argparse.ArgumentParser:
                 "Run httpbin, the control plane and a real Envoy on this machine (127.0.0.1). "
                 "Ctrl-C (or SIGTERM) stops all three and exits 0. Needs the dev dependency group "
                 "(`uv run` installs it).")
-    s.add_argument("--listener-port", type=port_number, default=15001, metavar="PORT",
+    s.add_argument("--listener-port", type=listener_port, default=15001, metavar="PORT",
                    help="Envoy's listener: send requests here (default %(default)s)")
     s.add_argument("--httpbin-port", type=port_number, default=8080, metavar="PORT",
                    help="httpbin, the upstream Envoy routes to (default %(default)s)")

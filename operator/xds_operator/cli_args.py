@@ -45,6 +45,18 @@ host_name = _from_value_error(parse_host, "host")
 listener_ip = _from_value_error(_ip_address, "IP address")  # Envoy's listeners resolve no names: NACK
 
 
+def _listener_port(text: str) -> int:
+    from .api.validation import MIN_LISTENER_PORT  # here: the other commands need not import validation
+
+    port = parse_port(text)
+    if port < MIN_LISTENER_PORT:  # the demo's Route would be refused, and Envoy would never listen
+        raise ValueError(f"port {port} is below {MIN_LISTENER_PORT}, the lowest a Route's listener may use")
+    return port
+
+
+listener_port = _from_value_error(_listener_port, "port")
+
+
 def node_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty (Envoy refuses ADS without a node id and cluster)")
