@@ -182,7 +182,8 @@ def one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str
 
 
 @pytest.mark.parametrize("address, reason", [
-    ("xds-operator", "no port"), ("18000", "a port alone: write HOST:18000"), ("[::1]", "no port"), ("[::1", "missing ']'"),
+    ("xds-operator", "no port"), ("18000", "a port alone: write HOST:18000"), ("[::1]", "no port"),
+    ("[::1", "missing ']'"),
     ("::1:18000", "brackets"), ("host:http", "not a number"), ("host:0", "out of range"),
     ("host:70000", "out of range"), (":18000", "no host"), ("[fe80::zz]:18000", "not a valid IPv6"),
 ])
@@ -350,6 +351,9 @@ def test_values_that_would_break_later_are_refused_at_once(args: list[str], reas
 def test_version() -> None:
     result = cli("--version")
     assert result.returncode == 0 and result.stdout.strip() == "xds-operator 0.1.0"
+    as_module = subprocess.run([sys.executable, "-m", "xds_operator", "--version"], capture_output=True, text=True,
+                               timeout=60)
+    assert as_module.returncode == 0 and as_module.stdout == result.stdout
 
 
 SERVE_ROUNDS = 3

@@ -179,4 +179,4 @@ def banner(ports: DemoPorts, workdir: Path, config: Path) -> str:
     table = "\n".join(f"  {command.ljust(width)}   {what}" for command, what in rows)
     return (f"\nxds-operator demo is running (files in {workdir}):\n{table}\n"
             f"  Edit {config} and the change is live in Envoy.\n"
-            "Ctrl-C stops httpbin, Envoy and the control plane.\n")
+            "Ctrl-C stops httpbin, Envoy and the control plane, and removes that folder (--keep-files keeps it).\n")
