@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from string import Template
-from typing import Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from ..addresses import UsageError, check_free
 from ..bootstrap import BootstrapParams, render_bootstrap
@@ -146,10 +146,10 @@ async def run_demo(ports: DemoPorts, *, api_type: str = "GRPC", workdir: Path | 
     return 0
 
 
-async def _until_stopped(stop: StopSignals, *steps: Callable[[], Awaitable[None]]) -> str | None:
+async def _until_stopped(stop: StopSignals, *steps: Callable[[], Coroutine[Any, Any, None]]) -> str | None:
     """Runs `steps` one after the other until a stop signal; returns why one failed, None when stopped."""
     stopped = asyncio.create_task(stop.wait())
-    tasks = [stopped]
+    tasks: list[asyncio.Task[Any]] = [stopped]
     try:
         for step in steps:
             task = asyncio.create_task(step())
