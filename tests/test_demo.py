@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -334,8 +335,13 @@ async def test_a_child_that_dies_ends_the_demo_with_one_line(demo_factory) -> No
 
 
 def run_demo_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xds_operator.cli", "demo", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+    """A demo that is refused before it starts: it leaves no folder behind (in a $TMPDIR of its own)."""
+    with tempfile.TemporaryDirectory() as tmpdir:
+        result = subprocess.run([sys.executable, "-m", "xds_operator.cli", "demo", *args], capture_output=True,
+                                text=True, timeout=timeout, cwd=REPO,
+                                env={**os.environ, **(env or {}), "TMPDIR": tmpdir})
+        assert os.listdir(tmpdir) == [], result.stderr
+    return result
 
 
 def free_demo_ports() -> dict[str, int]:
@@ -407,9 +413,7 @@ def test_without_the_dev_group_the_demo_says_what_is_missing(tmp_path: Path) -> 
 
 
 def test_an_envoy_bin_that_is_no_program_is_named(tmp_path: Path) -> None:
-    result = run_demo_cli(*port_args(free_demo_ports()), env={"ENVOY_BIN": str(tmp_path / "envoy"),
-                                                                     "TMPDIR": str(tmp_path)})
+    result = run_demo_cli(*port_args(free_demo_ports()), env={"ENVOY_BIN": str(tmp_path / "envoy")})
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     expected = f"xds-operator demo: error: ENVOY_BIN={tmp_path / 'envoy'} is not an executable file"
     assert result.stderr.strip() == expected
-    assert not list(tmp_path.glob("xds-operator-demo-*"))
