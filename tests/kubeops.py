@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -192,6 +194,20 @@ class KubeTestAPI:
             args = (*args, "-n", self.namespace)
         return await asyncio.to_thread(run_kubectl, self.cluster, *args, kubeconfig=kubeconfig, input=input,
                                        check=check)
+
+
+def host_address() -> str:
+    """This machine's own non-loopback IPv4 address, for EndpointSlices that point at local
+    backends: the API server refuses loopback addresses in them. Traffic to it stays in the host."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))  # no packet is sent: this only picks the source address
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    if ipaddress.ip_address(address).is_loopback:
+        raise RuntimeError("no non-loopback IPv4 address on this machine, which EndpointSlices need")
+    return address
 
 
 def condition(obj: dict | None, type_: str) -> dict | None:
