@@ -27,6 +27,19 @@ from kopf._cogs.structs import references
 
 log = logging.getLogger(__name__)
 
+
+class RetryLog(logging.LoggerAdapter):
+    """kopf's client logs each attempt it retries at ERROR; a retried 429 or 503 is routine, so
+    those lines go to DEBUG. What finally fails is raised, and its caller says so."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level >= logging.ERROR and "will retry" in str(msg):
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+
+retry_log = RetryLog(log, {})
+
 Conflict = kopf_errors.APIConflictError
 NotFound = kopf_errors.APINotFoundError
 APIError = kopf_errors.APIError
@@ -66,7 +79,7 @@ class KubeClient:
     async def _call(self, method: str, url: str, payload: object | None = None,
                     content_type: str = "application/json") -> Any:
         response = await kopf_api.request(method, url, payload=payload, headers={"Content-Type": content_type},
-                                          settings=self.settings, backoffs=self.backoff, logger=log)
+                                          settings=self.settings, backoffs=self.backoff, logger=retry_log)
         async with response:
             return await response.json()
 
@@ -92,4 +105,5 @@ class KubeClient:
     async def post_warning(self, involved: dict, reason: str, message: str) -> None:
         """A Warning Event about `involved` (apiVersion, kind, namespace, name, uid)."""
         await kopf_events.post_event(ref=involved, type="Warning", reason=reason, message=message,
-                                     resource=EVENTS, settings=self.settings, logger=log, backoffs=EVENT_BACKOFF)
+                                     resource=EVENTS, settings=self.settings, logger=retry_log,
+                                     backoffs=EVENT_BACKOFF)
