@@ -244,10 +244,10 @@ async def running_operator(kube: KubeTestAPI, monkeypatch, *, namespaces: tuple[
     settings = dict(xds_address="127.0.0.1:0", http_address="127.0.0.1:0", listener_address="127.0.0.1",
                     initial_quiet=0.05, initial_max_delay=0.5)
     settings.update(config)
-    operator = Operator(OperatorConfig(**settings))
+    watched = (kube.namespace,) if namespaces is None else namespaces
+    operator = Operator(OperatorConfig(namespaces=watched, **settings))
     registry = kopf.OperatorRegistry()
     register(registry, operator)
-    watched = (kube.namespace,) if namespaces is None else namespaces
     stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(kopf.operator(
         registry=registry, settings=test_settings(), standalone=True, clusterwide=not watched,

@@ -3,7 +3,8 @@
 Usable two ways, with the same handlers:
 - `xds-operator run [--namespace NS]...` (the product's command), and
 - `kopf run -m xds_operator.kube.operator` (what kopf's own tooling and KopfRunner drive),
-  configured by the XDS_OPERATOR_* environment variables.
+  configured by the XDS_OPERATOR_* environment variables (XDS_OPERATOR_NAMESPACES, comma-separated,
+  must name the namespaces given to kopf with -n: /readyz waits for their listing).
 
 Handlers only watch (`on.event`): the operator writes no finalizers and no annotations, not
 even on its own Routes and Backends; it writes their status subresource and Events.
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import kopf
 
@@ -79,6 +81,7 @@ class Operator:
     writer: StatusWriter | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)  # the Kubernetes side, run inside kopf
     started_by_kopf: bool = False  # then kopf's cleanup stops the control plane too
+    after_cleanup: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Starts the control plane (idempotent: `xds-operator run` starts it before kopf)."""
@@ -109,6 +112,7 @@ class Operator:
         self.tasks.clear()
         if self.plane is not None and self.writer is not None:
             self.plane.controller.on_build.remove(self.writer.on_build)
+            self.writer = None
 
     async def stop(self) -> None:
         await self.stop_kube_side()
@@ -154,13 +158,15 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
             await operator.stop()
         else:
             await operator.stop_kube_side()
+        if operator.after_cleanup is not None:
+            operator.after_cleanup()
 
     for kind in (ROUTES, BACKENDS):
         @kopf.on.event(API_GROUP, VERSION, kind.plural, registry=registry)
         def on_object(event: dict, body: kopf.Body, _plural: str = kind.plural, **_) -> None:
-            _saw(operator, _plural, body)
             event_type = event["type"] or "ADDED"
             apply_object_event(operator.plane.state, operator.statuses, event_type, body)
+            _saw(operator, _plural, body)
             meta = body.get("metadata") or {}
             key = ObjectKey(body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
             if event_type == "DELETED":
@@ -170,16 +176,17 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
     @kopf.on.event("", "v1", "services", registry=registry)
     def on_service(event: dict, body: kopf.Body, **_) -> None:
-        _saw(operator, SERVICES.plural, body)
         apply_service_event(operator.plane.state, event["type"] or "ADDED", body)
+        _saw(operator, SERVICES.plural, body)
 
     @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
     def on_endpoint_slice(event: dict, body: kopf.Body, **_) -> None:
-        _saw(operator, ENDPOINT_SLICES.plural, body)
         apply_endpoint_slice_event(operator.plane.state, event["type"] or "ADDED", body)
+        _saw(operator, ENDPOINT_SLICES.plural, body)
 
 
 def _saw(operator: Operator, plural: str, body: kopf.Body) -> None:
+    # After the state store has it: "listed" means the state holds the listing.
     if operator.readiness is not None:
         meta = body.get("metadata") or {}
         operator.readiness.saw(plural, meta.get("namespace", ""), meta.get("name", ""))
@@ -205,13 +212,21 @@ def run_operator(args: argparse.Namespace) -> int:
                                      listener_address=args.listener_address, namespaces=tuple(args.namespace))
 
     async def main() -> None:
-        # The control plane starts before kopf and stops after it: kopf waits for tasks started
-        # during its run, and its stop should not have to wait for the servers' own.
+        # The control plane starts before kopf and stops after it, so kopf's stop does not wait
+        # for the servers' tasks.
         await OPERATOR.start()
         OPERATOR.readiness.server = credentials.server
+        kopf_run = asyncio.create_task(kopf.operator(
+            registry=kopf.get_default_registry(), standalone=args.standalone,
+            namespaces=args.namespace or [], clusterwide=not args.namespace))
+        # After its cleanup kopf gives requests still retrying (e.g. discovery of an API server that
+        # is away) 5 s to finish; there is nothing left worth waiting for, so it is cancelled.
+        OPERATOR.after_cleanup = lambda: asyncio.get_running_loop().call_later(0.2, kopf_run.cancel)
         try:
-            await kopf.operator(registry=kopf.get_default_registry(), standalone=args.standalone,
-                                namespaces=args.namespace or [], clusterwide=not args.namespace)
+            await kopf_run
+        except asyncio.CancelledError:
+            if not kopf_run.cancelled():
+                raise
         finally:
             await OPERATOR.stop()
 

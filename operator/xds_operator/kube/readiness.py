@@ -102,7 +102,7 @@ class KubeReadiness:
                 self.problem = None
                 log.info("ready: the initial listing of %s is in", ", ".join(k.full_name for k in self.kinds))
                 break
-            if problem != self.problem and not problem.startswith("waiting"):
+            if problem != self.problem and not problem.startswith(("waiting", "cannot reach")):
                 log.error("not ready: %s", problem)
             self.problem = problem
             await asyncio.sleep(next(delays))
