@@ -345,6 +345,15 @@ class KubeCluster:
         self._etcd_post("/v3/kv/compaction", {"revision": revision, "physical": True})
         return revision
 
+    def etcd_put(self, key: str, value: str) -> None:
+        self._etcd_post("/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(),
+                                       "value": base64.b64encode(value.encode()).decode()})
+
+    def etcd_delete(self, key: str) -> int:
+        """Deletes a key behind the API server's back (as another API server replica would); how many went."""
+        answer = self._etcd_post("/v3/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()})
+        return int(answer.get("deleted", 0))
+
     def _etcd_post(self, path: str, body: dict) -> dict:
         req = urllib.request.Request(f"{self.etcd_url}{path}", data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})

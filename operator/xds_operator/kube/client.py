@@ -66,6 +66,7 @@ class ExponentialBackoff:
 # Status writes: about 0.1 s to 10 s, eight retries (half a minute), then the writer's next pass.
 WRITE_BACKOFF = ExponentialBackoff()
 EVENT_BACKOFF = ExponentialBackoff(attempts=4)
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 EVENTS = references.Resource("", "v1", "events", kind="Event", namespaced=True)
 
 
@@ -82,6 +83,17 @@ class KubeClient:
                                           settings=self.settings, backoffs=self.backoff, logger=retry_log)
         async with response:
             return await response.json()
+
+    async def list_names(self, prefix: str, plural: str, namespace: str = "") -> set[tuple[str, str]]:
+        """(namespace, name) of every object of a kind, by one metadata-only LIST."""
+        where = f"/namespaces/{namespace}" if namespace else ""
+        response = await kopf_api.request("GET", f"{prefix}{where}/{plural}", settings=self.settings,
+                                          backoffs=self.backoff, logger=retry_log,
+                                          headers={"Accept": METADATA_ONLY})
+        async with response:
+            listing = await response.json()
+        return {((item.get("metadata") or {}).get("namespace", ""), (item.get("metadata") or {}).get("name", ""))
+                for item in listing.get("items") or []}
 
     async def get(self, prefix: str, plural: str, namespace: str, name: str) -> dict | None:
         try:

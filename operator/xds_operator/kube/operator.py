@@ -27,6 +27,7 @@ from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event,
 from ..translate import TranslateOptions
 from .client import ExponentialBackoff, KubeClient
 from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
+from .resync import Resync
 from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class OperatorConfig:
     # The first build waits until the initial listing is in (quiet this long), at most max.
     initial_quiet: float = 0.5
     initial_max_delay: float = 5.0
+    # How often objects deleted while a watch was down (see resync.py) are looked for.
+    resync_interval: float = 30.0
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -98,11 +101,16 @@ class Operator:
         """Inside kopf's operator (its API client needs kopf's context): readiness and status."""
         assert self.plane is not None and self.readiness is not None
         self.readiness.settings = settings
-        self.writer = StatusWriter(KubeClient(settings), self.plane.state, self.plane.registry, self.plane.cache,
+        client = KubeClient(settings)
+        self.writer = StatusWriter(client, self.plane.state, self.plane.registry, self.plane.cache,
                                    self.statuses, self.versions)
         self.plane.controller.on_build.append(self.writer.on_build)
+        resync = Resync(client, self.plane.state, {"Route": ROUTES, "Backend": BACKENDS, "services": SERVICES,
+                                                   "endpointslices": ENDPOINT_SLICES},
+                        list(self.config.namespaces), interval=self.config.resync_interval)
         self.tasks = [asyncio.create_task(self.readiness.run(), name="kube-readiness"),
-                      asyncio.create_task(self.writer.run(), name="status-writer")]
+                      asyncio.create_task(self.writer.run(), name="status-writer"),
+                      asyncio.create_task(resync.run(), name="kube-resync")]
 
     async def stop_kube_side(self) -> None:
         # Before kopf exits: it waits 5 s for tasks started during its run that are still alive.
