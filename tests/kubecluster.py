@@ -328,15 +328,21 @@ class KubeCluster:
             headers["Authorization"] = f"Bearer {token}"
             context = ssl.create_default_context(cafile=self.certs.path("ca.crt"))
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=30, context=context) as response:
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
+        for attempt in range(3):
             try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, {"message": raw.decode(errors="replace")}
+                with urllib.request.urlopen(req, timeout=30, context=context) as response:
+                    return response.status, json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                raw = exc.read()
+                try:
+                    return exc.code, json.loads(raw)
+                except ValueError:
+                    return exc.code, {"message": raw.decode(errors="replace")}
+            except (urllib.error.URLError, ConnectionError):
+                if attempt == 2:  # a connection reset under load is retried; a server away is not
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
 
     def compact_etcd(self) -> int:
         """Compacts etcd at its current revision (what makes older watches answer 410 Gone)."""
