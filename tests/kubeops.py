@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -68,8 +69,16 @@ def run_kubectl(cluster: KubeCluster, *args: str, kubeconfig: Path | None = None
 
 def install_crds(cluster: KubeCluster) -> None:
     run_kubectl(cluster, "apply", "-k", str(CRDS))
-    run_kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s",
-                "crd/routes.xds-operator.dev", "crd/backends.xds-operator.dev")
+    # Right after the create a CRD has no status yet, and `kubectl wait` errors out on that.
+    deadline = time.monotonic() + 60
+    while True:
+        waited = run_kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s",
+                             "crd/routes.xds-operator.dev", "crd/backends.xds-operator.dev", check=False)
+        if waited.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the CRDs are not Established: {waited.stderr}")
+        time.sleep(0.2)
 
 
 def namespace_for(test_name: str) -> str:

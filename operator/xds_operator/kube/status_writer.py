@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PLURALS = {"Route": "routes", "Backend": "backends"}
 PREFIX = f"/apis/{API_VERSION}"
+WRITERS = 8  # status writes in flight at once
 # (condition, reason) pairs that are posted as Warning Events: a rejected spec, a NACK.
 WARNINGS = {("Accepted", "Invalid"), ("Programmed", "Rejected")}
 
@@ -95,15 +96,27 @@ class StatusWriter:
         # Computed off the event loop, on copies: with many objects and proxies it takes a while.
         groups = proxy_groups(self.registry, self.cache, copy=True)
         computed = await asyncio.to_thread(reports, self.result, groups)
-        for key, report in computed.items():
+        # Side by side, a few at a time: one object whose writes are backing off (429, 409) must
+        # not hold up the others'.
+        slots = asyncio.Semaphore(WRITERS)
+
+        async def write_one(key: ObjectKey, report: ObjectReport) -> None:
             obj = self.state.objects.get(key)
             if obj is None:
-                continue  # deleted since the build
+                return  # deleted since the build
             before = self.current.get(key, {})
-            written = await self._write(key, report, before)
+            if _comparable(desired_status(report, before)) == _comparable(before):
+                return
+            async with slots:
+                written = await self._write(key, report, before)
             if written is not None:
                 self.writes += 1
                 await self._post_warnings(key, obj.uid, before, written)
+
+        outcomes = await asyncio.gather(*(write_one(k, r) for k, r in computed.items()), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
 
     async def _write(self, key: ObjectKey, report: ObjectReport, current: dict) -> dict | None:
         """Writes the report's status if it differs from `current`; the status written, or None."""
