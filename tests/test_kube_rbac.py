@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
+import ssl
 import threading
 import urllib.request
 from pathlib import Path
@@ -123,12 +125,51 @@ def rejected_by_flow_schema(kube: KubeTestAPI, flow_schema: str) -> int:
     return sum(int(m) for m in pattern.findall(text))
 
 
+class SlowRequest:
+    """A status PATCH whose body arrives a byte at a time: API Priority and Fairness gives it a
+    seat before the body is read, so it holds that seat for as long as it is kept open."""
+
+    def __init__(self, kube: KubeTestAPI, path: str, token: str, length: int = 1_000_000) -> None:
+        context = ssl.create_default_context(cafile=kube.cluster.certs.path("ca.crt"))
+        raw = socket.create_connection(("127.0.0.1", kube.cluster.api_port), timeout=5)
+        self.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.sock.sendall((f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                           f"Content-Type: application/merge-patch+json\r\nContent-Length: {length}\r\n\r\n ")
+                          .encode())
+        self.sock.settimeout(1.0)
+        try:
+            self.answer = self.sock.recv(200).decode(errors="replace")  # an answer right away: rejected
+        except TimeoutError:
+            self.answer = ""
+        self._stop = threading.Event()
+        self._trickle = threading.Thread(target=self._keep_sending, daemon=True)
+        if not self.answer:
+            self._trickle.start()
+
+    @property
+    def holds_a_seat(self) -> bool:
+        return not self.answer
+
+    def _keep_sending(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self.sock.sendall(b" ")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._trickle.is_alive():
+            self._trickle.join()
+        self.sock.close()
+
+
 async def test_status_writes_back_off_on_429_from_the_api_server(kube, monkeypatch, tmp_path, caplog):
     """API Priority and Fairness made to reject: a priority level with no seats of its own and no
-    queue, for the operator's and a decoy's status patches in this namespace; the decoy keeps the one
-    seat busy, so the operator's patches are answered 429 with Retry-After. The writer retries,
-    honouring it (no hot loop, no error while the client retries), and the write lands once the
-    pressure is gone."""
+    queue for the operator's and a decoy's status patches in this namespace; the decoy's slow
+    requests hold every seat it has, so the operator's patches are answered 429 with Retry-After.
+    The writer retries, as told by Retry-After (no hot loop, no error while the client retries),
+    writes nothing meanwhile, and the write lands once the seats are free."""
     kubeconfig = await deployed_operator_kubeconfig(kube, tmp_path)
     ns = kube.namespace
     await kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "decoy"}})
@@ -142,6 +183,7 @@ async def test_status_writes_back_off_on_429_from_the_api_server(kube, monkeypat
     decoy_token = (await kube.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/decoy/token", {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}))["status"]["token"]
     await kube.create(route("decoy", rules=[{"backends": [{"name": "nothing"}]}]))
+    decoy_path = f"/apis/xds-operator.dev/v1alpha1/namespaces/{ns}/routes/decoy/status"
 
     level = f"jail-{ns}"[:63]
     schemas = {who: f"jail-{who}-{ns}"[:63] for who in ("operator", "decoy")}
@@ -160,40 +202,43 @@ async def test_status_writes_back_off_on_429_from_the_api_server(kube, monkeypat
                                               "serviceAccount": {"name": sa_name, "namespace": sa_namespace}}],
                                 "resourceRules": [{"verbs": ["patch"], "apiGroups": ["xds-operator.dev"],
                                                    "resources": ["routes/status"], "namespaces": [ns]}]}]}})
-    stop = threading.Event()
-    # A large body (pruned by the server, as the status schema does not have it) keeps each decoy
-    # request, and so the seat, busy for a while.
-    heavy = {"status": {"observedGeneration": 1, "padding": ["x" * 1000] * 1000}}
-
-    def keep_the_seat_busy() -> None:
-        while not stop.is_set():
-            try:
-                kube.cluster.request("PATCH", f"/apis/xds-operator.dev/v1alpha1/namespaces/{ns}/routes/decoy/status",
-                                     heavy, content_type="application/merge-patch+json", token=decoy_token)
-            except OSError:
-                pass  # rejected before the body was read: the server closes the connection
-
-    threads = [threading.Thread(target=keep_the_seat_busy, daemon=True) for _ in range(8)]
+    decoys: list[SlowRequest] = []
     try:
-        async with asyncio.timeout(10):  # APF picks up the new configuration within moments
-            while rejected_by_flow_schema(kube, schemas["decoy"]) == 0:
-                if not threads[0].is_alive():
-                    for thread in threads:
-                        thread.start()
-                await asyncio.sleep(0.2)
-        caplog.set_level(logging.INFO, logger="xds_operator")
+        # Slow requests until one is turned away: then every seat of the level is held.
+        async with asyncio.timeout(20):  # APF picks up the new configuration within moments
+            while not decoys or decoys[-1].holds_a_seat:
+                decoy = await asyncio.to_thread(SlowRequest, kube, decoy_path, decoy_token)
+                if decoy.holds_a_seat and rejected_by_flow_schema(kube, schemas["decoy"]) == 0 and \
+                        len(decoys) >= 8:
+                    raise AssertionError("the priority level admits everything: not configured yet?")
+                decoys.append(decoy)
+        assert decoys[-1].answer.startswith("HTTP/1.1 429"), decoys[-1].answer
+        caplog.set_level(logging.DEBUG, logger="xds_operator")
         async with running_operator(kube, monkeypatch, kubeconfig=kubeconfig):
             await kube.create(backend("web", endpoints=[{"address": "10.0.0.1", "port": 8080}]))
             await kube.create(route("web", rules=[{"backends": [{"name": "web"}]}]))
             await kube.wait_for("backends", "web", condition=has_condition("Accepted", "True"))  # not limited
-            await asyncio.sleep(4)
-            rejected = rejected_by_flow_schema(kube, schemas["operator"])
-            assert 1 <= rejected <= 8, rejected  # retried, but as told by Retry-After (1-2 s), not in a hot loop
+            async with asyncio.timeout(20):
+                while rejected_by_flow_schema(kube, schemas["operator"]) < 2:
+                    await asyncio.sleep(0.2)
+            started = asyncio.get_running_loop().time()
+            first = rejected_by_flow_schema(kube, schemas["operator"])
+            await asyncio.sleep(3)
+            rejected = rejected_by_flow_schema(kube, schemas["operator"]) - first
+            elapsed = asyncio.get_running_loop().time() - started
+            # Retried, but as told by Retry-After (at least 1 s), not in a hot loop: two objects here
+            # are limited (Route "web", and the decoy Route, whose status the operator writes too).
+            assert 1 <= rejected <= 2 * (elapsed + 1.5), (rejected, elapsed)
+            assert not (await kube.get("routes", "web")).get("status")
             assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("xds_operator")]
-            stop.set()
+            assert any("429" in r.getMessage() or "TooManyRequests" in r.getMessage() for r in caplog.records)
+            for decoy in decoys:
+                decoy.close()
+            decoys.clear()
             await kube.wait_for("routes", "web", condition=has_condition("Accepted", "True", generation=1), timeout=30)
     finally:
-        stop.set()
+        for decoy in decoys:
+            decoy.close()
         for name in schemas.values():
             await kube.request("DELETE", f"{flowcontrol}/flowschemas/{name}", check=False)
         await kube.request("DELETE", f"{flowcontrol}/prioritylevelconfigurations/{level}", check=False)

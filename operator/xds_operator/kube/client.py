@@ -17,13 +17,13 @@ import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import errors as kopf_errors
 from kopf._cogs.clients import events as kopf_events
-from kopf._cogs.structs import references
+from kopf._cogs.structs import bodies, references
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,6 @@ class KubeClient:
 
     async def post_warning(self, involved: dict, reason: str, message: str) -> None:
         """A Warning Event about `involved` (apiVersion, kind, namespace, name, uid)."""
-        await kopf_events.post_event(ref=involved, type="Warning", reason=reason, message=message,
+        await kopf_events.post_event(ref=cast(bodies.ObjectReference, involved), type="Warning", reason=reason, message=message,
                                      resource=EVENTS, settings=self.settings, logger=retry_log,
                                      backoffs=EVENT_BACKOFF)

@@ -223,13 +223,17 @@ def run_operator(args: argparse.Namespace) -> int:
         # The control plane starts before kopf and stops after it, so kopf's stop does not wait
         # for the servers' tasks.
         await OPERATOR.start()
+        assert OPERATOR.readiness is not None
         OPERATOR.readiness.server = credentials.server
         kopf_run = asyncio.create_task(kopf.operator(
             registry=kopf.get_default_registry(), standalone=args.standalone,
             namespaces=args.namespace or [], clusterwide=not args.namespace))
         # After its cleanup kopf gives requests still retrying (e.g. discovery of an API server that
         # is away) 5 s to finish; there is nothing left worth waiting for, so it is cancelled.
-        OPERATOR.after_cleanup = lambda: asyncio.get_running_loop().call_later(0.2, kopf_run.cancel)
+        def cancel_soon() -> None:
+            asyncio.get_running_loop().call_later(0.2, kopf_run.cancel)
+
+        OPERATOR.after_cleanup = cancel_soon
         try:
             await kopf_run
         except asyncio.CancelledError:

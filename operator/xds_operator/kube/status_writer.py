@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Iterator
 
 from ..ir.builder import BuildResult
 from ..xds.cache import SnapshotCache
@@ -73,7 +74,7 @@ class StatusWriter:
         self._dirty.set()
 
     async def run(self) -> None:
-        failures = iter(())
+        failures: Iterator[float] = iter(())
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self.debounce)
