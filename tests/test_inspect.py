@@ -452,15 +452,27 @@ spec:
 
 # -- against `run`: the Kubernetes operator, where Backends resolve Services -------------------
 
-async def test_commands_against_the_kubernetes_operator(kube_api, kubectl, monkeypatch, tmp_path, httpbin):
-    from .kubeops import CRDS, running_operator
-    from .test_kube_e2e import APP
+@pytest.fixture(scope="module")
+def httpbin_on_host(tmp_path_factory):
+    """httpbin on the host's own address: the API server refuses loopback EndpointSlices."""
+    from .kubeops import host_address
 
-    await kubectl("apply", "-k", str(CRDS))
+    server = Httpbin(tmp_path_factory.mktemp("httpbin-host"), host=host_address())
+    yield server
+    server.stop()
+
+
+async def test_commands_against_the_kubernetes_operator(kube, kubectl, monkeypatch, tmp_path, httpbin_on_host):
+    from .kubeops import running_operator
+    from .test_kube_e2e import APP, in_namespace
+
+    httpbin = httpbin_on_host
+    namespace = kube.namespace
     listener_port = free_port()
     app = tmp_path / "app.yaml"
-    app.write_text(APP.format(httpbin_port=httpbin.port, listener_port=listener_port))
-    async with running_operator(kube_api, monkeypatch) as operator:
+    app.write_text(in_namespace(APP.format(httpbin_host=httpbin.host, httpbin_port=httpbin.port,
+                                           listener_port=listener_port), namespace))
+    async with running_operator(kube, monkeypatch) as operator:
         await kubectl("apply", "-f", str(app))
         assert operator.plane is not None
         envoy = Envoy(tmp_path, operator.plane.xds_port, node_cluster="httpbin", node_id="httpbin-7d4b9")
@@ -482,9 +494,9 @@ async def test_commands_against_the_kubernetes_operator(kube_api, kubectl, monke
             assert out.splitlines()[1].split()[4::2] == ["SYNCED"] * 4, out
 
             # The Backend's endpoints come from the EndpointSlice of its Service.
-            rc, out, err = await cli("explain", "Backend/demo/httpbin", "--server", url)
+            rc, out, err = await cli("explain", f"Backend/{namespace}/httpbin", "--server", url)
             assert rc == 0, err
-            assert f"    endpoints: 127.0.0.1:{httpbin.port}\n" in out and "  proxy httpbin-7d4b9 (sotw): ACKED\n" in out
+            assert f"    endpoints: {httpbin.host}:{httpbin.port}\n" in out and "  proxy httpbin-7d4b9 (sotw): ACKED\n" in out
 
             # The applied manifests diff to nothing: the server's Services and EndpointSlices
             # are part of the comparison, so the Backend resolves to the same endpoints.
@@ -498,7 +510,7 @@ async def test_commands_against_the_kubernetes_operator(kube_api, kubectl, monke
             assert out.splitlines() == [
                 "proxy group httpbin:",
                 f"  ~ RDS http-{listener_port} (changed)",
-                '      + virtual_hosts["*"].routes["demo/httpbin/0/0"].route.timeout: "3s"',
+                f'      + virtual_hosts["*"].routes["{namespace}/httpbin/0/0"].route.timeout: "3s"',
                 "0 added, 0 removed, 1 changed in 1 of 2 proxy groups (default, httpbin)",
             ]
         finally:
