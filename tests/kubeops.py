@@ -15,8 +15,9 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import kopf
@@ -96,7 +97,7 @@ class KubeTestAPI:
         self.session: aiohttp.ClientSession | None = None
         self.namespaces = [self.namespace]  # deleted at the end
 
-    async def __aenter__(self) -> "KubeTestAPI":
+    async def __aenter__(self) -> KubeTestAPI:
         context = ssl.create_default_context(cafile=self.cluster.certs.path("ca.crt"))
         context.load_cert_chain(self.cluster.certs.path("admin.crt"), self.cluster.certs.path("admin.key"))
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, force_close=True))

@@ -98,7 +98,7 @@ class Envoy:
         self.process = Process(f"envoy {node_id}", envoy_command(self.bootstrap, log_level="info"),
                                log_path=tmp / f"envoy-{node_id}.log")
 
-    async def start(self) -> "Envoy":
+    async def start(self) -> Envoy:
         await self.process.start()
         await wait_http(f"{self.admin_url}/ready", process=self.process, timeout=30)
         return self
@@ -129,7 +129,7 @@ class ServeProcess:
         self.log_path = tmp / "serve.log"
         self.process: Process | None = None
 
-    async def start(self) -> "ServeProcess":
+    async def start(self) -> ServeProcess:
         command = [sys.executable, "-m", "xds_operator.cli", "serve", "--config", str(self.config),
                    "--xds-address", f"127.0.0.1:{self.xds_port}", "--http-address", f"127.0.0.1:{self.http_port}",
                    "--listener-address", "127.0.0.1"]

@@ -20,6 +20,7 @@ from typing import Any
 import celpy
 import pytest
 import re2
+
 from xds_operator.api import crd
 from xds_operator.api.backend_spec import BACKEND_SPEC
 from xds_operator.api.durations import DURATION_PATTERN, format_duration_ms, parse_duration_ms
@@ -199,13 +200,13 @@ def _rule_samples() -> Iterator[tuple[str, Rule, Any, Any]]:
     present = {"backends": [{"name": "b"}], "redirect": {}, "directResponse": {"status": 200}, "timeout": "1s",
                "retries": {}, "rewrite": {}, "mirror": {"backend": "m"}}
     for keep in product((False, True), repeat=len(present)):
-        value = {k: v for k, v, on in zip(present, present.values(), keep) if on}
+        value = {k: v for k, v, on in zip(present, present.values(), keep, strict=False) if on}
         for rule in _RULE.rules:
             yield "rule", rule, _with_defaults(_RULE, value), value
     targets = {"service": {"name": "s", "port": 80}, "endpoints": [{"address": "10.0.0.1", "port": 80}],
                "dns": {"hostname": "a", "port": 80}}
     for keep in product((False, True), repeat=3):
-        value = {k: v for k, v, on in zip(targets, targets.values(), keep) if on}
+        value = {k: v for k, v, on in zip(targets, targets.values(), keep, strict=False) if on}
         for rule in BACKEND_SPEC.rules:
             yield "backend", rule, _with_defaults(BACKEND_SPEC, value), value
     for codes, retry_on in product([None, [], [503]], [None, [], ["5xx"], ["retriable-status-codes", "5xx"]]):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from xds_operator import cli
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
 from xds_operator.dev.processes import envoy_binary

@@ -240,7 +240,7 @@ class AdmissionServer:
         """Asks for many documents at once (the answers are cached)."""
         todo = {self._key(d): d for d in docs if self._key(d) not in self._answers}
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            for key, answer in zip(todo, pool.map(self._ask, todo.values())):
+            for key, answer in zip(todo, pool.map(self._ask, todo.values()), strict=False):
                 self._answers[key] = answer
 
     def admit_status(self, doc: dict) -> list[Problem]:
@@ -627,7 +627,7 @@ def cardinality(kind: str, path: tuple) -> int:
 
 
 def test_cel_rules_stay_far_below_the_api_servers_cost_limits() -> None:
-    totals: dict[str, float] = {kind: 0 for kind in KINDS}
+    totals: dict[str, float] = dict.fromkeys(KINDS, 0)
     for kind, path, node, rule in all_rules():
         cost = estimated_rule_cost(node, rule["rule"]) * cardinality(kind, path)
         assert cost <= PER_RULE_COST_LIMIT / 2, (kind, format_path(path), rule["rule"], cost)

@@ -19,12 +19,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
 from xds_operator import cli
+from xds_operator.api.objects import ObjectKey
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
+from xds_operator.dev.processes import envoy_binary
 from xds_operator.ir.builder import Builder
 from xds_operator.sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
-from xds_operator.api.objects import ObjectKey
-from xds_operator.dev.processes import envoy_binary
 from xds_operator.sources.state import StateStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from xds_operator.api.objects import UserObject
 from xds_operator.controlplane.app import ControlPlane
 from xds_operator.dev.processes import free_port

@@ -13,7 +13,7 @@ from xds_operator.dev.processes import free_port
 
 from .kubeops import condition, has_condition, host_address, running_operator
 from .realprocs import Envoy, Httpbin, eventually, http_get
-from .test_kube_e2e import APP, ROUTE, in_namespace
+from .test_kube_e2e import APP, in_namespace
 
 OUTAGE = 15.0
 

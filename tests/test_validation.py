@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from xds_operator.ir.builder import Builder
-from xds_operator.ir.ir import cluster_name
 from xds_operator.api import model
 from xds_operator.api.conditions import ACCEPTED, RESOLVED_REFS
 from xds_operator.api.durations import parse_duration_ms
 from xds_operator.api.fields import FieldError
 from xds_operator.api.objects import ObjectKey, UserObject
 from xds_operator.api.validation import validate
+from xds_operator.ir.builder import Builder
+from xds_operator.ir.ir import cluster_name
 from xds_operator.sources.state import StateStore
 from xds_operator.translate import translate
 

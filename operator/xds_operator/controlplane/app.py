@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 from aiohttp import web
 
 from ..addresses import check_free
-from ..xds.cache import SnapshotCache
-from .controller import Controller
-from ..status.web import make_app, start_http
 from ..sources.state import StateStore
+from ..status.web import make_app, start_http
 from ..translate import TranslateOptions
+from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry
 from ..xds.server import start_server
+from .controller import Controller
 
 log = logging.getLogger(__name__)
 

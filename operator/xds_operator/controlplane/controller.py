@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..ir.builder import Builder, BuildResult
-from ..xds.cache import SnapshotCache
-from ..xds.snapshot import ResourceMemo, Snapshot
 from ..sources.state import StateStore
 from ..translate import TranslateOptions, translate
+from ..xds.cache import SnapshotCache
+from ..xds.snapshot import ResourceMemo, Snapshot
 
 log = logging.getLogger(__name__)
 

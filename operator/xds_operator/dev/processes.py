@@ -65,7 +65,7 @@ class Process:
         self.env = env  # added to this process's environment
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> "Process":
+    async def start(self) -> Process:
         out = open(self.log_path, "ab") if self.log_path else asyncio.subprocess.DEVNULL
         try:
             env = {**os.environ, **self.env} if self.env else None

@@ -16,8 +16,17 @@ from ..api.fields import FieldError
 from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
-from .ir import (ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name,
-                 listener_name, route_entry_name)
+from .ir import (
+    ClusterIR,
+    Endpoint,
+    ListenerIR,
+    ProxyConfigIR,
+    RouteEntryIR,
+    VirtualHostIR,
+    cluster_name,
+    listener_name,
+    route_entry_name,
+)
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import kopf
 
@@ -62,7 +62,7 @@ class OperatorConfig:
     resync_interval: float = 30.0
 
     @classmethod
-    def from_env(cls) -> "OperatorConfig":
+    def from_env(cls) -> OperatorConfig:
         env = os.environ.get
         namespaces = tuple(n for n in env("XDS_OPERATOR_NAMESPACES", "").split(",") if n)
         return cls(xds_address=env("XDS_OPERATOR_XDS_ADDRESS", cls.xds_address),

@@ -19,10 +19,9 @@ import logging
 from dataclasses import dataclass, field
 
 import aiohttp
+import kopf
 from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import errors as kopf_errors
-
-import kopf
 
 from .client import ExponentialBackoff
 

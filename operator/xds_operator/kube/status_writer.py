@@ -16,11 +16,11 @@ import datetime
 import logging
 from collections.abc import Iterator
 
-from ..ir.builder import BuildResult
-from ..xds.cache import SnapshotCache
 from ..api.objects import API_VERSION, ObjectKey
+from ..ir.builder import BuildResult
 from ..sources.state import StateStore
 from ..status.report import ObjectReport, proxy_groups, reports
+from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry
 from .client import WRITE_BACKOFF, Conflict, ExponentialBackoff, KubeClient
 
@@ -37,7 +37,7 @@ def desired_status(report: ObjectReport, current: dict) -> dict:
     """The status to write: the report, keeping lastTransitionTime of conditions whose status did not change."""
     status = report.to_status()
     previous = {c.get("type"): c for c in current.get("conditions") or []}
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for condition in status["conditions"]:
         before = previous.get(condition["type"])
         same = before is not None and before.get("status") == condition["status"]

@@ -6,7 +6,7 @@ Each change bumps `revision` and calls the listeners, which schedule a (debounce
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..api.objects import ObjectKey, UserObject
 from .findings import Finding

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..ir.builder import BuildResult
-from ..ir.ir import cluster_name, listener_name
-from ..xds.cache import SnapshotCache
-from ..xds.snapshot import Snapshot
 from ..api.conditions import ACCEPTED, PROGRAMMED, Condition
 from ..api.objects import ObjectKey
+from ..ir.builder import BuildResult
+from ..ir.ir import cluster_name, listener_name
 from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry, ProxyState
+from ..xds.snapshot import Snapshot
 
 
 @dataclass(frozen=True)

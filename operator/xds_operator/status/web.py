@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
 from ..addresses import parse_address
-from ..controlplane.controller import Controller
 from ..api.conditions import ACCEPTED
+from ..controlplane.controller import Controller
+from ..sources.findings import Finding
 from ..translate.resources import PUSH_ORDER, SHORT_NAMES
+from ..xds.proxies import ProxyRegistry
 from .debug import add_debug_routes
 from .report import proxy_groups, reports
-from ..sources.findings import Finding
-from ..xds.proxies import ProxyRegistry
 
 
 def make_app(controller: Controller, registry: ProxyRegistry,

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from ..ir.ir import ProxyConfigIR
-from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from .clusters import translate_cluster, translate_load_assignment
 from .listeners import translate_listener
+from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from .routes import translate_route_configuration
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from google.protobuf import wrappers_pb2
-
 from envoy.config.core.v3 import base_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
+from google.protobuf import wrappers_pb2
 
-from ..ir.ir import ListenerIR, RouteEntryIR
 from ..api import model
 from ..api.limits import header_value_as_sent
+from ..ir.ir import ListenerIR, RouteEntryIR
 from .common import duration
 
 _REDIRECT_CODES = {

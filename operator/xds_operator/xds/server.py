@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Union
 
 import grpc
-
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from ..translate.resources import SHORT_NAMES
