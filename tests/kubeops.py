@@ -251,8 +251,8 @@ async def running_operator(kube: KubeTestAPI, monkeypatch, *, namespaces: tuple[
     """The operator in this event loop, logging in through a kubeconfig as it would in production;
     by default it watches only the test's namespace."""
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig or kube.kubeconfig))
-    settings = dict(xds_address="127.0.0.1:0", http_address="127.0.0.1:0", listener_address="127.0.0.1",
-                    initial_quiet=0.05, initial_max_delay=0.5)
+    settings = {"xds_address": "127.0.0.1:0", "http_address": "127.0.0.1:0", "listener_address": "127.0.0.1",
+                    "initial_quiet": 0.05, "initial_max_delay": 0.5}
     settings.update(config)
     watched = (kube.namespace,) if namespaces is None else namespaces
     operator = Operator(OperatorConfig(namespaces=watched, **settings))

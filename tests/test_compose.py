@@ -110,7 +110,7 @@ def test_everything_mounted_or_built_exists(services: dict) -> None:
             dockerfile = context / ("Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
             assert context.is_dir() and dockerfile.is_file(), name
             seen += 1
-        for source, target, mode in volume_mounts(service):
+        for source, _target, mode in volume_mounts(service):
             assert source.startswith("./"), f"{name}: {source} should be a path relative to the compose file"
             assert (ROOT / source).exists(), f"{name}: {source} does not exist"
             assert mode == "ro", f"{name}: {source} should be mounted read-only"

@@ -149,9 +149,9 @@ def schema_nodes(node: dict, path: tuple = ()) -> Iterator[tuple[tuple, dict]]:
     """Every schema node reachable through properties and items (not through anyOf and co)."""
     yield path, node
     for name, child in (node.get("properties") or {}).items():
-        yield from schema_nodes(child, path + (name,))
+        yield from schema_nodes(child, (*path, name))
     if isinstance(node.get("items"), dict):
-        yield from schema_nodes(node["items"], path + (ITEMS,))
+        yield from schema_nodes(node["items"], (*path, ITEMS))
 
 
 def spec_nodes(kind: str) -> Iterator[tuple[tuple, dict]]:
@@ -175,9 +175,9 @@ def locations(value: Any, path: tuple, prefix: tuple = ()) -> Iterator[tuple]:
     if step == ITEMS:
         if isinstance(value, list):
             for i, item in enumerate(value):
-                yield from locations(item, rest, prefix + (i,))
+                yield from locations(item, rest, (*prefix, i))
     elif isinstance(value, dict) and step in value:
-        yield from locations(value[step], rest, prefix + (step,))
+        yield from locations(value[step], rest, (*prefix, step))
 
 
 def get_at(doc: Any, where: tuple) -> Any:
@@ -1074,7 +1074,7 @@ SERVICE_PORTS = [0, 1, 65535, 65536, -1, "http", "h", "http-2", "HTTP", "1http",
                  "", True, 80.5, None]
 DNS_NAMES = ["a", "a.b", "a-b.c", "0a.b", "a.0", "-a", "a-", "a..b", ".a", "a.", "A", "a_b", "*.a", "a" * 253,
              "a" * 254, "é.example"]
-HOSTNAMES = DNS_NAMES + ["*", "*.", "**", "*.*", "a.*", "*.example.com", "*." + "a" * 251, "*." + "a" * 252]
+HOSTNAMES = [*DNS_NAMES, "*", "*.", "**", "*.*", "a.*", "*.example.com", "*." + "a" * 251, "*." + "a" * 252]
 
 
 def value_samples() -> Iterator[tuple[str, str, tuple, Any]]:
@@ -1160,8 +1160,8 @@ def test_path_pattern_agrees_with_the_model_on_every_character() -> None:
 
 def test_name_and_value_patterns_agree_with_the_model_on_every_character() -> None:
     m = ("spec", "rules", ITEMS, "matches", ITEMS)
-    header_name = re2.compile(_pattern("Route", m + ("headers", ITEMS, "name")))
-    header_value = re2.compile(node_at("Route", m + ("headers", ITEMS))["anyOf"][1]["properties"]["value"]["pattern"])
+    header_name = re2.compile(_pattern("Route", (*m, "headers", ITEMS, "name")))
+    header_value = re2.compile(node_at("Route", (*m, "headers", ITEMS))["anyOf"][1]["properties"]["value"]["pattern"])
     set_value = re2.compile(_pattern("Route", ("spec", "rules", ITEMS, "requestHeaders", "set", ITEMS, "value")))
     dns_name = re2.compile(_pattern("Backend", ("spec", "dns", "hostname")))
     dns_label = re2.compile(_pattern("Backend", ("spec", "service", "name")))

@@ -113,7 +113,7 @@ async def test_traffic_reaches_httpbin_through_envoy(stack):
 async def test_file_edit_is_applied_live(stack):
     for marker in ("v2", "v3"):
         stack.write(marker=marker)
-        await eventually(lambda: stack.marker() == marker, what=f"marker {marker} through Envoy")
+        await eventually(lambda marker=marker: stack.marker() == marker, what=f"marker {marker} through Envoy")
 
 
 async def test_invalid_documents_leave_traffic_untouched(stack):
@@ -166,7 +166,7 @@ async def test_server_restart_keeps_envoy_serving_and_resyncs_without_resending(
 
 async def test_backend_removed_and_restored_unchanged_serves_again(stack):
     original = stack.route_file.read_text()
-    backend_doc, route_doc = original.split("---\n")
+    _backend_doc, route_doc = original.split("---\n")
     stack.route_file.write_text(route_doc)  # the Backend goes: its rule is left out, its cluster removed
     await eventually(lambda: stack.get()[0] == 404, what="route left out")
     await eventually(lambda: not any(k.startswith("cluster.e2e/httpbin.") for k in stack.envoy.stats()),

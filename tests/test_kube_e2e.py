@@ -105,7 +105,7 @@ async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, k
             def through_envoy(path: str = "/headers", port: int = listener_port):
                 return http_get(f"http://127.0.0.1:{port}{path}")
 
-            status, headers, _ = await eventually(lambda: (r := through_envoy())[0] == 200 and r,
+            _status, headers, _ = await eventually(lambda: (r := through_envoy())[0] == 200 and r,
                                                   what="traffic through Envoy")
             assert headers["server"] == "envoy" and "x-envoy-upstream-service-time" in headers
 

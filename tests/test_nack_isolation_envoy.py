@@ -96,7 +96,7 @@ async def test_one_rejected_resource_leaves_the_others_working(api_type, monkeyp
         # Every good port serves, well before Envoy's 15 s initial fetch timeout would have let
         # its listeners warm without routes.
         for port in good_ports:
-            await eventually(lambda: http_get(f"http://127.0.0.1:{port}/get")[0] == 200, timeout=10,
+            await eventually(lambda port=port: http_get(f"http://127.0.0.1:{port}/get")[0] == 200, timeout=10,
                              what=f"traffic on good port {port}")
 
         def status() -> dict:

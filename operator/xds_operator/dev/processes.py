@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -66,7 +67,8 @@ class Process:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Process:
-        out = open(self.log_path, "ab") if self.log_path else asyncio.subprocess.DEVNULL
+        # Not a with block: the file is closed after the spawn, which holds its own descriptor.
+        out = open(self.log_path, "ab") if self.log_path else asyncio.subprocess.DEVNULL  # noqa: SIM115
         try:
             env = {**os.environ, **self.env} if self.env else None
             # A session of its own: signals to our process group do not reach it, and stop() ends
@@ -111,10 +113,8 @@ class Process:
                 await asyncio.wait_for(self.proc.wait(), timeout)
             except (TimeoutError, ProcessLookupError):
                 pass
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the usual case: the group is gone with its leader
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # the usual case: the group is gone with its leader
-            pass
         await self.proc.wait()
         log.info("%s stopped", self.name)
 

@@ -75,7 +75,7 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
         accepted = status.condition(ACCEPTED)
         programmed = Condition(PROGRAMMED, False, "Invalid" if accepted and not accepted.status else "NotServed",
                                "not sent to any proxy")
-        return ObjectReport(status.generation, status.conditions + (programmed,), ProxyCounts())
+        return ObjectReport(status.generation, (*status.conditions, programmed), ProxyCounts())
     total = synced = 0
     nacks: list[str] = []
     for snapshot, proxies in groups.values():
@@ -101,7 +101,7 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
         programmed = Condition(PROGRAMMED, True, "Programmed", f"{synced}/{total} proxies ACKed it")
     else:
         programmed = Condition(PROGRAMMED, False, "Pending", f"{synced}/{total} proxies ACKed it")
-    return ObjectReport(status.generation, status.conditions + (programmed,), counts)
+    return ObjectReport(status.generation, (*status.conditions, programmed), counts)
 
 
 def proxy_groups(registry: ProxyRegistry, cache: SnapshotCache, *, copy: bool = False

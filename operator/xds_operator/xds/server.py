@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
-from typing import Union
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -24,9 +23,9 @@ from .sotw import SotwStream
 
 log = logging.getLogger(__name__)
 
-Request = Union[discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest]
-Response = Union[discovery_pb2.DiscoveryResponse, discovery_pb2.DeltaDiscoveryResponse]
-StreamClass = Union[type[SotwStream], type[DeltaStream]]
+Request = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
+Response = discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse
+StreamClass = type[SotwStream] | type[DeltaStream]
 
 _CHANGED = object()
 _CLOSED = object()
