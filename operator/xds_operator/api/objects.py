@@ -54,7 +54,7 @@ class UserObject:
     labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_manifest(cls, doc: dict, *, default_namespace: str = "default", origin: str = "") -> UserObject:
+    def from_manifest(cls, doc: dict[str, Any], *, default_namespace: str = "default", origin: str = "") -> UserObject:
         meta = doc.get("metadata") or {}
         key = ObjectKey(doc.get("kind", ""), meta.get("namespace") or default_namespace, meta.get("name", ""))
         return cls(

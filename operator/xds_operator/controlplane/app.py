@@ -44,7 +44,7 @@ class ControlPlane:
         self.http_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     def ready(self) -> bool:
         return self.not_ready_reason() is None
@@ -73,7 +73,7 @@ class ControlPlane:
             log.info("HTTP endpoints on %s (port %d): /healthz /readyz /proxies /status /metrics", self.http_address,
                      self.http_port)
 
-    def add_task(self, coro, name: str) -> asyncio.Task:
+    def add_task(self, coro, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.append(task)
         return task

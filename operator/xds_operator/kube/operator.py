@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
 
@@ -77,12 +78,12 @@ class Operator:
 
     config: OperatorConfig
     plane: ControlPlane | None = None
-    statuses: dict[ObjectKey, dict] = field(default_factory=dict)
+    statuses: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     versions: dict[ObjectKey, str] = field(default_factory=dict)  # resourceVersion, for conditional writes
     connection: kopf.ConnectionInfo | None = None
     readiness: KubeReadiness | None = None
     writer: StatusWriter | None = None
-    tasks: list[asyncio.Task] = field(default_factory=list)  # the Kubernetes side, run inside kopf
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the Kubernetes side, run inside kopf
     started_by_kopf: bool = False  # then kopf's cleanup stops the control plane too
     after_cleanup: Callable[[], None] | None = None
 
@@ -171,7 +172,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
     for kind in (ROUTES, BACKENDS):
         @kopf.on.event(API_GROUP, VERSION, kind.plural, registry=registry)
-        def on_object(event: dict, body: kopf.Body, _plural: str = kind.plural, **_) -> None:
+        def on_object(event: dict[str, Any], body: kopf.Body, _plural: str = kind.plural, **_) -> None:
             event_type = event["type"] or "ADDED"
             apply_object_event(operator.plane.state, operator.statuses, event_type, body)
             _saw(operator, _plural, body)
@@ -183,12 +184,12 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
                 operator.versions[key] = meta.get("resourceVersion", "")
 
     @kopf.on.event("", "v1", "services", registry=registry)
-    def on_service(event: dict, body: kopf.Body, **_) -> None:
+    def on_service(event: dict[str, Any], body: kopf.Body, **_) -> None:
         apply_service_event(operator.plane.state, event["type"] or "ADDED", body)
         _saw(operator, SERVICES.plural, body)
 
     @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
-    def on_endpoint_slice(event: dict, body: kopf.Body, **_) -> None:
+    def on_endpoint_slice(event: dict[str, Any], body: kopf.Body, **_) -> None:
         apply_endpoint_slice_event(operator.plane.state, event["type"] or "ADDED", body)
         _saw(operator, ENDPOINT_SLICES.plural, body)
 

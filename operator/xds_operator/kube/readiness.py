@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import kopf
@@ -122,7 +123,7 @@ class KubeReadiness:
         return None
 
     async def _call(self, method: str, url: str, payload: object | None = None,
-                    accept: str = "application/json") -> dict:
+                    accept: str = "application/json") -> dict[str, Any]:
         response = await kopf_api.request(method, url, payload=payload, settings=self.settings, backoffs=(),
                                           headers={"Accept": accept, "Content-Type": "application/json"},
                                           logger=_quiet)

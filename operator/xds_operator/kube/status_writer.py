@@ -15,6 +15,7 @@ import asyncio
 import datetime
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from ..api.objects import API_VERSION, ObjectKey
 from ..ir.builder import BuildResult
@@ -33,7 +34,7 @@ WRITERS = 8  # status writes in flight at once
 WARNINGS = {("Accepted", "Invalid"), ("Programmed", "Rejected")}
 
 
-def desired_status(report: ObjectReport, current: dict) -> dict:
+def desired_status(report: ObjectReport, current: dict[str, Any]) -> dict[str, Any]:
     """The status to write: the report, keeping lastTransitionTime of conditions whose status did not change."""
     status = report.to_status()
     previous = {c.get("type"): c for c in current.get("conditions") or []}
@@ -45,14 +46,14 @@ def desired_status(report: ObjectReport, current: dict) -> dict:
     return status
 
 
-def _comparable(status: dict) -> dict:
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
     return {**status, "conditions": [{k: v for k, v in c.items() if k != "lastTransitionTime"}
                                      for c in status.get("conditions") or []]}
 
 
 class StatusWriter:
     def __init__(self, client: KubeClient, state: StateStore, registry: ProxyRegistry, cache: SnapshotCache,
-                 current: dict[ObjectKey, dict], versions: dict[ObjectKey, str], *, debounce: float = 0.05,
+                 current: dict[ObjectKey, dict[str, Any]], versions: dict[ObjectKey, str], *, debounce: float = 0.05,
                  backoff: ExponentialBackoff = WRITE_BACKOFF) -> None:
         self.client = client
         self.state = state
@@ -119,7 +120,7 @@ class StatusWriter:
         if failures:
             raise failures[0]
 
-    async def _write(self, key: ObjectKey, report: ObjectReport, current: dict) -> dict | None:
+    async def _write(self, key: ObjectKey, report: ObjectReport, current: dict[str, Any]) -> dict[str, Any] | None:
         """Writes the report's status if it differs from `current`; the status written, or None."""
         plural = PLURALS[key.kind]
         retries = iter(self.backoff)
@@ -149,7 +150,7 @@ class StatusWriter:
             self.versions[key] = body["metadata"]["resourceVersion"]
             return status
 
-    async def _post_warnings(self, key: ObjectKey, uid: str, before: dict, after: dict) -> None:
+    async def _post_warnings(self, key: ObjectKey, uid: str, before: dict[str, Any], after: dict[str, Any]) -> None:
         old = {c.get("type"): c for c in before.get("conditions") or []}
         for condition in after["conditions"]:
             if condition["status"] != "False" or (condition["type"], condition["reason"]) not in WARNINGS:

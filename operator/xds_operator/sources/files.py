@@ -103,7 +103,7 @@ def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions:
     except DocumentError as exc:
         return unusable(exc.message, *(exc.position or (0, 0)))
 
-    last_good = {}
+    last_good: dict[ObjectKey, Definition] = {}
     for d in previous:
         last_good.setdefault(d.obj.key, d)
     definitions: list[Definition] = []

@@ -28,6 +28,7 @@ _U32 = wrappers_pb2.UInt32Value
 def translate_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
     cluster = Cluster(name=ir.name, connect_timeout=duration(ir.connect_timeout_ms), lb_policy=_LB[ir.load_balancer])
     if ir.discovery == "STRICT_DNS":
+        assert ir.dns is not None  # the builder makes a STRICT_DNS cluster only of a dns target
         cluster.type = Cluster.STRICT_DNS
         cluster.dns_lookup_family = Cluster.V4_PREFERRED
         cluster.load_assignment.CopyFrom(_load_assignment(ir.name, (Endpoint(ir.dns.hostname, ir.dns.port),)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableSequence
 from functools import lru_cache
 
 from envoy.config.core.v3 import base_pb2
@@ -125,7 +126,8 @@ def _redirect(redirect: model.Redirect) -> rc.RedirectAction:
     return out
 
 
-def _headers(modifier: model.HeaderModifier | None, to_add, to_remove) -> None:
+def _headers(modifier: model.HeaderModifier | None, to_add: MutableSequence[base_pb2.HeaderValueOption],
+             to_remove: MutableSequence[str]) -> None:
     if modifier is None:
         return
     for header, action in [(h, _SET) for h in modifier.set] + [(h, _ADD) for h in modifier.add]:

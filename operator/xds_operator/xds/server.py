@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -23,9 +24,9 @@ from .sotw import SotwStream
 
 log = logging.getLogger(__name__)
 
-Request = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
-Response = discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse
-StreamClass = type[SotwStream] | type[DeltaStream]
+Request: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
+Response: TypeAlias = discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse
+StreamClass: TypeAlias = type[SotwStream] | type[DeltaStream]
 
 _CHANGED = object()
 _CLOSED = object()
