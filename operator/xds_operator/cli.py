@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         catch_early()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except UsageError as exc:
         print(f"xds-operator {args.command}: error: {exc}", file=sys.stderr)
         return 1

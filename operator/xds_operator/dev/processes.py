@@ -39,7 +39,8 @@ def envoy_binary() -> str:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def envoy_command(bootstrap: Path, *, log_level: str = "warning", base_id: int | None = None) -> list[str]:
@@ -82,7 +83,7 @@ class Process:
                 self.proc = await spawn
                 raise
         finally:
-            if self.log_path:
+            if not isinstance(out, int):  # a log file, not DEVNULL
                 out.close()
         log.info("%s started (pid %d)", self.name, self.proc.pid)
         return self
@@ -140,6 +141,7 @@ async def wait_http(url: str, *, timeout: float = 30.0, expect_status: int = 200
 def _status_of(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
+            status: int = response.status
+            return status
     except urllib.error.HTTPError as exc:
         return exc.code

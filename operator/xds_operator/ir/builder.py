@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..api import model
 from ..api.conditions import ACCEPTED, RESOLVED_REFS, Condition

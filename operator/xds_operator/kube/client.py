@@ -78,11 +78,12 @@ class KubeClient:
         self.backoff = backoff
 
     async def _call(self, method: str, url: str, payload: object | None = None,
-                    content_type: str = "application/json") -> Any:
+                    content_type: str = "application/json") -> dict[str, Any]:
         response = await kopf_api.request(method, url, payload=payload, headers={"Content-Type": content_type},
                                           settings=self.settings, backoffs=self.backoff, logger=retry_log)
         async with response:
-            return await response.json()
+            body: dict[str, Any] = await response.json()
+            return body
 
     async def list_names(self, prefix: str, plural: str, namespace: str = "") -> set[tuple[str, str]]:
         """(namespace, name) of every object of a kind, by one metadata-only LIST."""

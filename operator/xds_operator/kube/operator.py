@@ -25,6 +25,7 @@ import kopf
 from ..api.objects import API_GROUP, ObjectKey
 from ..controlplane.app import ControlPlane
 from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
+from ..sources.state import StateStore
 from ..translate import TranslateOptions
 from .client import ExponentialBackoff, KubeClient
 from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
@@ -87,6 +88,13 @@ class Operator:
     started_by_kopf: bool = False  # then kopf's cleanup stops the control plane too
     after_cleanup: Callable[[], None] | None = None
 
+    @property
+    def state(self) -> StateStore:
+        """The control plane's state store (the handlers run only after startup made it)."""
+        if self.plane is None:
+            raise RuntimeError("a watch event before the control plane started")
+        return self.plane.state
+
     async def start(self) -> None:
         """Starts the control plane (idempotent: `xds-operator run` starts it before kopf)."""
         if self.plane is not None:
@@ -141,7 +149,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     """Installs the handlers on a kopf registry."""
 
     @kopf.on.login(registry=registry)
-    def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo | None:
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
         info = find_credentials(settings)
         if info is None:
             log.error("no Kubernetes credentials: set KUBECONFIG (or ~/.kube/config), or run in a pod "
@@ -152,7 +160,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         return info
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_) -> None:
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.WARNING  # handler logs are not Events; ours are explicit
         settings.watching.server_timeout = 300
         settings.networking.error_backoffs = API_RETRIES
@@ -162,7 +170,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         operator.start_kube_side(settings)
 
     @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_) -> None:
+    async def cleanup(**_: Any) -> None:
         if operator.started_by_kopf:
             await operator.stop()
         else:
@@ -172,9 +180,9 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
     for kind in (ROUTES, BACKENDS):
         @kopf.on.event(API_GROUP, VERSION, kind.plural, registry=registry)
-        def on_object(event: dict[str, Any], body: kopf.Body, _plural: str = kind.plural, **_) -> None:
+        def on_object(event: kopf.RawEvent, body: kopf.Body, _plural: str = kind.plural, **_: Any) -> None:
             event_type = event["type"] or "ADDED"
-            apply_object_event(operator.plane.state, operator.statuses, event_type, body)
+            apply_object_event(operator.state, operator.statuses, event_type, body)
             _saw(operator, _plural, body)
             meta = body.get("metadata") or {}
             key = ObjectKey(body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
@@ -184,13 +192,13 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
                 operator.versions[key] = meta.get("resourceVersion", "")
 
     @kopf.on.event("", "v1", "services", registry=registry)
-    def on_service(event: dict[str, Any], body: kopf.Body, **_) -> None:
-        apply_service_event(operator.plane.state, event["type"] or "ADDED", body)
+    def on_service(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        apply_service_event(operator.state, event["type"] or "ADDED", body)
         _saw(operator, SERVICES.plural, body)
 
     @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
-    def on_endpoint_slice(event: dict[str, Any], body: kopf.Body, **_) -> None:
-        apply_endpoint_slice_event(operator.plane.state, event["type"] or "ADDED", body)
+    def on_endpoint_slice(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        apply_endpoint_slice_event(operator.state, event["type"] or "ADDED", body)
         _saw(operator, ENDPOINT_SLICES.plural, body)
 
 

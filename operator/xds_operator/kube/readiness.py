@@ -128,7 +128,8 @@ class KubeReadiness:
                                           headers={"Accept": accept, "Content-Type": "application/json"},
                                           logger=_quiet)
         async with response:
-            return await response.json()
+            body: dict[str, Any] = await response.json()
+            return body
 
     async def _reach(self) -> str | None:
         try:

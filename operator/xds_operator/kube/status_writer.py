@@ -39,10 +39,13 @@ def desired_status(report: ObjectReport, current: dict[str, Any]) -> dict[str, A
     status = report.to_status()
     previous = {c.get("type"): c for c in current.get("conditions") or []}
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for condition in status["conditions"]:
+    conditions: list[dict[str, Any]] = status["conditions"]
+    for condition in conditions:
         before = previous.get(condition["type"])
-        same = before is not None and before.get("status") == condition["status"]
-        condition["lastTransitionTime"] = before.get("lastTransitionTime", now) if same else now
+        if before is not None and before.get("status") == condition["status"]:
+            condition["lastTransitionTime"] = before.get("lastTransitionTime", now)
+        else:
+            condition["lastTransitionTime"] = now
     return status
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from ..api.conditions import ACCEPTED, PROGRAMMED, Condition
 from ..api.objects import ObjectKey
@@ -34,7 +35,7 @@ class ObjectReport:
     conditions: tuple[Condition, ...]
     proxies: ProxyCounts
 
-    def to_status(self) -> dict[str, object]:
+    def to_status(self) -> dict[str, Any]:
         return {
             "observedGeneration": self.generation,
             "conditions": [c.to_dict(self.generation) for c in self.conditions],

@@ -18,17 +18,24 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
 from ..addresses import parse_address
 from ..api.conditions import ACCEPTED
-from ..controlplane.controller import Controller
 from ..sources.findings import Finding
 from ..translate.resources import PUSH_ORDER, SHORT_NAMES
 from ..xds.proxies import ProxyRegistry
-from .debug import add_debug_routes
+from .debug import Served, add_debug_routes
 from .report import proxy_groups, reports
+
+
+class Controller(Served, Protocol):
+    """What the endpoints read of the controller (controlplane.controller.Controller, a layer above)."""
+
+    builds: int
+    last_build_seconds: float
 
 
 def make_app(controller: Controller, registry: ProxyRegistry,
@@ -47,7 +54,7 @@ def make_app(controller: Controller, registry: ProxyRegistry,
 
     async def status(request: web.Request) -> web.Response:
         result = controller.result
-        body = {}
+        body: dict[str, object] = {}
         if result is not None:
             groups = proxy_groups(registry, controller.cache)
             for key, item in reports(result, groups).items():
@@ -125,5 +132,5 @@ async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner,
     await runner.setup()
     site = web.TCPSite(runner, parsed.host, parsed.port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+    bound: int = runner.addresses[0][1]  # the real port when 0 was asked for
     return runner, bound
