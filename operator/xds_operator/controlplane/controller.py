@@ -17,6 +17,7 @@ from ..sources.state import StateStore
 from ..translate import TranslateOptions, translate
 from ..xds.cache import SnapshotCache
 from ..xds.snapshot import ResourceMemo, Snapshot
+from .debounce import settle
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +56,12 @@ class Controller:
         gets its whole state into the first config, instead of proxies briefly losing routes.
         """
         self._dirty.set()
-        await self._settle(max(initial_quiet, self.debounce), max(initial_max_delay, self.max_delay))
+        await settle(self._dirty, max(initial_quiet, self.debounce), max(initial_max_delay, self.max_delay))
         await self.rebuild()
         while True:
             await self._dirty.wait()
-            await self._settle(self.debounce, self.max_delay)
+            await settle(self._dirty, self.debounce, self.max_delay)
             await self.rebuild()
-
-    async def _settle(self, quiet: float, max_delay: float) -> None:
-        """Returns after `quiet` seconds without changes, or `max_delay` after it was called."""
-        loop = asyncio.get_running_loop()
-        first = loop.time()
-        while True:
-            self._dirty.clear()
-            remaining = max_delay - (loop.time() - first)
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(self._dirty.wait(), timeout=min(quiet, remaining))
-            except TimeoutError:
-                break
-        self._dirty.clear()
 
     async def rebuild(self) -> None:
         state = self._frozen_state()

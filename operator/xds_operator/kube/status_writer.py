@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..api.objects import API_VERSION, ObjectKey
+from ..controlplane.debounce import settle
 from ..ir.builder import BuildResult
 from ..sources.state import StateStore
 from ..status.report import ObjectReport, proxy_groups, reports
@@ -81,8 +82,8 @@ class StatusWriter:
         failures: Iterator[float] = iter(())
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(self.debounce)
-            self._dirty.clear()
+            # Everything that changes within `debounce` of the first change is one pass.
+            await settle(self._dirty, self.debounce, max_delay=self.debounce)
             try:
                 await self.write_changed()
                 failures = iter(())
