@@ -675,7 +675,7 @@ async def test_status_and_metrics_show_a_file_that_cannot_be_loaded(tmp_path: Pa
             return server.get_json("/status").get("problems", []), metrics.decode()
 
         assert problems() == ([], problems()[1])
-        assert 'xds_operator_source_problems{severity="error"} 0' in problems()[1]
+        assert 'xds_operator_source_problems{severity="error"} 0.0\n' in problems()[1]
 
         broken = config / "broken.yaml"
         broken.write_text("apiVersion: v1\nkind: [\n")
@@ -683,7 +683,7 @@ async def test_status_and_metrics_show_a_file_that_cannot_be_loaded(tmp_path: Pa
         assert found == [{"severity": "error", "file": str(broken), "line": 3, "column": 1,
                           "message": "invalid YAML: did not find expected node content (while parsing a flow node "
                                      "at line 3, column 1)"}]
-        assert 'xds_operator_source_problems{severity="error"} 1' in metrics
+        assert 'xds_operator_source_problems{severity="error"} 1.0\n' in metrics
 
         good.unlink()  # the rest of the directory keeps being applied
         await eventually(lambda: "Backend/t/b" not in server.get_json("/status"), what="the deletion")

@@ -42,11 +42,19 @@ class Controller:
         self.result: BuildResult | None = None
         self.builds = 0
         self.last_build_seconds = 0.0
+        # time.monotonic() of the first change the last build took in (of the start, for the first).
+        self.last_change_at = time.monotonic()
+        self._changed_since: float | None = None  # of the first change not yet built
         # Called on the event loop after each build is published (the status writer listens here).
         self.on_build: list[Callable[[BuildResult], None]] = []
         self._dirty = asyncio.Event()
         self._built = asyncio.Event()
-        state.subscribe(self._dirty.set)
+        state.subscribe(self._on_change)
+
+    def _on_change(self) -> None:
+        if self._changed_since is None:
+            self._changed_since = time.monotonic()
+        self._dirty.set()
 
     async def run(self, *, initial_quiet: float = 0.0, initial_max_delay: float = 0.0) -> None:
         """Builds once, then whenever the state changes; runs until cancelled.
@@ -64,6 +72,8 @@ class Controller:
             await self.rebuild()
 
     async def rebuild(self) -> None:
+        changed_at = self._changed_since if self._changed_since is not None else time.monotonic()
+        self._changed_since = None  # what changes from here on is the next build's
         state = self._frozen_state()
         groups = self.cache.groups()
         started = time.perf_counter()
@@ -72,7 +82,9 @@ class Controller:
         except Exception:
             # A bug, never user input (that becomes conditions): keep serving the last config.
             log.exception("rebuild failed; the previous config stays in place")
+            self._changed_since = min(changed_at, self._changed_since or changed_at)
             return
+        self.last_change_at = changed_at
         self.result = result
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
