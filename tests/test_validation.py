@@ -88,12 +88,12 @@ def test_from_manifest_defaults_and_fields():
     obj = UserObject.from_manifest({"apiVersion": "xds-operator.dev/v1alpha1", "kind": "Route",
                                     "metadata": {"name": "r"}, "spec": {"rules": []}}, origin="f.yaml:3")
     assert obj.key == ObjectKey("Route", "default", "r")
-    assert (obj.generation, obj.origin, obj.uid, obj.labels, obj.spec) == (1, "f.yaml:3", "", {}, {"rules": []})
+    assert (obj.generation, obj.origin, obj.uid, obj.spec) == (1, "f.yaml:3", "", {"rules": []})
     obj = UserObject.from_manifest({"kind": "Backend", "metadata": {
         "name": "b", "namespace": "prod", "generation": 7, "uid": "u-1", "labels": {"app": "x"}}},
         default_namespace="other")
     assert obj.key == ObjectKey("Backend", "prod", "b")
-    assert (obj.generation, obj.uid, obj.labels, obj.spec) == (7, "u-1", {"app": "x"}, None)
+    assert (obj.generation, obj.uid, obj.spec) == (7, "u-1", None)
     assert str(obj.key) == "Backend/prod/b"
 
 

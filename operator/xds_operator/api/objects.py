@@ -51,7 +51,6 @@ class UserObject:
     origin: str = ""
     # Kubernetes uid, for Events about the object (empty for files).
     uid: str = field(default="", compare=False)
-    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def from_manifest(cls, doc: dict[str, Any], *, default_namespace: str = "default", origin: str = "") -> UserObject:
@@ -63,5 +62,4 @@ class UserObject:
             generation=int(meta.get("generation") or 1),
             origin=origin,
             uid=meta.get("uid") or "",
-            labels=dict(meta.get("labels") or {}),
         )

@@ -107,7 +107,6 @@ class Controller:
         frozen.objects = dict(self.state.objects)
         frozen.services = dict(self.state.services)
         frozen.endpoint_slices = dict(self.state.endpoint_slices)
-        frozen.revision = self.state.revision
         return frozen
 
     async def wait_built(self) -> None:

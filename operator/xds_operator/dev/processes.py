@@ -89,10 +89,6 @@ class Process:
         return self
 
     @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    @property
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.returncode
 

@@ -1,7 +1,7 @@
 """The state store: every input the build needs, fed by the sources, read by the controller.
 
 Sources (file watcher, Kubernetes handlers) only put and delete here; they never build.
-Each change bumps `revision` and calls the listeners, which schedule a (debounced) rebuild.
+Each change calls the listeners, which schedule a (debounced) rebuild.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ class StateStore:
         self.endpoint_slices: dict[NamespacedName, dict[str, Any]] = {}
         # What each source could not load (a broken file...), for /status and /metrics.
         self.problems: dict[str, tuple[Finding, ...]] = {}
-        self.revision = 0
         self._listeners: list[Callable[[], None]] = []
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 
     def _changed(self) -> None:
-        self.revision += 1
         for listener in self._listeners:
             listener()
 
