@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from xds_operator.api.objects import API_VERSION
 from xds_operator.cli import parser
 from xds_operator.controlplane.app import ControlPlane
 from xds_operator.dev.processes import Process, envoy_binary, envoy_command, free_port
@@ -25,7 +26,7 @@ from .realprocs import ServeProcess, eventually, http_get, uv_binary
 REPO = Path(__file__).resolve().parent.parent
 # A regular file that nobody, root included, may read (a write-only sysctl): an unreadable file.
 WRITE_ONLY = Path("/proc/sys/vm/compact_memory")
-API = "xds-operator.dev/v1alpha1"
+API = API_VERSION
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

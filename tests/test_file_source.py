@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from xds_operator.api.objects import ObjectKey
+from xds_operator.api.objects import API_VERSION, ObjectKey
 from xds_operator.sources.files import FileSource, read_file
 from xds_operator.sources.findings import Finding, Severity
 from xds_operator.sources.state import StateStore
 
-API = "xds-operator.dev/v1alpha1"
+API = API_VERSION
 # Made unreadable by the kernel, root or not: a write-only sysctl, and a directory only its
 # owning process may list.
 WRITE_ONLY = Path("/proc/sys/vm/compact_memory")

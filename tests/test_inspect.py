@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from xds_operator.api.objects import UserObject
+from xds_operator.api.objects import API_VERSION, UserObject
 from xds_operator.controlplane.app import ControlPlane
 from xds_operator.dev.processes import free_port
 from xds_operator.translate import TranslateOptions
@@ -205,7 +205,7 @@ async def test_help(command: str) -> None:
 # -- NACKED, with an in-process server whose translator is sabotaged -----------------------------
 
 def manifest(kind: str, name: str, spec: dict[str, Any]) -> UserObject:
-    return UserObject.from_manifest({"apiVersion": "xds-operator.dev/v1alpha1", "kind": kind,
+    return UserObject.from_manifest({"apiVersion": API_VERSION, "kind": kind,
                                      "metadata": {"name": name, "namespace": "demo"}, "spec": spec})
 
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from xds_operator.api.objects import API_GROUP, API_VERSION
 from xds_operator.dev.processes import free_port
 
 from .kubeops import condition, has_condition, host_address, running_operator
@@ -33,7 +34,7 @@ def header(port: int, name: str = "x-phase") -> str | None:
 
 
 def route_with_header(name: str, port: int, phase: str) -> dict:
-    return {"apiVersion": "xds-operator.dev/v1alpha1", "kind": "Route", "metadata": {"name": name},
+    return {"apiVersion": API_VERSION, "kind": "Route", "metadata": {"name": name},
             "spec": {"port": port, "proxies": ["httpbin"],
                      "rules": [{"backends": [{"name": "httpbin"}],
                                 "responseHeaders": {"set": [{"name": "x-phase", "value": phase}]}}]}}
@@ -75,7 +76,7 @@ async def test_api_server_outage_with_compaction(kube, kubectl, monkeypatch, tmp
             # through another API server replica), so no watch will ever report it deleted.
             for i in range(5):
                 cluster.etcd_put("/xds-test/tick", str(i))
-            assert cluster.etcd_delete(f"/registry/xds-operator.dev/routes/{ns}/old") == 1
+            assert cluster.etcd_delete(f"/registry/{API_GROUP}/routes/{ns}/old") == 1
             compacted = cluster.compact_etcd()
             assert compacted > seen
             await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - started)))

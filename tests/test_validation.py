@@ -19,7 +19,7 @@ from xds_operator.api import model
 from xds_operator.api.conditions import ACCEPTED, RESOLVED_REFS
 from xds_operator.api.durations import parse_duration_ms
 from xds_operator.api.fields import FieldError
-from xds_operator.api.objects import ObjectKey, UserObject
+from xds_operator.api.objects import API_VERSION, ObjectKey, UserObject
 from xds_operator.api.validation import validate
 from xds_operator.ir.builder import Builder
 from xds_operator.ir.ir import cluster_name
@@ -85,7 +85,7 @@ def valid_rule(**rule) -> model.Rule:
 
 
 def test_from_manifest_defaults_and_fields():
-    obj = UserObject.from_manifest({"apiVersion": "xds-operator.dev/v1alpha1", "kind": "Route",
+    obj = UserObject.from_manifest({"apiVersion": API_VERSION, "kind": "Route",
                                     "metadata": {"name": "r"}, "spec": {"rules": []}}, origin="f.yaml:3")
     assert obj.key == ObjectKey("Route", "default", "r")
     assert (obj.generation, obj.origin, obj.uid, obj.spec) == (1, "f.yaml:3", "", {"rules": []})

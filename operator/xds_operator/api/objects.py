@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 API_GROUP = "xds-operator.dev"
-API_VERSION = f"{API_GROUP}/v1alpha1"
+VERSION = "v1alpha1"  # the one version served (and stored)
+API_VERSION = f"{API_GROUP}/{VERSION}"
 KINDS = ("Backend", "Route")
 
 

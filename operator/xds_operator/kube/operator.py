@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from ..api.objects import API_GROUP, ObjectKey
+from ..api.objects import API_GROUP, VERSION, ObjectKey
 from ..controlplane.app import ControlPlane
 from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
 from ..sources.state import StateStore
@@ -34,7 +34,6 @@ from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
-VERSION = "v1alpha1"
 ROUTES = WatchedKind(API_GROUP, VERSION, "routes")
 BACKENDS = WatchedKind(API_GROUP, VERSION, "backends")
 SERVICES = WatchedKind("", "v1", "services")
