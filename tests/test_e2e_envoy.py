@@ -13,7 +13,7 @@ import pytest
 
 from xds_operator.dev.processes import free_port
 
-from .realprocs import Envoy, Httpbin, ServeProcess, eventually, http_get
+from .realprocs import Envoy, ServeProcess, eventually, http_get
 
 ROUTE_TEMPLATE = """\
 apiVersion: xds-operator.dev/v1alpha1
@@ -34,12 +34,6 @@ spec:
       set: [{{name: x-config, value: "{marker}"}}]
 """
 
-
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"))
-    yield server
-    server.stop()
 
 
 class Stack:

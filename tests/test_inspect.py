@@ -20,7 +20,7 @@ from xds_operator.dev.processes import free_port
 from xds_operator.translate import TranslateOptions
 from xds_operator.translate import routes as route_translation
 
-from .realprocs import Envoy, Httpbin, ServeProcess, eventually, http_get
+from .realprocs import Envoy, ServeProcess, eventually, http_get
 
 REPO = Path(__file__).resolve().parent.parent
 TYPES = ("CDS", "EDS", "LDS", "RDS")
@@ -86,12 +86,6 @@ def contained(ours: Any, theirs: Any) -> bool:
         return isinstance(theirs, list) and len(ours) == len(theirs) and all(map(contained, ours, theirs))
     return ours == theirs
 
-
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"))
-    yield server
-    server.stop()
 
 
 class Stack:

@@ -8,14 +8,13 @@ import asyncio
 import json
 import sys
 
-import pytest
 from kopf.testing import KopfRunner
 
 from xds_operator.dev.processes import Process, free_port
 from xds_operator.translate import routes as route_translation
 
-from .kubeops import condition, has_condition, host_address, running_operator
-from .realprocs import Envoy, Httpbin, eventually, http_get
+from .kubeops import condition, has_condition, running_operator
+from .realprocs import Envoy, eventually, http_get
 
 # No pods run here: the Service has no selector and its EndpointSlice, made by hand, points at
 # the local httpbin, on the host's own address (the API server refuses loopback addresses there).
@@ -67,12 +66,6 @@ spec:
 """
 
 
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"), host=host_address())
-    yield server
-    server.stop()
-
 
 async def kubectl_json(kubectl, *args) -> dict:
     return json.loads((await kubectl("get", *args, "-o", "json")).stdout)
@@ -93,7 +86,8 @@ def in_namespace(manifest: str, namespace: str) -> str:
     return manifest.replace("namespace: demo", f"namespace: {namespace}")
 
 
-async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, kubectl, monkeypatch, tmp_path, httpbin):
+async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, kubectl, monkeypatch, tmp_path, httpbin_on_host):
+    httpbin = httpbin_on_host
     listener_port, nack_port = free_port(), free_port()
     app = tmp_path / "app.yaml"
     app.write_text(in_namespace(APP.format(httpbin_host=httpbin.host, httpbin_port=httpbin.port,

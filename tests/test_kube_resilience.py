@@ -7,23 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from xds_operator.api.objects import API_GROUP, API_VERSION
 from xds_operator.dev.processes import free_port
 
-from .kubeops import condition, has_condition, host_address, running_operator
-from .realprocs import Envoy, Httpbin, eventually, http_get
+from .kubeops import condition, has_condition, running_operator
+from .realprocs import Envoy, eventually, http_get
 from .test_kube_e2e import APP, in_namespace
 
 OUTAGE = 15.0
 
-
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"), host=host_address())
-    yield server
-    server.stop()
 
 
 def header(port: int, name: str = "x-phase") -> str | None:
@@ -40,7 +32,8 @@ def route_with_header(name: str, port: int, phase: str) -> dict:
                                 "responseHeaders": {"set": [{"name": "x-phase", "value": phase}]}}]}}
 
 
-async def test_api_server_outage_with_compaction(kube, kubectl, monkeypatch, tmp_path, httpbin):
+async def test_api_server_outage_with_compaction(kube, kubectl, monkeypatch, tmp_path, httpbin_on_host):
+    httpbin = httpbin_on_host
     cluster, ns = kube.cluster, kube.namespace
     web, old, new = free_port(), free_port(), free_port()
     app = tmp_path / "app.yaml"

@@ -20,16 +20,10 @@ from xds_operator.dev.processes import free_port
 from xds_operator.translate import TranslateOptions
 from xds_operator.translate import routes as route_translation
 
-from .realprocs import Envoy, Httpbin, eventually, http_get
+from .realprocs import Envoy, eventually, http_get
 
 NS = "nack-iso"
 
-
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"))
-    yield server
-    server.stop()
 
 
 def backend(name: str, port: int) -> UserObject:
