@@ -24,7 +24,7 @@ import re2
 from xds_operator.api import crd
 from xds_operator.api.backend_spec import BACKEND_SPEC
 from xds_operator.api.durations import DURATION_PATTERN, format_duration_ms, parse_duration_ms
-from xds_operator.api.fields import Fields
+from xds_operator.api.fields import PATH, Fields
 from xds_operator.api.objects import ObjectKey, UserObject
 from xds_operator.api.route_spec import HOSTNAME, ROUTE_SPEC, read_hostname
 from xds_operator.api.schema import Duration, IntOrString, List, Node, Object, Rule, String
@@ -117,6 +117,20 @@ def test_python_and_re2_read_a_pattern_alike(where: str) -> None:
     assert PATTERNS[where].startswith("^") and PATTERNS[where].endswith("$")
     disagree = [text for text in _samples() if bool(python.fullmatch(text)) != bool(go.search(text))]
     assert disagree == []
+
+
+def test_python_and_re2_read_the_path_pattern_alike_on_every_code_point() -> None:
+    """Paths (health checks, rewrites, redirects, path matches) beyond the samples' range."""
+    python, go = re.compile(PATH.pattern), re2.compile(PATH.pattern)
+    texts = (f"/a{chr(c)}b" for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    disagree = [hex(ord(t[2])) for t in texts if bool(python.fullmatch(t)) != bool(go.search(t))]
+    assert disagree == []
+    # The same pattern wherever a path is written.
+    with_path = {(kind, path) for kind, path, node in ALL_NODES
+                 if isinstance(node, String) and node.pattern is not None and node.pattern.pattern == PATH.pattern}
+    assert with_path == {("Route", "spec.rules[].matches[].path.value<Prefix|Exact>"),
+                         ("Route", "spec.rules[].rewrite.pathPrefix"), ("Route", "spec.rules[].redirect.path"),
+                         ("Backend", "spec.healthCheck.path")}
 
 
 def test_the_hostname_reader_takes_what_the_hostname_pattern_takes() -> None:
