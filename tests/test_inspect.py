@@ -18,9 +18,9 @@ from xds_operator.api.objects import API_VERSION, UserObject
 from xds_operator.controlplane.app import ControlPlane
 from xds_operator.dev.processes import free_port
 from xds_operator.translate import TranslateOptions
-from xds_operator.translate import routes as route_translation
 
 from .realprocs import Envoy, ServeProcess, eventually, http_get
+from .sabotage import translate_route_with_a_bad_regex
 
 REPO = Path(__file__).resolve().parent.parent
 TYPES = ("CDS", "EDS", "LDS", "RDS")
@@ -215,20 +215,7 @@ async def test_proxy_status_and_explain_show_a_nack(tmp_path, httpbin, monkeypat
     try:
         await envoy.start()
         await eventually(lambda: http_get(f"http://127.0.0.1:{good_port}/get")[0] == 200, what="traffic")
-        # Validation keeps user input from making Envoy NACK, so a NACK is made here in a test-only
-        # way: Route "nack-me" is translated with a regex that RE2 refuses.
-        real_translate = route_translation.translate_route
-
-        def sabotaged(entry):
-            translated = real_translate(entry)
-            if entry.source.name != "nack-me":
-                return translated
-            broken = type(translated)()
-            broken.CopyFrom(translated)
-            broken.match.safe_regex.regex = "(unclosed"
-            return broken
-
-        monkeypatch.setattr(route_translation, "translate_route", sabotaged)
+        translate_route_with_a_bad_regex(monkeypatch, "nack-me")
         plane.state.put(manifest("Route", "nack-me", {"port": nack_port, "rules": [{"backends": [{"name": "httpbin"}]}]}))
 
         async def rds_state() -> str:

@@ -11,10 +11,10 @@ import sys
 from kopf.testing import KopfRunner
 
 from xds_operator.dev.processes import Process, free_port
-from xds_operator.translate import routes as route_translation
 
 from .kubeops import condition, has_condition, running_operator
 from .realprocs import Envoy, eventually, http_get
+from .sabotage import translate_route_with_a_bad_regex
 
 # No pods run here: the Service has no selector and its EndpointSlice, made by hand, points at
 # the local httpbin, on the host's own address (the API server refuses loopback addresses there).
@@ -122,20 +122,7 @@ async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, k
             for _ in range(10):
                 assert through_envoy()[0] == 200
 
-            # Validation keeps user input from making Envoy NACK, so a NACK is made here in a
-            # test-only way: Route "nack-me" is translated with a regex that RE2 refuses.
-            real_translate = route_translation.translate_route
-
-            def sabotaged(entry):
-                translated = real_translate(entry)
-                if entry.source.name != "nack-me":
-                    return translated
-                broken = type(translated)()
-                broken.CopyFrom(translated)
-                broken.match.safe_regex.regex = "(unclosed"
-                return broken
-
-            monkeypatch.setattr(route_translation, "translate_route", sabotaged)
+            restore_translation = translate_route_with_a_bad_regex(monkeypatch, "nack-me")
             nack_me = tmp_path / "nack-me.yaml"
             nack_me.write_text(in_namespace(ROUTE.format(name="nack-me", port=nack_port, match_type="Prefix",
                                                          match="/"), kube.namespace))
@@ -154,7 +141,7 @@ async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, k
                 assert through_envoy()[0] == 200  # the other listener is untouched
 
             # The next good change recovers.
-            monkeypatch.setattr(route_translation, "translate_route", real_translate)
+            restore_translation()
             nack_me.write_text(in_namespace(ROUTE.format(name="nack-me", port=nack_port, match_type="Prefix",
                                                          match="/get"), kube.namespace))
             await kubectl("apply", "-f", str(nack_me))
