@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.fanout import write  # noqa: E402
+
 from xds_operator.sources.files import FileSource  # noqa: E402
 from xds_operator.sources.state import StateStore  # noqa: E402
 

@@ -17,7 +17,6 @@ import gc
 import time
 
 import aiohttp
-
 from scale import objects, timed
 
 from xds_operator.api.objects import ObjectKey

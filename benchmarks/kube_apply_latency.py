@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402  (its MonkeyPatch, for the tests' operator helper)
-
 from tests.kubecluster import KubeCluster, find_assets  # noqa: E402
 from tests.kubeops import KubeTestAPI, install_crds, running_operator  # noqa: E402
 from tests.realprocs import Envoy, Httpbin, eventually, http_get  # noqa: E402
+
 from xds_operator.dev.processes import free_port  # noqa: E402
 
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.fanout import write  # noqa: E402
 from tests.xds_client import AdsClient, resource_names  # noqa: E402
+
 from xds_operator.dev.processes import Process, free_port, wait_http  # noqa: E402
 from xds_operator.translate.resources import CLUSTER, ENDPOINT  # noqa: E402
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 import argparse
 import time
 
-from xds_operator.ir.builder import Builder
-from xds_operator.xds.cache import SnapshotCache
-from xds_operator.xds.snapshot import ResourceMemo
-from xds_operator.controlplane.controller import make_snapshot
 from xds_operator.api.objects import ObjectKey, UserObject
-from xds_operator.translate.resources import PUSH_ORDER
+from xds_operator.controlplane.controller import make_snapshot
+from xds_operator.ir.builder import Builder
 from xds_operator.sources.state import StateStore
 from xds_operator.status.report import proxy_groups, reports
 from xds_operator.translate import TranslateOptions
+from xds_operator.translate.resources import PUSH_ORDER
+from xds_operator.xds.cache import SnapshotCache
 from xds_operator.xds.callbacks import StreamInfo
 from xds_operator.xds.proxies import ProxyRegistry
+from xds_operator.xds.snapshot import ResourceMemo
 
 
 def objects(n: int, marker: str = "a") -> list[UserObject]:

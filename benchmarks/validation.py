@@ -10,6 +10,7 @@ import argparse
 import time
 
 from scale import objects
+
 from xds_operator.api.validation import validate
 
 

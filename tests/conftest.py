@@ -11,7 +11,8 @@ import pytest
 import pytest_asyncio
 
 from .kubecluster import AssetsMissing, KubeCluster, find_assets
-from .kubeops import KubeTestAPI, install_crds
+from .kubeops import KubeTestAPI, host_address, install_crds
+from .realprocs import running_httpbin
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,6 +23,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return request.config.getoption("--update-golden")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def httpbin(tmp_path_factory: pytest.TempPathFactory):
+    """httpbin on 127.0.0.1, one per test module."""
+    async with running_httpbin(tmp_path_factory.mktemp("httpbin")) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def httpbin_on_host(tmp_path_factory: pytest.TempPathFactory):
+    """httpbin on this machine's own address, for EndpointSlices (the API server refuses loopback
+    addresses in them), one per test module."""
+    async with running_httpbin(tmp_path_factory.mktemp("httpbin"), host_address()) as server:
+        yield server
 
 
 _CLUSTER: KubeCluster | None = None

@@ -79,7 +79,7 @@ def _pem_key(key) -> bytes:
 
 def _cert(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool = False,
           sans: list[x509.GeneralName] | None = None, client: bool = False) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
@@ -150,7 +150,7 @@ class Daemon:
     log_path: Path
     proc: subprocess.Popen | None = None
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
@@ -216,7 +216,7 @@ class KubeCluster:
 
     # -- lifecycle
 
-    def start(self) -> "KubeCluster":
+    def start(self) -> KubeCluster:
         try:
             self.start_etcd()
             self.start_apiserver()

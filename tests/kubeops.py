@@ -15,8 +15,9 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import kopf
@@ -96,7 +97,7 @@ class KubeTestAPI:
         self.session: aiohttp.ClientSession | None = None
         self.namespaces = [self.namespace]  # deleted at the end
 
-    async def __aenter__(self) -> "KubeTestAPI":
+    async def __aenter__(self) -> KubeTestAPI:
         context = ssl.create_default_context(cafile=self.cluster.certs.path("ca.crt"))
         context.load_cert_chain(self.cluster.certs.path("admin.crt"), self.cluster.certs.path("admin.key"))
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, force_close=True))
@@ -250,8 +251,8 @@ async def running_operator(kube: KubeTestAPI, monkeypatch, *, namespaces: tuple[
     """The operator in this event loop, logging in through a kubeconfig as it would in production;
     by default it watches only the test's namespace."""
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig or kube.kubeconfig))
-    settings = dict(xds_address="127.0.0.1:0", http_address="127.0.0.1:0", listener_address="127.0.0.1",
-                    initial_quiet=0.05, initial_max_delay=0.5)
+    settings = {"xds_address": "127.0.0.1:0", "http_address": "127.0.0.1:0", "listener_address": "127.0.0.1",
+                    "initial_quiet": 0.05, "initial_max_delay": 0.5}
     settings.update(config)
     watched = (kube.namespace,) if namespaces is None else namespaces
     operator = Operator(OperatorConfig(namespaces=watched, **settings))

@@ -6,15 +6,16 @@ Everything binds to 127.0.0.1 on free ports, and everything started is reaped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
@@ -53,36 +54,25 @@ async def eventually(check, *, timeout: float = 15.0, interval: float = 0.05, wh
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
+@dataclass(frozen=True)
 class Httpbin:
-    """httpbin under gunicorn. Synchronous, so that one can serve a whole test module."""
+    """Where a running httpbin listens."""
 
-    def __init__(self, tmp: Path, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = free_port()
-        self._log = open(tmp / "httpbin.log", "ab")
-        self._proc = subprocess.Popen(httpbin_command(self.port, host), stdout=self._log, stderr=self._log,
-                                      start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http_get(f"http://{host}:{self.port}/get")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"httpbin did not start (see {tmp / 'httpbin.log'})")
-            time.sleep(0.1)
+    host: str
+    port: int
 
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
-        self._log.close()
+
+@contextlib.asynccontextmanager
+async def running_httpbin(tmp: Path, host: str = "127.0.0.1") -> AsyncIterator[Httpbin]:
+    """httpbin under gunicorn (a dev.processes.Process: its group reaped however the test ends)."""
+    port = free_port()
+    process = Process("httpbin", httpbin_command(port, host), log_path=tmp / "httpbin.log")
+    await process.start()
+    try:
+        await wait_http(f"http://{host}:{port}/get", process=process)
+        yield Httpbin(host, port)
+    finally:
+        await process.stop()
 
 
 class Envoy:
@@ -98,7 +88,7 @@ class Envoy:
         self.process = Process(f"envoy {node_id}", envoy_command(self.bootstrap, log_level="info"),
                                log_path=tmp / f"envoy-{node_id}.log")
 
-    async def start(self) -> "Envoy":
+    async def start(self) -> Envoy:
         await self.process.start()
         await wait_http(f"{self.admin_url}/ready", process=self.process, timeout=30)
         return self
@@ -129,7 +119,7 @@ class ServeProcess:
         self.log_path = tmp / "serve.log"
         self.process: Process | None = None
 
-    async def start(self) -> "ServeProcess":
+    async def start(self) -> ServeProcess:
         command = [sys.executable, "-m", "xds_operator.cli", "serve", "--config", str(self.config),
                    "--xds-address", f"127.0.0.1:{self.xds_port}", "--http-address", f"127.0.0.1:{self.http_port}",
                    "--listener-address", "127.0.0.1"]

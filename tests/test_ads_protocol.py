@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from xds_operator.controlplane.app import ControlPlane
 from xds_operator.api.objects import API_VERSION, ObjectKey, UserObject
+from xds_operator.controlplane.app import ControlPlane
 from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 from .xds_client import AdsClient, resource_names, unpack
@@ -448,7 +448,7 @@ async def test_sotw_many_concurrent_streams(plane, connect):
     assert {r.version_info for r in responses} == {plane.cache.get("default").versions[CLUSTER]}
     assert len({r.nonce for r in responses}) == 200
     assert len(plane.registry.proxies) == 200
-    for client, response in zip(clients, responses):
+    for client, response in zip(clients, responses, strict=False):
         client.ack(response)
     await change(plane, backend("a", 9001, connect_timeout="2s"))
     pushed = await asyncio.gather(*(c.expect(CLUSTER, timeout=10) for c in clients))

@@ -20,10 +20,11 @@ from typing import Any
 import celpy
 import pytest
 import re2
+
 from xds_operator.api import crd
 from xds_operator.api.backend_spec import BACKEND_SPEC
 from xds_operator.api.durations import DURATION_PATTERN, format_duration_ms, parse_duration_ms
-from xds_operator.api.fields import Fields
+from xds_operator.api.fields import PATH, Fields
 from xds_operator.api.objects import ObjectKey, UserObject
 from xds_operator.api.route_spec import HOSTNAME, ROUTE_SPEC, read_hostname
 from xds_operator.api.schema import Duration, IntOrString, List, Node, Object, Rule, String
@@ -118,6 +119,20 @@ def test_python_and_re2_read_a_pattern_alike(where: str) -> None:
     assert disagree == []
 
 
+def test_python_and_re2_read_the_path_pattern_alike_on_every_code_point() -> None:
+    """Paths (health checks, rewrites, redirects, path matches) beyond the samples' range."""
+    python, go = re.compile(PATH.pattern), re2.compile(PATH.pattern)
+    texts = (f"/a{chr(c)}b" for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    disagree = [hex(ord(t[2])) for t in texts if bool(python.fullmatch(t)) != bool(go.search(t))]
+    assert disagree == []
+    # The same pattern wherever a path is written.
+    with_path = {(kind, path) for kind, path, node in ALL_NODES
+                 if isinstance(node, String) and node.pattern is not None and node.pattern.pattern == PATH.pattern}
+    assert with_path == {("Route", "spec.rules[].matches[].path.value<Prefix|Exact>"),
+                         ("Route", "spec.rules[].rewrite.pathPrefix"), ("Route", "spec.rules[].redirect.path"),
+                         ("Backend", "spec.healthCheck.path")}
+
+
 def test_the_hostname_reader_takes_what_the_hostname_pattern_takes() -> None:
     """Hostnames are read by hand (the message names the DNS name after "*."): the same verdicts."""
     pattern = re2.compile(HOSTNAME.pattern)
@@ -199,13 +214,13 @@ def _rule_samples() -> Iterator[tuple[str, Rule, Any, Any]]:
     present = {"backends": [{"name": "b"}], "redirect": {}, "directResponse": {"status": 200}, "timeout": "1s",
                "retries": {}, "rewrite": {}, "mirror": {"backend": "m"}}
     for keep in product((False, True), repeat=len(present)):
-        value = {k: v for k, v, on in zip(present, present.values(), keep) if on}
+        value = {k: v for k, v, on in zip(present, present.values(), keep, strict=False) if on}
         for rule in _RULE.rules:
             yield "rule", rule, _with_defaults(_RULE, value), value
     targets = {"service": {"name": "s", "port": 80}, "endpoints": [{"address": "10.0.0.1", "port": 80}],
                "dns": {"hostname": "a", "port": 80}}
     for keep in product((False, True), repeat=3):
-        value = {k: v for k, v, on in zip(targets, targets.values(), keep) if on}
+        value = {k: v for k, v, on in zip(targets, targets.values(), keep, strict=False) if on}
         for rule in BACKEND_SPEC.rules:
             yield "backend", rule, _with_defaults(BACKEND_SPEC, value), value
     for codes, retry_on in product([None, [], [503]], [None, [], ["5xx"], ["retriable-status-codes", "5xx"]]):

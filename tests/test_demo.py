@@ -9,6 +9,7 @@ to kill whatever is left, whatever happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -163,10 +164,8 @@ class Demo:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         for pid in marked_processes(self.marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if (workdir := self.workdir) is not None and workdir.name.startswith("xds-operator-demo-"):
             shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(self.tmpdir, ignore_errors=True)

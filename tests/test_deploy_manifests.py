@@ -11,7 +11,6 @@ and the names and ports that must agree across objects (and with kind-config.yam
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,13 +18,16 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
 from xds_operator import cli
+from xds_operator.api.objects import ObjectKey
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
+from xds_operator.dev.processes import envoy_binary
 from xds_operator.ir.builder import Builder
 from xds_operator.sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
-from xds_operator.api.objects import ObjectKey
-from xds_operator.dev.processes import envoy_binary
 from xds_operator.sources.state import StateStore
+
+from .kubecluster import binary, find_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -53,9 +55,8 @@ ALLOWED_RBAC = (
 
 
 def kubectl() -> str:
-    found = shutil.which("kubectl") or ("/usr/bin/kubectl" if Path("/usr/bin/kubectl").exists() else None)
-    assert found, "kubectl is required (CI installs Debian's kubernetes-client)"
-    return found
+    """The kubectl of the tests' Kubernetes release (tests/kubecluster.py: KUBEBUILDER_ASSETS, or built)."""
+    return binary(find_assets(), "kubectl")
 
 
 @pytest.fixture(scope="module")

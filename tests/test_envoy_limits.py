@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from xds_operator.api import model
 from xds_operator.api.limits import (
     DIRECT_RESPONSE_BODY_MAX_BYTES,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from xds_operator.api.objects import ObjectKey
+from xds_operator.api.objects import API_VERSION, ObjectKey
 from xds_operator.sources.files import FileSource, read_file
 from xds_operator.sources.findings import Finding, Severity
 from xds_operator.sources.state import StateStore
 
-API = "xds-operator.dev/v1alpha1"
+API = API_VERSION
 # Made unreadable by the kernel, root or not: a write-only sysctl, and a directory only its
 # owning process may list.
 WRITE_ONLY = Path("/proc/sys/vm/compact_memory")
@@ -131,12 +131,13 @@ def test_a_file_that_stops_parsing_keeps_its_last_good_objects(config: Path, cap
     source = FileSource(config, state)
     source.scan()
     good = dict(state.objects)
-    revision = state.revision
+    notified: list[int] = []
+    state.subscribe(lambda: notified.append(1))
 
     write(config / "a.yaml", backend("a", port=9090) + "spec: [unclosed\n")  # a YAML syntax error
     with caplog.at_level(logging.ERROR, logger="xds_operator.sources.files"):
         source.scan()
-    assert state.objects == good and state.revision == revision
+    assert state.objects == good and notified == []
     assert any("a.yaml" in r.getMessage() and "keeping its last good objects" in r.getMessage()
                for r in caplog.records)
 
@@ -279,46 +280,48 @@ def test_a_single_file_as_the_config_path(tmp_path: Path) -> None:
 def test_a_missing_config_path_is_empty_until_it_appears(tmp_path: Path) -> None:
     state = StateStore()
     source = FileSource(tmp_path / "later", state)
+    notified: list[int] = []
+    state.subscribe(lambda: notified.append(1))
     source.scan()
-    assert state.objects == {} and state.revision == 0
+    assert state.objects == {} and notified == []
     write(tmp_path / "later" / "x.yaml", backend("x"))
     source.scan()
     assert set(state.objects) == {B("x")}
 
 
-def test_no_revision_change_without_a_change(config: Path) -> None:
+def test_no_change_notified_without_a_change(config: Path) -> None:
     state = StateStore()
     source = FileSource(config, state)
+    notified: list[int] = []
+    state.subscribe(lambda: notified.append(1))
     source.scan()
-    revision = state.revision
-    assert revision == 5  # one per object
-    notified = []
-    state.subscribe(lambda: notified.append(state.revision))
+    assert len(notified) == 5  # one per object
+    notified.clear()
     for _ in range(3):
         source.scan()
-    assert state.revision == revision and notified == []
+    assert notified == []
 
     # Touching a file (same content, new mtime) re-reads it but changes nothing.
     st = (config / "b.yml").stat()
     os.utime(config / "b.yml", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000))
     source.scan()
-    assert state.revision == revision and notified == []
+    assert notified == []
 
     # Rewriting a file with identical content: the same.
     write(config / "a.yaml", (config / "a.yaml").read_text())
     source.scan()
-    assert state.revision == revision and notified == []
+    assert notified == []
 
     # Ignored files changing: nothing either.
     write(config / "notes.txt", "changed")
     write(config / ".hidden.yaml", backend("hidden-file", port=1))
     source.scan()
-    assert state.revision == revision and notified == []
+    assert notified == []
 
     # A real change: exactly one bump for one changed object.
     write(config / "b.yml", backend("b", port=8181))
     source.scan()
-    assert state.revision == revision + 1 and len(notified) == 1
+    assert len(notified) == 1
 
 
 async def test_run_picks_up_changes(config: Path) -> None:
@@ -495,14 +498,15 @@ def test_generation_counts_spec_changes(config: Path) -> None:
     write(config / "b.yml", backend("b", port=1))
     source.scan()
     assert state.objects[B("b")].generation == 2
-    revision = state.revision
+    notified: list[int] = []
+    state.subscribe(lambda: notified.append(1))
     # Unchanged: the same content re-read, a touch, a comment that moves it down a line.
     write(config / "b.yml", backend("b", port=1))
     source.scan()
     st = (config / "b.yml").stat()
     os.utime(config / "b.yml", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000))
     source.scan()
-    assert state.objects[B("b")].generation == 2 and state.revision == revision
+    assert state.objects[B("b")].generation == 2 and notified == []
     write(config / "b.yml", "# moved\n" + backend("b", port=1))
     source.scan()
     assert state.objects[B("b")].generation == 2 and state.objects[B("b")].origin.endswith("b.yml:2")

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from xds_operator.api.objects import UserObject
+
+from xds_operator.api.objects import API_VERSION, UserObject
 from xds_operator.controlplane.app import ControlPlane
 from xds_operator.dev.processes import free_port
 from xds_operator.translate import TranslateOptions
-from xds_operator.translate import routes as route_translation
 
-from .realprocs import Envoy, Httpbin, ServeProcess, eventually, http_get
+from .realprocs import Envoy, ServeProcess, eventually, http_get
+from .sabotage import translate_route_with_a_bad_regex
 
 REPO = Path(__file__).resolve().parent.parent
 TYPES = ("CDS", "EDS", "LDS", "RDS")
@@ -85,12 +86,6 @@ def contained(ours: Any, theirs: Any) -> bool:
         return isinstance(theirs, list) and len(ours) == len(theirs) and all(map(contained, ours, theirs))
     return ours == theirs
 
-
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"))
-    yield server
-    server.stop()
 
 
 class Stack:
@@ -204,7 +199,7 @@ async def test_help(command: str) -> None:
 # -- NACKED, with an in-process server whose translator is sabotaged -----------------------------
 
 def manifest(kind: str, name: str, spec: dict[str, Any]) -> UserObject:
-    return UserObject.from_manifest({"apiVersion": "xds-operator.dev/v1alpha1", "kind": kind,
+    return UserObject.from_manifest({"apiVersion": API_VERSION, "kind": kind,
                                      "metadata": {"name": name, "namespace": "demo"}, "spec": spec})
 
 
@@ -220,20 +215,7 @@ async def test_proxy_status_and_explain_show_a_nack(tmp_path, httpbin, monkeypat
     try:
         await envoy.start()
         await eventually(lambda: http_get(f"http://127.0.0.1:{good_port}/get")[0] == 200, what="traffic")
-        # Validation keeps user input from making Envoy NACK, so a NACK is made here in a test-only
-        # way: Route "nack-me" is translated with a regex that RE2 refuses.
-        real_translate = route_translation.translate_route
-
-        def sabotaged(entry):
-            translated = real_translate(entry)
-            if entry.source.name != "nack-me":
-                return translated
-            broken = type(translated)()
-            broken.CopyFrom(translated)
-            broken.match.safe_regex.regex = "(unclosed"
-            return broken
-
-        monkeypatch.setattr(route_translation, "translate_route", sabotaged)
+        translate_route_with_a_bad_regex(monkeypatch, "nack-me")
         plane.state.put(manifest("Route", "nack-me", {"port": nack_port, "rules": [{"backends": [{"name": "httpbin"}]}]}))
 
         async def rds_state() -> str:
@@ -451,16 +433,6 @@ spec:
 
 
 # -- against `run`: the Kubernetes operator, where Backends resolve Services -------------------
-
-@pytest.fixture(scope="module")
-def httpbin_on_host(tmp_path_factory):
-    """httpbin on the host's own address: the API server refuses loopback EndpointSlices."""
-    from .kubeops import host_address
-
-    server = Httpbin(tmp_path_factory.mktemp("httpbin-host"), host=host_address())
-    yield server
-    server.stop()
-
 
 async def test_commands_against_the_kubernetes_operator(kube, kubectl, monkeypatch, tmp_path, httpbin_on_host):
     from .kubeops import running_operator

@@ -8,14 +8,13 @@ import asyncio
 import json
 import sys
 
-import pytest
 from kopf.testing import KopfRunner
 
 from xds_operator.dev.processes import Process, free_port
-from xds_operator.translate import routes as route_translation
 
-from .kubeops import condition, has_condition, host_address, running_operator
-from .realprocs import Envoy, Httpbin, eventually, http_get
+from .kubeops import condition, has_condition, running_operator
+from .realprocs import Envoy, eventually, http_get
+from .sabotage import translate_route_with_a_bad_regex
 
 # No pods run here: the Service has no selector and its EndpointSlice, made by hand, points at
 # the local httpbin, on the host's own address (the API server refuses loopback addresses there).
@@ -67,12 +66,6 @@ spec:
 """
 
 
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"), host=host_address())
-    yield server
-    server.stop()
-
 
 async def kubectl_json(kubectl, *args) -> dict:
     return json.loads((await kubectl("get", *args, "-o", "json")).stdout)
@@ -93,7 +86,8 @@ def in_namespace(manifest: str, namespace: str) -> str:
     return manifest.replace("namespace: demo", f"namespace: {namespace}")
 
 
-async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, kubectl, monkeypatch, tmp_path, httpbin):
+async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, kubectl, monkeypatch, tmp_path, httpbin_on_host):
+    httpbin = httpbin_on_host
     listener_port, nack_port = free_port(), free_port()
     app = tmp_path / "app.yaml"
     app.write_text(in_namespace(APP.format(httpbin_host=httpbin.host, httpbin_port=httpbin.port,
@@ -105,7 +99,7 @@ async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, k
             def through_envoy(path: str = "/headers", port: int = listener_port):
                 return http_get(f"http://127.0.0.1:{port}{path}")
 
-            status, headers, _ = await eventually(lambda: (r := through_envoy())[0] == 200 and r,
+            _status, headers, _ = await eventually(lambda: (r := through_envoy())[0] == 200 and r,
                                                   what="traffic through Envoy")
             assert headers["server"] == "envoy" and "x-envoy-upstream-service-time" in headers
 
@@ -128,20 +122,7 @@ async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, k
             for _ in range(10):
                 assert through_envoy()[0] == 200
 
-            # Validation keeps user input from making Envoy NACK, so a NACK is made here in a
-            # test-only way: Route "nack-me" is translated with a regex that RE2 refuses.
-            real_translate = route_translation.translate_route
-
-            def sabotaged(entry):
-                translated = real_translate(entry)
-                if entry.source.name != "nack-me":
-                    return translated
-                broken = type(translated)()
-                broken.CopyFrom(translated)
-                broken.match.safe_regex.regex = "(unclosed"
-                return broken
-
-            monkeypatch.setattr(route_translation, "translate_route", sabotaged)
+            restore_translation = translate_route_with_a_bad_regex(monkeypatch, "nack-me")
             nack_me = tmp_path / "nack-me.yaml"
             nack_me.write_text(in_namespace(ROUTE.format(name="nack-me", port=nack_port, match_type="Prefix",
                                                          match="/"), kube.namespace))
@@ -160,7 +141,7 @@ async def test_kubectl_apply_configures_envoy_and_status_tells_the_truth(kube, k
                 assert through_envoy()[0] == 200  # the other listener is untouched
 
             # The next good change recovers.
-            monkeypatch.setattr(route_translation, "translate_route", real_translate)
+            restore_translation()
             nack_me.write_text(in_namespace(ROUTE.format(name="nack-me", port=nack_port, match_type="Prefix",
                                                          match="/get"), kube.namespace))
             await kubectl("apply", "-f", str(nack_me))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from xds_operator.api.objects import API_GROUP, API_VERSION
+
 from .kubeops import ROOT, KubeTestAPI, backend, has_condition, route, run_kubectl, running_operator
 from .realprocs import http_get
 
@@ -175,7 +177,7 @@ async def test_status_writes_back_off_on_429_from_the_api_server(kube, monkeypat
     await kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "decoy"}})
     await kube.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles", {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "decoy"},
-        "rules": [{"apiGroups": ["xds-operator.dev"], "resources": ["routes/status"], "verbs": ["patch"]}]})
+        "rules": [{"apiGroups": [API_GROUP], "resources": ["routes/status"], "verbs": ["patch"]}]})
     await kube.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "decoy"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "decoy"},
@@ -183,7 +185,7 @@ async def test_status_writes_back_off_on_429_from_the_api_server(kube, monkeypat
     decoy_token = (await kube.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/decoy/token", {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}))["status"]["token"]
     await kube.create(route("decoy", rules=[{"backends": [{"name": "nothing"}]}]))
-    decoy_path = f"/apis/xds-operator.dev/v1alpha1/namespaces/{ns}/routes/decoy/status"
+    decoy_path = f"/apis/{API_VERSION}/namespaces/{ns}/routes/decoy/status"
 
     level = f"jail-{ns}"[:63]
     schemas = {who: f"jail-{who}-{ns}"[:63] for who in ("operator", "decoy")}
@@ -200,7 +202,7 @@ async def test_status_writes_back_off_on_429_from_the_api_server(kube, monkeypat
                      "distinguisherMethod": {"type": "ByUser"},
                      "rules": [{"subjects": [{"kind": "ServiceAccount",
                                               "serviceAccount": {"name": sa_name, "namespace": sa_namespace}}],
-                                "resourceRules": [{"verbs": ["patch"], "apiGroups": ["xds-operator.dev"],
+                                "resourceRules": [{"verbs": ["patch"], "apiGroups": [API_GROUP],
                                                    "resources": ["routes/status"], "namespaces": [ns]}]}]}})
     decoys: list[SlowRequest] = []
     try:

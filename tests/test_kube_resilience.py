@@ -7,22 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
+from xds_operator.api.objects import API_GROUP, API_VERSION
 from xds_operator.dev.processes import free_port
 
-from .kubeops import condition, has_condition, host_address, running_operator
-from .realprocs import Envoy, Httpbin, eventually, http_get
-from .test_kube_e2e import APP, ROUTE, in_namespace
+from .kubeops import condition, has_condition, running_operator
+from .realprocs import Envoy, eventually, http_get
+from .test_kube_e2e import APP, in_namespace
 
 OUTAGE = 15.0
 
-
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"), host=host_address())
-    yield server
-    server.stop()
 
 
 def header(port: int, name: str = "x-phase") -> str | None:
@@ -33,13 +26,14 @@ def header(port: int, name: str = "x-phase") -> str | None:
 
 
 def route_with_header(name: str, port: int, phase: str) -> dict:
-    return {"apiVersion": "xds-operator.dev/v1alpha1", "kind": "Route", "metadata": {"name": name},
+    return {"apiVersion": API_VERSION, "kind": "Route", "metadata": {"name": name},
             "spec": {"port": port, "proxies": ["httpbin"],
                      "rules": [{"backends": [{"name": "httpbin"}],
                                 "responseHeaders": {"set": [{"name": "x-phase", "value": phase}]}}]}}
 
 
-async def test_api_server_outage_with_compaction(kube, kubectl, monkeypatch, tmp_path, httpbin):
+async def test_api_server_outage_with_compaction(kube, kubectl, monkeypatch, tmp_path, httpbin_on_host):
+    httpbin = httpbin_on_host
     cluster, ns = kube.cluster, kube.namespace
     web, old, new = free_port(), free_port(), free_port()
     app = tmp_path / "app.yaml"
@@ -75,7 +69,7 @@ async def test_api_server_outage_with_compaction(kube, kubectl, monkeypatch, tmp
             # through another API server replica), so no watch will ever report it deleted.
             for i in range(5):
                 cluster.etcd_put("/xds-test/tick", str(i))
-            assert cluster.etcd_delete(f"/registry/xds-operator.dev/routes/{ns}/old") == 1
+            assert cluster.etcd_delete(f"/registry/{API_GROUP}/routes/{ns}/old") == 1
             compacted = cluster.compact_etcd()
             assert compacted > seen
             await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - started)))

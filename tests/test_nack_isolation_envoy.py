@@ -20,16 +20,10 @@ from xds_operator.dev.processes import free_port
 from xds_operator.translate import TranslateOptions
 from xds_operator.translate import routes as route_translation
 
-from .realprocs import Envoy, Httpbin, eventually, http_get
+from .realprocs import Envoy, eventually, http_get
 
 NS = "nack-iso"
 
-
-@pytest.fixture(scope="module")
-def httpbin(tmp_path_factory):
-    server = Httpbin(tmp_path_factory.mktemp("httpbin"))
-    yield server
-    server.stop()
 
 
 def backend(name: str, port: int) -> UserObject:
@@ -96,7 +90,7 @@ async def test_one_rejected_resource_leaves_the_others_working(api_type, monkeyp
         # Every good port serves, well before Envoy's 15 s initial fetch timeout would have let
         # its listeners warm without routes.
         for port in good_ports:
-            await eventually(lambda: http_get(f"http://127.0.0.1:{port}/get")[0] == 200, timeout=10,
+            await eventually(lambda port=port: http_get(f"http://127.0.0.1:{port}/get")[0] == 200, timeout=10,
                              what=f"traffic on good port {port}")
 
         def status() -> dict:

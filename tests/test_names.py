@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from xds_operator.api.objects import API_VERSION, ObjectKey, UserObject, joined
 from xds_operator.api.validation import validate
 from xds_operator.ir.builder import Builder

@@ -28,20 +28,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from google.protobuf import json_format
-from google.protobuf.message import Message
-
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from xds_operator.ir.builder import Builder, BuildResult
-from xds_operator.ir.ir import to_data
-from xds_operator.xds.snapshot import Snapshot
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
 from xds_operator.api.objects import API_VERSION, UserObject
 from xds_operator.dev.processes import envoy_binary
-from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from xds_operator.ir.builder import Builder, BuildResult
+from xds_operator.ir.ir import to_data
 from xds_operator.sources.state import StateStore
 from xds_operator.translate import translate
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from xds_operator.xds.snapshot import Snapshot
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name[: -len(".in.yaml")] for p in GOLDEN.glob("*.in.yaml"))

@@ -7,7 +7,7 @@ into another queue, so a test can `send`, `recv(timeout)` and `expect_silence(se
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+from collections.abc import Iterable
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
@@ -60,7 +60,7 @@ class AdsClient:
             async for response in self.call:
                 self.last[response.type_url] = response
                 self._responses.put_nowait(response)
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads next
+        except BaseException as exc:
             self._responses.put_nowait(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise

@@ -11,9 +11,19 @@ from pathlib import Path
 
 from .addresses import Address, UsageError, check_free, parse_address
 from .bootstrap import BootstrapParams, render_bootstrap
+from .cli_args import (
+    LOG_LEVELS,
+    client_address,
+    host_name,
+    listener_ip,
+    listener_port,
+    log_level,
+    node_name,
+    port_number,
+    positive_seconds,
+    server_address,
+)
 from .inspect import add_commands as add_inspection_commands
-from .cli_args import (LOG_LEVELS, client_address, host_name, listener_ip, listener_port, log_level, node_name,
-                       port_number, positive_seconds, server_address)
 from .stop_signals import StopSignals, catch_early, ignore_stop_signals
 
 HTTP_ENDPOINTS = "/healthz, /readyz, /proxies, /status and /metrics"
@@ -62,7 +72,7 @@ def _validate(args: argparse.Namespace) -> int:
         source.scan()
         result = Builder().build(state)
     finally:
-        for logger, level in zip(quiet, levels):
+        for logger, level in zip(quiet, levels, strict=False):
             logger.setLevel(level)
     findings = source.findings()
     unresolved = Severity.ERROR if args.strict else Severity.WARNING
@@ -223,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         catch_early()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except UsageError as exc:
         print(f"xds-operator {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .addresses import Address, parse_address, parse_host, parse_port
 

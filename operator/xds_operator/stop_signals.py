@@ -13,6 +13,7 @@ restore the defaults when the loop closes. For a process's main command only, he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from types import FrameType
@@ -68,10 +69,8 @@ class StopSignals:
         # Runs in the main thread between two bytecodes, perhaps inside the loop's own code: hand over.
         ignore_stop_signals()
         self.received = signal.Signals(signum)
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the command is done, the process is exiting
             self._loop.call_soon_threadsafe(self._on_loop)
-        except RuntimeError:  # the loop is closed: the command is done, the process is exiting
-            pass
 
     def _on_loop(self) -> None:
         assert self.received is not None

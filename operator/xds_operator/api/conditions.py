@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 ACCEPTED = "Accepted"
 RESOLVED_REFS = "ResolvedRefs"
@@ -16,7 +17,7 @@ class Condition:
     reason: str
     message: str = ""
 
-    def to_dict(self, generation: int) -> dict:
+    def to_dict(self, generation: int) -> dict[str, Any]:
         return {
             "type": self.type,
             "status": "True" if self.status else "False",

@@ -18,11 +18,10 @@ from typing import Any
 import yaml
 
 from .backend_spec import BACKEND_SPEC
-from .objects import API_GROUP
+from .objects import API_GROUP, VERSION
 from .route_spec import ROUTE_SPEC
 from .schema import Enum, Integer, List, Node, Object, String
 
-VERSION = "v1alpha1"
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 _K8S_CONVENTIONS = "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md"
 

@@ -185,16 +185,6 @@ class Fields:
             return None
         return str(address)
 
-    def header_value(self, value: Any, path: str, *, max_len: int = 8192) -> str | None:
-        """A header value to match, as the Route schema reads one. Only tests/test_crds.py calls
-        this (its character-by-character agreement of pattern and model, which the one source
-        makes redundant): remove it with that test."""
-        if value is None:
-            self.error(path, "is required")
-            return None
-        return self.string(value, path, max_len=max_len, pattern=HEADER_VALUE, pattern_message=HEADER_VALUE_MESSAGE)
-
-
 def _is_utf8(text: str) -> bool:
     try:
         text.encode()
@@ -208,5 +198,3 @@ def _kind(value: Any) -> str:
             int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-# Read by tests/test_crds.py's agreement tests under their old names; remove with those tests.
-_DNS_NAME, _DNS_LABEL, _HEADER_NAME = DNS_NAME, DNS_LABEL, HEADER_NAME

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 API_GROUP = "xds-operator.dev"
-API_VERSION = f"{API_GROUP}/v1alpha1"
+VERSION = "v1alpha1"  # the one version served (and stored)
+API_VERSION = f"{API_GROUP}/{VERSION}"
 KINDS = ("Backend", "Route")
 
 
@@ -51,10 +52,9 @@ class UserObject:
     origin: str = ""
     # Kubernetes uid, for Events about the object (empty for files).
     uid: str = field(default="", compare=False)
-    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_manifest(cls, doc: dict, *, default_namespace: str = "default", origin: str = "") -> "UserObject":
+    def from_manifest(cls, doc: dict[str, Any], *, default_namespace: str = "default", origin: str = "") -> UserObject:
         meta = doc.get("metadata") or {}
         key = ObjectKey(doc.get("kind", ""), meta.get("namespace") or default_namespace, meta.get("name", ""))
         return cls(
@@ -63,5 +63,4 @@ class UserObject:
             generation=int(meta.get("generation") or 1),
             origin=origin,
             uid=meta.get("uid") or "",
-            labels=dict(meta.get("labels") or {}),
         )

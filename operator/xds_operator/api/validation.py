@@ -7,15 +7,13 @@ backend_spec.py) say what is checked; the same declarations make the CRDs (crd.p
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from . import model
 from .backend_spec import BACKEND_SPEC
-from .fields import PATH, FieldError, Fields
+from .fields import FieldError, Fields
 from .objects import UserObject
-from .route_spec import ROUTE_SPEC, read_hostname
+from .route_spec import ROUTE_SPEC
 from .schema import read_root
 
 _READ_ROUTE = ROUTE_SPEC.reader()
@@ -42,9 +40,3 @@ def validate(obj: UserObject) -> tuple[model.RouteSpec | model.BackendSpec | Non
     return spec, []
 
 
-# Read by tests/test_crds.py's agreement tests under their old names; remove with those tests.
-_PATH = PATH
-
-
-def _hostname(f: Fields) -> Callable[[Any, str], str | None]:
-    return partial(read_hostname, f)

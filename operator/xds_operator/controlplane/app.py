@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import grpc
 from aiohttp import web
 
 from ..addresses import check_free
-from ..xds.cache import SnapshotCache
-from .controller import Controller
-from ..status.web import make_app, start_http
 from ..sources.state import StateStore
+from ..status.metrics import Metrics
+from ..status.web import make_app, start_http
 from ..translate import TranslateOptions
+from ..xds.cache import SnapshotCache
+from ..xds.callbacks import FanOut
 from ..xds.proxies import ProxyRegistry
 from ..xds.server import start_server
+from .controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,13 @@ class ControlPlane:
 
     def __post_init__(self) -> None:
         self.controller = Controller(self.state, self.cache, self.options, debounce=self.debounce)
+        self.metrics = Metrics(self.controller, self.registry, self.cache)
+        self.controller.on_build.append(lambda _: self.metrics.tracker.on_build(self.controller.last_change_at))
         self.xds_port: int | None = None
         self.http_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     def ready(self) -> bool:
         return self.not_ready_reason() is None
@@ -64,16 +69,17 @@ class ControlPlane:
             check_free(self.http_address, "the HTTP port; choose another with --http-address")
         run = self.controller.run(initial_quiet=initial_quiet, initial_max_delay=initial_max_delay)
         self._tasks.append(asyncio.create_task(run, name="controller"))
-        self._server, self.xds_port = await start_server(self.xds_address, self.cache, self.registry)
+        self._server, self.xds_port = await start_server(self.xds_address, self.cache,
+                                                          FanOut(self.registry, self.metrics.tracker))
         log.info("ADS server listening on %s (port %d)", self.xds_address, self.xds_port)
         if self.http_address:
             self._http, self.http_port = await start_http(make_app(self.controller, self.registry,
-                                                                   self.not_ready_reason),
+                                                                   self.not_ready_reason, self.metrics.registry),
                                                           self.http_address)
             log.info("HTTP endpoints on %s (port %d): /healthz /readyz /proxies /status /metrics", self.http_address,
                      self.http_port)
 
-    def add_task(self, coro, name: str) -> asyncio.Task:
+    def add_task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.append(task)
         return task

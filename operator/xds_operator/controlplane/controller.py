@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..ir.builder import Builder, BuildResult
-from ..xds.cache import SnapshotCache
-from ..xds.snapshot import ResourceMemo, Snapshot
 from ..sources.state import StateStore
 from ..translate import TranslateOptions, translate
+from ..xds.cache import SnapshotCache
+from ..xds.snapshot import ResourceMemo, Snapshot
+from .debounce import settle
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,19 @@ class Controller:
         self.result: BuildResult | None = None
         self.builds = 0
         self.last_build_seconds = 0.0
+        # time.monotonic() of the first change the last build took in (of the start, for the first).
+        self.last_change_at = time.monotonic()
+        self._changed_since: float | None = None  # of the first change not yet built
         # Called on the event loop after each build is published (the status writer listens here).
         self.on_build: list[Callable[[BuildResult], None]] = []
         self._dirty = asyncio.Event()
         self._built = asyncio.Event()
-        state.subscribe(self._dirty.set)
+        state.subscribe(self._on_change)
+
+    def _on_change(self) -> None:
+        if self._changed_since is None:
+            self._changed_since = time.monotonic()
+        self._dirty.set()
 
     async def run(self, *, initial_quiet: float = 0.0, initial_max_delay: float = 0.0) -> None:
         """Builds once, then whenever the state changes; runs until cancelled.
@@ -55,29 +64,16 @@ class Controller:
         gets its whole state into the first config, instead of proxies briefly losing routes.
         """
         self._dirty.set()
-        await self._settle(max(initial_quiet, self.debounce), max(initial_max_delay, self.max_delay))
+        await settle(self._dirty, max(initial_quiet, self.debounce), max(initial_max_delay, self.max_delay))
         await self.rebuild()
         while True:
             await self._dirty.wait()
-            await self._settle(self.debounce, self.max_delay)
+            await settle(self._dirty, self.debounce, self.max_delay)
             await self.rebuild()
 
-    async def _settle(self, quiet: float, max_delay: float) -> None:
-        """Returns after `quiet` seconds without changes, or `max_delay` after it was called."""
-        loop = asyncio.get_running_loop()
-        first = loop.time()
-        while True:
-            self._dirty.clear()
-            remaining = max_delay - (loop.time() - first)
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(self._dirty.wait(), timeout=min(quiet, remaining))
-            except TimeoutError:
-                break
-        self._dirty.clear()
-
     async def rebuild(self) -> None:
+        changed_at = self._changed_since if self._changed_since is not None else time.monotonic()
+        self._changed_since = None  # what changes from here on is the next build's
         state = self._frozen_state()
         groups = self.cache.groups()
         started = time.perf_counter()
@@ -86,7 +82,9 @@ class Controller:
         except Exception:
             # A bug, never user input (that becomes conditions): keep serving the last config.
             log.exception("rebuild failed; the previous config stays in place")
+            self._changed_since = min(changed_at, self._changed_since or changed_at)
             return
+        self.last_change_at = changed_at
         self.result = result
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
@@ -109,7 +107,6 @@ class Controller:
         frozen.objects = dict(self.state.objects)
         frozen.services = dict(self.state.services)
         frozen.endpoint_slices = dict(self.state.endpoint_slices)
-        frozen.revision = self.state.revision
         return frozen
 
     async def wait_built(self) -> None:

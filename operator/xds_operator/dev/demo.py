@@ -18,10 +18,11 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, fields
 from pathlib import Path
 from string import Template
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 from ..addresses import UsageError, check_free
 from ..bootstrap import BootstrapParams, render_bootstrap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -38,7 +39,8 @@ def envoy_binary() -> str:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def envoy_command(bootstrap: Path, *, log_level: str = "warning", base_id: int | None = None) -> list[str]:
@@ -65,8 +67,9 @@ class Process:
         self.env = env  # added to this process's environment
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> "Process":
-        out = open(self.log_path, "ab") if self.log_path else asyncio.subprocess.DEVNULL
+    async def start(self) -> Process:
+        # Not a with block: the file is closed after the spawn, which holds its own descriptor.
+        out = open(self.log_path, "ab") if self.log_path else asyncio.subprocess.DEVNULL  # noqa: SIM115
         try:
             env = {**os.environ, **self.env} if self.env else None
             # A session of its own: signals to our process group do not reach it, and stop() ends
@@ -80,14 +83,10 @@ class Process:
                 self.proc = await spawn
                 raise
         finally:
-            if self.log_path:
+            if not isinstance(out, int):  # a log file, not DEVNULL
                 out.close()
         log.info("%s started (pid %d)", self.name, self.proc.pid)
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
 
     @property
     def returncode(self) -> int | None:
@@ -111,10 +110,8 @@ class Process:
                 await asyncio.wait_for(self.proc.wait(), timeout)
             except (TimeoutError, ProcessLookupError):
                 pass
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the usual case: the group is gone with its leader
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # the usual case: the group is gone with its leader
-            pass
         await self.proc.wait()
         log.info("%s stopped", self.name)
 
@@ -140,6 +137,7 @@ async def wait_http(url: str, *, timeout: float = 30.0, expect_status: int = 200
 def _status_of(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
+            status: int = response.status
+            return status
     except urllib.error.HTTPError as exc:
         return exc.code

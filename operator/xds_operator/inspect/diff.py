@@ -192,7 +192,7 @@ def field_changes(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, list) and isinstance(new, list):
         old_names, new_names = _names(old), _names(new)
         if old_names is not None and new_names is not None:
-            by_old, by_new = dict(zip(old_names, old)), dict(zip(new_names, new))
+            by_old, by_new = dict(zip(old_names, old, strict=False)), dict(zip(new_names, new, strict=False))
             out = []
             for name in [*new_names, *(n for n in old_names if n not in by_new)]:
                 p = f"{path}[{json.dumps(name)}]"

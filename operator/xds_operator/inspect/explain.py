@@ -57,7 +57,7 @@ def format_text(body: dict[str, Any]) -> str:
                 place = places[vhost["name"]]
                 lines.append(f"    virtual host {vhost['name']} (domains {', '.join(vhost.get('domains', []))}):"
                              f" {len(place['positions'])} of its {place['total']} routes, in precedence order")
-                for position, route in zip(place["positions"], vhost.get("routes", [])):
+                for position, route in zip(place["positions"], vhost.get("routes", []), strict=False):
                     lines.append(f"      {position}. {route_line(route)}")
         endpoints = {e["name"]: e["resource"] for e in resources["EDS"]}
         for cluster in resources["CDS"]:

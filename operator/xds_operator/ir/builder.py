@@ -16,8 +16,17 @@ from ..api.fields import FieldError
 from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
-from .ir import (ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name,
-                 listener_name, route_entry_name)
+from .ir import (
+    ClusterIR,
+    Endpoint,
+    ListenerIR,
+    ProxyConfigIR,
+    RouteEntryIR,
+    VirtualHostIR,
+    cluster_name,
+    listener_name,
+    route_entry_name,
+)
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)
@@ -90,7 +99,7 @@ class BuildResult:
         return ProxyConfigIR(listeners=listeners, clusters=clusters)
 
 
-def _precedence(entry: RouteEntryIR):
+def _precedence(entry: RouteEntryIR) -> tuple[int, int, int, str, str]:
     """Exact paths first, then longer prefixes, then regexes; more specific matches before
     less specific ones on the same path; ties broken by namespace/name, then rule order.
     (Rule and match order need no key: sorted() is stable, and a Route's entries are listed
@@ -104,22 +113,26 @@ def _precedence(entry: RouteEntryIR):
     return _PATH_RANK[m.path.type], path_len, specificity, entry.source.namespace, entry.source.name
 
 
+# What validating one object gave: the spec to serve (None: nothing valid yet), Accepted, the errors.
+_Validated = tuple[model.RouteSpec | model.BackendSpec | None, Condition, tuple[FieldError, ...]]
+
+
 class Builder:
     def __init__(self) -> None:
         self._last_valid: dict[ObjectKey, tuple[int, model.RouteSpec | model.BackendSpec]] = {}
         # Validation of objects that did not change since the last build is reused: a source
         # hands over the same UserObject until the object changes.
-        self._validated_memo: dict[ObjectKey, tuple[UserObject, tuple]] = {}
+        self._validated_memo: dict[ObjectKey, tuple[UserObject, _Validated]] = {}
         # Likewise a Route's IR, as long as its spec and the existence of what it references hold.
-        self._route_memo: dict[ObjectKey, tuple[model.RouteSpec, tuple[bool, ...], tuple]] = {}
-        self._cluster_memo: dict[ObjectKey, tuple[model.BackendSpec, tuple]] = {}
+        self._route_memo: dict[ObjectKey, tuple[model.RouteSpec, tuple[bool, ...], tuple[BuiltRoute, Condition]]] = {}
+        self._cluster_memo: dict[ObjectKey, tuple[model.BackendSpec, tuple[ClusterIR, Condition]]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
         result = BuildResult()
         specs: dict[ObjectKey, model.RouteSpec | model.BackendSpec] = {}
         accepted: dict[ObjectKey, Condition] = {}
         errors: dict[ObjectKey, tuple[FieldError, ...]] = {}
-        memo = {}
+        memo: dict[ObjectKey, tuple[UserObject, _Validated]] = {}
         for key, obj in sorted(state.objects.items(), key=_by_key):
             previous = self._validated_memo.get(key)
             outcome = previous[1] if previous is not None and previous[0] is obj else self._validated(obj)
@@ -131,30 +144,30 @@ class Builder:
         self._last_valid = {k: v for k, v in self._last_valid.items() if k in state.objects}
 
         slices = slices_by_service(state)
-        cluster_memo = {}
+        cluster_memo: dict[ObjectKey, tuple[model.BackendSpec, tuple[ClusterIR, Condition]]] = {}
         for key, spec in specs.items():
             if isinstance(spec, model.BackendSpec):
-                previous = self._cluster_memo.get(key)
-                if spec.service is None and previous is not None and previous[0] is spec:
-                    outcome = previous[1]  # static endpoints or DNS: depends on the spec alone
+                known_cluster = self._cluster_memo.get(key)
+                if spec.service is None and known_cluster is not None and known_cluster[0] is spec:
+                    cluster_outcome = known_cluster[1]  # static endpoints or DNS: depends on the spec alone
                 else:
-                    outcome = _cluster(state, slices, key, spec)
-                cluster_memo[key] = (spec, outcome)
-                cluster, refs = outcome
+                    cluster_outcome = _cluster(state, slices, key, spec)
+                cluster_memo[key] = (spec, cluster_outcome)
+                cluster, refs = cluster_outcome
                 result.clusters[cluster.name] = cluster
                 self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
-        routes = []
-        route_memo = {}
+        routes: list[BuiltRoute] = []
+        route_memo: dict[ObjectKey, tuple[model.RouteSpec, tuple[bool, ...], tuple[BuiltRoute, Condition]]] = {}
         for key, spec in specs.items():
             if isinstance(spec, model.RouteSpec):
                 present = tuple(name in result.clusters for name in _referenced_clusters(key, spec))
-                previous = self._route_memo.get(key)
-                if previous is not None and previous[0] is spec and previous[1] == present:
-                    outcome = previous[2]
+                known_route = self._route_memo.get(key)
+                if known_route is not None and known_route[0] is spec and known_route[1] == present:
+                    route_outcome = known_route[2]
                 else:
-                    outcome = _route(key, spec, result.clusters)
-                route_memo[key] = (spec, present, outcome)
-                route, refs = outcome
+                    route_outcome = _route(key, spec, result.clusters)
+                route_memo[key] = (spec, present, route_outcome)
+                route, refs = route_outcome
                 routes.append(route)
                 self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
         self._route_memo = route_memo
@@ -165,7 +178,7 @@ class Builder:
             self._set_status(result, state.objects[key], accepted[key], None, errors[key])
         return result
 
-    def _validated(self, obj: UserObject):
+    def _validated(self, obj: UserObject) -> _Validated:
         spec, errors = validate(obj)
         if spec is not None:
             self._last_valid[obj.key] = (obj.generation, spec)
@@ -188,7 +201,7 @@ class Builder:
 def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
              spec: model.BackendSpec) -> tuple[ClusterIR, Condition]:
     refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
-    endpoints = ()
+    endpoints: tuple[Endpoint, ...] = ()
     if spec.service is not None:
         try:
             endpoints = resolve_service(state, slices, key.namespace, spec.service)
@@ -218,7 +231,7 @@ def _by_key(item: tuple[ObjectKey, UserObject]) -> ObjectKey:
 
 
 def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> list[str]:
-    names = []
+    names: list[str] = []
     for rule in spec.rules:
         names.extend(b.name for b in rule.backends)
         if rule.mirror is not None:

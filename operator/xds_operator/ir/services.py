@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from ..api.model import ServiceRef
 from ..sources.state import StateStore
@@ -11,7 +12,7 @@ from .ir import Endpoint
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
-SlicesByService = dict[tuple[str, str], list[dict]]
+SlicesByService = dict[tuple[str, str], list[dict[str, Any]]]
 
 
 def slices_by_service(state: StateStore) -> SlicesByService:
@@ -56,7 +57,7 @@ def resolve_service(state: StateStore, slices: SlicesByService, namespace: str,
     return tuple(sorted(endpoints, key=lambda e: (e.address, e.port)))
 
 
-def _is_ip(text: object) -> bool:
+def _is_ip(text: Any) -> bool:  # anything a manifest holds
     """Only IPs reach Envoy: anything else in an EDS address would be a NACK."""
     try:
         ipaddress.ip_address(text)

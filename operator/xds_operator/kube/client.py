@@ -28,7 +28,7 @@ from kopf._cogs.structs import bodies, references
 log = logging.getLogger(__name__)
 
 
-class RetryLog(logging.LoggerAdapter):
+class RetryLog(logging.LoggerAdapter[logging.Logger]):
     """kopf's client logs each attempt it retries at ERROR; a retried 429 or 503 is routine, so
     those lines go to DEBUG. What finally fails is raised, and its caller says so."""
 
@@ -78,11 +78,12 @@ class KubeClient:
         self.backoff = backoff
 
     async def _call(self, method: str, url: str, payload: object | None = None,
-                    content_type: str = "application/json") -> Any:
+                    content_type: str = "application/json") -> dict[str, Any]:
         response = await kopf_api.request(method, url, payload=payload, headers={"Content-Type": content_type},
                                           settings=self.settings, backoffs=self.backoff, logger=retry_log)
         async with response:
-            return await response.json()
+            body: dict[str, Any] = await response.json()
+            return body
 
     async def list_names(self, prefix: str, plural: str, namespace: str = "") -> set[tuple[str, str]]:
         """(namespace, name) of every object of a kind, by one metadata-only LIST."""
@@ -95,14 +96,14 @@ class KubeClient:
         return {((item.get("metadata") or {}).get("namespace", ""), (item.get("metadata") or {}).get("name", ""))
                 for item in listing.get("items") or []}
 
-    async def get(self, prefix: str, plural: str, namespace: str, name: str) -> dict | None:
+    async def get(self, prefix: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return await self._call("GET", f"{prefix}/namespaces/{namespace}/{plural}/{name}")
         except NotFound:
             return None
 
-    async def patch_status(self, prefix: str, plural: str, namespace: str, name: str, status: dict,
-                           resource_version: str | None) -> dict | None:
+    async def patch_status(self, prefix: str, plural: str, namespace: str, name: str, status: dict[str, Any],
+                           resource_version: str | None) -> dict[str, Any] | None:
         """Merge-patches `status` through the status subresource; None if the object is gone.
         With `resource_version` the write is conditional: Conflict if the object changed since."""
         patch: dict[str, Any] = {"status": status}
@@ -114,7 +115,7 @@ class KubeClient:
         except NotFound:
             return None
 
-    async def post_warning(self, involved: dict, reason: str, message: str) -> None:
+    async def post_warning(self, involved: dict[str, Any], reason: str, message: str) -> None:
         """A Warning Event about `involved` (apiVersion, kind, namespace, name, uid)."""
         await kopf_events.post_event(ref=cast(bodies.ObjectReference, involved), type="Warning", reason=reason, message=message,
                                      resource=EVENTS, settings=self.settings, logger=retry_log,

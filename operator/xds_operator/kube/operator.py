@@ -16,14 +16,16 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import kopf
 
-from ..api.objects import API_GROUP, ObjectKey
+from ..api.objects import API_GROUP, VERSION, ObjectKey
 from ..controlplane.app import ControlPlane
 from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
+from ..sources.state import StateStore
 from ..translate import TranslateOptions
 from .client import ExponentialBackoff, KubeClient
 from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
@@ -32,7 +34,6 @@ from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
-VERSION = "v1alpha1"
 ROUTES = WatchedKind(API_GROUP, VERSION, "routes")
 BACKENDS = WatchedKind(API_GROUP, VERSION, "backends")
 SERVICES = WatchedKind("", "v1", "services")
@@ -62,7 +63,7 @@ class OperatorConfig:
     resync_interval: float = 30.0
 
     @classmethod
-    def from_env(cls) -> "OperatorConfig":
+    def from_env(cls) -> OperatorConfig:
         env = os.environ.get
         namespaces = tuple(n for n in env("XDS_OPERATOR_NAMESPACES", "").split(",") if n)
         return cls(xds_address=env("XDS_OPERATOR_XDS_ADDRESS", cls.xds_address),
@@ -77,14 +78,21 @@ class Operator:
 
     config: OperatorConfig
     plane: ControlPlane | None = None
-    statuses: dict[ObjectKey, dict] = field(default_factory=dict)
+    statuses: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     versions: dict[ObjectKey, str] = field(default_factory=dict)  # resourceVersion, for conditional writes
     connection: kopf.ConnectionInfo | None = None
     readiness: KubeReadiness | None = None
     writer: StatusWriter | None = None
-    tasks: list[asyncio.Task] = field(default_factory=list)  # the Kubernetes side, run inside kopf
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the Kubernetes side, run inside kopf
     started_by_kopf: bool = False  # then kopf's cleanup stops the control plane too
     after_cleanup: Callable[[], None] | None = None
+
+    @property
+    def state(self) -> StateStore:
+        """The control plane's state store (the handlers run only after startup made it)."""
+        if self.plane is None:
+            raise RuntimeError("a watch event before the control plane started")
+        return self.plane.state
 
     async def start(self) -> None:
         """Starts the control plane (idempotent: `xds-operator run` starts it before kopf)."""
@@ -140,7 +148,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     """Installs the handlers on a kopf registry."""
 
     @kopf.on.login(registry=registry)
-    def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo | None:
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
         info = find_credentials(settings)
         if info is None:
             log.error("no Kubernetes credentials: set KUBECONFIG (or ~/.kube/config), or run in a pod "
@@ -151,7 +159,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         return info
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_) -> None:
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.WARNING  # handler logs are not Events; ours are explicit
         settings.watching.server_timeout = 300
         settings.networking.error_backoffs = API_RETRIES
@@ -161,7 +169,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         operator.start_kube_side(settings)
 
     @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_) -> None:
+    async def cleanup(**_: Any) -> None:
         if operator.started_by_kopf:
             await operator.stop()
         else:
@@ -171,9 +179,9 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
     for kind in (ROUTES, BACKENDS):
         @kopf.on.event(API_GROUP, VERSION, kind.plural, registry=registry)
-        def on_object(event: dict, body: kopf.Body, _plural: str = kind.plural, **_) -> None:
+        def on_object(event: kopf.RawEvent, body: kopf.Body, _plural: str = kind.plural, **_: Any) -> None:
             event_type = event["type"] or "ADDED"
-            apply_object_event(operator.plane.state, operator.statuses, event_type, body)
+            apply_object_event(operator.state, operator.statuses, event_type, body)
             _saw(operator, _plural, body)
             meta = body.get("metadata") or {}
             key = ObjectKey(body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
@@ -183,13 +191,13 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
                 operator.versions[key] = meta.get("resourceVersion", "")
 
     @kopf.on.event("", "v1", "services", registry=registry)
-    def on_service(event: dict, body: kopf.Body, **_) -> None:
-        apply_service_event(operator.plane.state, event["type"] or "ADDED", body)
+    def on_service(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        apply_service_event(operator.state, event["type"] or "ADDED", body)
         _saw(operator, SERVICES.plural, body)
 
     @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
-    def on_endpoint_slice(event: dict, body: kopf.Body, **_) -> None:
-        apply_endpoint_slice_event(operator.plane.state, event["type"] or "ADDED", body)
+    def on_endpoint_slice(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        apply_endpoint_slice_event(operator.state, event["type"] or "ADDED", body)
         _saw(operator, ENDPOINT_SLICES.plural, body)
 
 

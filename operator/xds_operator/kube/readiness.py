@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
+import kopf
 from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import errors as kopf_errors
-
-import kopf
 
 from .client import ExponentialBackoff
 
@@ -123,12 +123,13 @@ class KubeReadiness:
         return None
 
     async def _call(self, method: str, url: str, payload: object | None = None,
-                    accept: str = "application/json") -> dict:
+                    accept: str = "application/json") -> dict[str, Any]:
         response = await kopf_api.request(method, url, payload=payload, settings=self.settings, backoffs=(),
                                           headers={"Accept": accept, "Content-Type": "application/json"},
                                           logger=_quiet)
         async with response:
-            return await response.json()
+            body: dict[str, Any] = await response.json()
+            return body
 
     async def _reach(self) -> str | None:
         try:

@@ -15,12 +15,14 @@ import asyncio
 import datetime
 import logging
 from collections.abc import Iterator
+from typing import Any
 
-from ..ir.builder import BuildResult
-from ..xds.cache import SnapshotCache
 from ..api.objects import API_VERSION, ObjectKey
+from ..controlplane.debounce import settle
+from ..ir.builder import BuildResult
 from ..sources.state import StateStore
 from ..status.report import ObjectReport, proxy_groups, reports
+from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry
 from .client import WRITE_BACKOFF, Conflict, ExponentialBackoff, KubeClient
 
@@ -33,26 +35,29 @@ WRITERS = 8  # status writes in flight at once
 WARNINGS = {("Accepted", "Invalid"), ("Programmed", "Rejected")}
 
 
-def desired_status(report: ObjectReport, current: dict) -> dict:
+def desired_status(report: ObjectReport, current: dict[str, Any]) -> dict[str, Any]:
     """The status to write: the report, keeping lastTransitionTime of conditions whose status did not change."""
     status = report.to_status()
     previous = {c.get("type"): c for c in current.get("conditions") or []}
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for condition in status["conditions"]:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions: list[dict[str, Any]] = status["conditions"]
+    for condition in conditions:
         before = previous.get(condition["type"])
-        same = before is not None and before.get("status") == condition["status"]
-        condition["lastTransitionTime"] = before.get("lastTransitionTime", now) if same else now
+        if before is not None and before.get("status") == condition["status"]:
+            condition["lastTransitionTime"] = before.get("lastTransitionTime", now)
+        else:
+            condition["lastTransitionTime"] = now
     return status
 
 
-def _comparable(status: dict) -> dict:
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
     return {**status, "conditions": [{k: v for k, v in c.items() if k != "lastTransitionTime"}
                                      for c in status.get("conditions") or []]}
 
 
 class StatusWriter:
     def __init__(self, client: KubeClient, state: StateStore, registry: ProxyRegistry, cache: SnapshotCache,
-                 current: dict[ObjectKey, dict], versions: dict[ObjectKey, str], *, debounce: float = 0.05,
+                 current: dict[ObjectKey, dict[str, Any]], versions: dict[ObjectKey, str], *, debounce: float = 0.05,
                  backoff: ExponentialBackoff = WRITE_BACKOFF) -> None:
         self.client = client
         self.state = state
@@ -77,8 +82,8 @@ class StatusWriter:
         failures: Iterator[float] = iter(())
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(self.debounce)
-            self._dirty.clear()
+            # Everything that changes within `debounce` of the first change is one pass.
+            await settle(self._dirty, self.debounce, max_delay=self.debounce)
             try:
                 await self.write_changed()
                 failures = iter(())
@@ -119,7 +124,7 @@ class StatusWriter:
         if failures:
             raise failures[0]
 
-    async def _write(self, key: ObjectKey, report: ObjectReport, current: dict) -> dict | None:
+    async def _write(self, key: ObjectKey, report: ObjectReport, current: dict[str, Any]) -> dict[str, Any] | None:
         """Writes the report's status if it differs from `current`; the status written, or None."""
         plural = PLURALS[key.kind]
         retries = iter(self.backoff)
@@ -149,7 +154,7 @@ class StatusWriter:
             self.versions[key] = body["metadata"]["resourceVersion"]
             return status
 
-    async def _post_warnings(self, key: ObjectKey, uid: str, before: dict, after: dict) -> None:
+    async def _post_warnings(self, key: ObjectKey, uid: str, before: dict[str, Any], after: dict[str, Any]) -> None:
         old = {c.get("type"): c for c in before.get("conditions") or []}
         for condition in after["conditions"]:
             if condition["status"] != "False" or (condition["type"], condition["reason"]) not in WARNINGS:

@@ -103,7 +103,7 @@ def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions:
     except DocumentError as exc:
         return unusable(exc.message, *(exc.position or (0, 0)))
 
-    last_good = {}
+    last_good: dict[ObjectKey, Definition] = {}
     for d in previous:
         last_good.setdefault(d.obj.key, d)
     definitions: list[Definition] = []
@@ -145,7 +145,7 @@ def _definition(path: str, index: int, node: Node, keep_positions: bool) -> Defi
     if kind is None:
         return None
     key = _identity(node, kind, start)
-    labels = _check_metadata(yamldocs.entry(node, "metadata"), key)
+    _check_metadata(yamldocs.entry(node, "metadata"), key)
     try:
         doc = yamldocs.construct(node)
     except DocumentError as exc:
@@ -153,7 +153,7 @@ def _definition(path: str, index: int, node: Node, keep_positions: bool) -> Defi
     positions = yamldocs.positions(node) if keep_positions else None
     origin = f"{path}:{start[0]}"
     if kind in KINDS:
-        obj = UserObject(key, doc.get("spec"), origin=origin, labels=labels)
+        obj = UserObject(key, doc.get("spec"), origin=origin)
     else:
         errors = (_service_errors if kind == "Service" else _endpoint_slice_errors)(doc)
         if errors:
@@ -161,7 +161,7 @@ def _definition(path: str, index: int, node: Node, keep_positions: bool) -> Defi
             line_column = yamldocs.place(where, errors[0].path, start)
             raise _Refused(f"{key}: {errors[0]}", line_column, key=key)
         manifest = trimmed_service(doc) if kind == "Service" else trimmed_endpoint_slice(doc)
-        obj = UserObject(key, manifest, origin=origin, labels=labels)
+        obj = UserObject(key, manifest, origin=origin)
     return Definition(obj, path, start, index, positions)
 
 
@@ -214,10 +214,9 @@ def _identity(node: MappingNode, kind: str, start: Position) -> ObjectKey:
     return ObjectKey(kind, namespace or "default", name)
 
 
-def _check_metadata(meta: Node | None, key: ObjectKey) -> dict[str, str]:
-    """Refuses metadata the API server would refuse by its types; returns the labels. (Files
-    get their generation from this source: it counts spec changes.)"""
-    labels: dict[str, str] = {}
+def _check_metadata(meta: Node | None, key: ObjectKey) -> None:
+    """Refuses metadata the API server would refuse by its types. (Files get their generation
+    from this source: it counts spec changes.)"""
     for name in ("labels", "annotations"):
         node = yamldocs.entry(meta, name) if meta is not None else None
         if node is None or node.tag == NULL_TAG:
@@ -233,13 +232,10 @@ def _check_metadata(meta: Node | None, key: ObjectKey) -> dict[str, str]:
                 hint = f' (quote it: {k.value}: "{v.value}")' if isinstance(v, ScalarNode) else ""
                 raise _Refused(f"{key}: metadata.{name}.{k.value} must be a string, not {_what(v)}{hint}",
                                yamldocs.position(v), key=key)
-            if name == "labels":
-                labels[k.value] = yamldocs.text(v) or ""
     generation = yamldocs.entry(meta, "generation") if meta is not None else None
     if generation is not None and generation.tag not in ("tag:yaml.org,2002:int", NULL_TAG):
         raise _Refused(f"{key}: metadata.generation must be an integer, not {_what(generation)}",
                        yamldocs.position(generation), key=key)
-    return labels
 
 
 def _what(node: Node) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import Any
 
 from ..api.objects import ObjectKey, UserObject
 from .state import StateStore
 
 
-def apply_object_event(state: StateStore, statuses: dict[ObjectKey, dict], event_type: str, body: dict) -> None:
+def apply_object_event(state: StateStore, statuses: dict[ObjectKey, dict[str, Any]], event_type: str, body: Mapping[str, Any]) -> None:
     """A Route or Backend was listed, added, modified or deleted. `statuses` keeps the status the
     object has in the API, so that the status writer writes only what differs."""
     # A deep copy: the build reads it from another thread, long after kopf is done with `body`.
@@ -21,12 +23,12 @@ def apply_object_event(state: StateStore, statuses: dict[ObjectKey, dict], event
     state.put(obj)
 
 
-def trimmed_service(body: dict) -> dict:
+def trimmed_service(body: Mapping[str, Any]) -> dict[str, Any]:
     """Only what endpoint resolution reads, so watching every Service stays cheap."""
     return {"spec": {"ports": [dict(p) for p in (body.get("spec") or {}).get("ports") or []]}}
 
 
-def trimmed_endpoint_slice(body: dict) -> dict:
+def trimmed_endpoint_slice(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {"labels": dict((body.get("metadata") or {}).get("labels") or {})},
         "addressType": body.get("addressType"),
@@ -36,13 +38,13 @@ def trimmed_endpoint_slice(body: dict) -> dict:
     }
 
 
-def apply_service_event(state: StateStore, event_type: str, body: dict) -> None:
+def apply_service_event(state: StateStore, event_type: str, body: Mapping[str, Any]) -> None:
     meta = body.get("metadata") or {}
     manifest = None if event_type == "DELETED" else trimmed_service(body)
     state.put_service(meta.get("namespace", ""), meta.get("name", ""), manifest)
 
 
-def apply_endpoint_slice_event(state: StateStore, event_type: str, body: dict) -> None:
+def apply_endpoint_slice_event(state: StateStore, event_type: str, body: Mapping[str, Any]) -> None:
     meta = body.get("metadata") or {}
     manifest = None if event_type == "DELETED" else trimmed_endpoint_slice(body)
     state.put_endpoint_slice(meta.get("namespace", ""), meta.get("name", ""), manifest)

@@ -1,12 +1,13 @@
 """The state store: every input the build needs, fed by the sources, read by the controller.
 
 Sources (file watcher, Kubernetes handlers) only put and delete here; they never build.
-Each change bumps `revision` and calls the listeners, which schedule a (debounced) rebuild.
+Each change calls the listeners, which schedule a (debounced) rebuild.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..api.objects import ObjectKey, UserObject
 from .findings import Finding
@@ -18,18 +19,16 @@ class StateStore:
     def __init__(self) -> None:
         self.objects: dict[ObjectKey, UserObject] = {}
         # Raw Kubernetes Service and EndpointSlice manifests, as the API returns them.
-        self.services: dict[NamespacedName, dict] = {}
-        self.endpoint_slices: dict[NamespacedName, dict] = {}
+        self.services: dict[NamespacedName, dict[str, Any]] = {}
+        self.endpoint_slices: dict[NamespacedName, dict[str, Any]] = {}
         # What each source could not load (a broken file...), for /status and /metrics.
         self.problems: dict[str, tuple[Finding, ...]] = {}
-        self.revision = 0
         self._listeners: list[Callable[[], None]] = []
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 
     def _changed(self) -> None:
-        self.revision += 1
         for listener in self._listeners:
             listener()
 
@@ -50,13 +49,13 @@ class StateStore:
 
     # -- Services and EndpointSlices -------------------------------------------------------
 
-    def put_service(self, namespace: str, name: str, manifest: dict | None) -> None:
+    def put_service(self, namespace: str, name: str, manifest: dict[str, Any] | None) -> None:
         self._put_raw(self.services, (namespace, name), manifest)
 
-    def put_endpoint_slice(self, namespace: str, name: str, manifest: dict | None) -> None:
+    def put_endpoint_slice(self, namespace: str, name: str, manifest: dict[str, Any] | None) -> None:
         self._put_raw(self.endpoint_slices, (namespace, name), manifest)
 
-    def _put_raw(self, table: dict, key: NamespacedName, manifest: dict | None) -> None:
+    def _put_raw(self, table: dict[NamespacedName, dict[str, Any]], key: NamespacedName, manifest: dict[str, Any] | None) -> None:
         if manifest is None:
             if table.pop(key, None) is not None:
                 self._changed()

@@ -15,9 +15,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 # libyaml's parser when PyYAML has it (the PyPI wheels do): an order of magnitude faster.
 if yaml.__with_libyaml__:
-    from yaml.cyaml import CParser
+    from yaml._yaml import CParser  # what yaml.cyaml re-exports, where its stubs declare it
 
-    class _Composer(CParser, yaml.resolver.Resolver):  # type: ignore[misc]
+    class _Composer(CParser, yaml.resolver.Resolver):
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
             yaml.resolver.Resolver.__init__(self)
@@ -51,10 +51,11 @@ def compose(text: str) -> list[Node]:
     """The node tree of every document of a YAML stream. Raises DocumentError (with the position
     of the syntax error) when the stream cannot be split into documents."""
     loader = _Composer(text)
-    nodes = []
+    nodes: list[Node] = []
     try:
         while loader.check_node():
-            nodes.append(loader.get_node())
+            if (node := loader.get_node()) is not None:  # never None after check_node()
+                nodes.append(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = f"invalid YAML: {exc.problem or exc.context}"
@@ -206,7 +207,9 @@ def place(positions: dict[str, Position], path: str, default: Position) -> Posit
 def entry(node: Node, key: str) -> Node | None:
     """The value node of `key` in a mapping node (None if absent or not a mapping)."""
     if isinstance(node, MappingNode):
-        for key_node, value in node.value:
+        pair: tuple[Node, Node]
+        for pair in node.value:
+            key_node, value = pair
             if isinstance(key_node, ScalarNode) and key_node.value == key and key_node.tag == STR_TAG:
                 return value
     return None
@@ -215,5 +218,6 @@ def entry(node: Node, key: str) -> Node | None:
 def text(node: Node | None) -> str | None:
     """The string of a scalar node that YAML reads as a string (not a number, date or null)."""
     if isinstance(node, ScalarNode) and node.tag == STR_TAG:
-        return node.value
+        value: str = node.value
+        return value
     return None

@@ -8,9 +8,9 @@ endpoints (status/debug.py) call them on live data, `xds-operator diff` on files
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from envoy.config.route.v3 import route_components_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -146,7 +146,7 @@ def _route_in_group(key: ObjectKey, result: BuildResult, group: str, snapshot: S
         return None
     name = listener_name(route.port)
     own = {e.name for e in route.entries}
-    config = snapshot.resources(ROUTE)[name].message
+    config = cast(route_pb2.RouteConfiguration, snapshot.resources(ROUTE)[name].message)
     # The route configuration cut down to this Route's entries, each with its place in the
     # virtual host's precedence order (which the other Routes on the port share).
     narrowed = type(config)()
@@ -191,7 +191,7 @@ def _backend_in_group(name: str, snapshot: Snapshot) -> JSON:
     """The cluster, its endpoints, and the routes of the group that send to it."""
     used_by = []
     for config in snapshot.resources(ROUTE).values():
-        for vhost in config.message.virtual_hosts:
+        for vhost in cast(route_pb2.RouteConfiguration, config.message).virtual_hosts:
             for i, route in enumerate(vhost.routes):
                 if name in _clusters_of(route):
                     used_by.append({"routeConfiguration": config.name, "virtualHost": vhost.name,

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from ..ir.builder import BuildResult
-from ..ir.ir import cluster_name, listener_name
-from ..xds.cache import SnapshotCache
-from ..xds.snapshot import Snapshot
 from ..api.conditions import ACCEPTED, PROGRAMMED, Condition
 from ..api.objects import ObjectKey
+from ..ir.builder import BuildResult
+from ..ir.ir import cluster_name, listener_name
 from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry, ProxyState
+from ..xds.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ObjectReport:
     conditions: tuple[Condition, ...]
     proxies: ProxyCounts
 
-    def to_status(self) -> dict[str, object]:
+    def to_status(self) -> dict[str, Any]:
         return {
             "observedGeneration": self.generation,
             "conditions": [c.to_dict(self.generation) for c in self.conditions],
@@ -75,7 +76,7 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
         accepted = status.condition(ACCEPTED)
         programmed = Condition(PROGRAMMED, False, "Invalid" if accepted and not accepted.status else "NotServed",
                                "not sent to any proxy")
-        return ObjectReport(status.generation, status.conditions + (programmed,), ProxyCounts())
+        return ObjectReport(status.generation, (*status.conditions, programmed), ProxyCounts())
     total = synced = 0
     nacks: list[str] = []
     for snapshot, proxies in groups.values():
@@ -101,7 +102,7 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
         programmed = Condition(PROGRAMMED, True, "Programmed", f"{synced}/{total} proxies ACKed it")
     else:
         programmed = Condition(PROGRAMMED, False, "Pending", f"{synced}/{total} proxies ACKed it")
-    return ObjectReport(status.generation, status.conditions + (programmed,), counts)
+    return ObjectReport(status.generation, (*status.conditions, programmed), counts)
 
 
 def proxy_groups(registry: ProxyRegistry, cache: SnapshotCache, *, copy: bool = False

@@ -7,7 +7,8 @@
 /status   every Route and Backend with its conditions and proxy counts, as Kubernetes would show;
           and under "problems" (only when there are any) what the sources cannot load now, such as
           an unreadable or broken file, each with its file, line, column, severity and message
-/metrics  Prometheus text format: proxies, builds, xDS responses, ACKs and NACKs, objects by state
+/metrics  Prometheus text format (status/metrics.py): proxies, builds, xDS responses, ACKs and NACKs,
+          objects by state, and the time a change takes to be ACKed by every proxy of a group
 
 JSON answers end with a newline and are indented on request (`?pretty`, `?pretty=true`) or when
 the client is curl or wget, as the Kubernetes API server does; `?pretty=false` turns that off.
@@ -16,23 +17,25 @@ the client is curl or wget, as the Kubernetes API server does; `?pretty=false` t
 from __future__ import annotations
 
 import json
-from collections import Counter
-from typing import Callable
+from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..addresses import parse_address
-from ..controlplane.controller import Controller
-from ..api.conditions import ACCEPTED
-from ..translate.resources import PUSH_ORDER, SHORT_NAMES
-from .debug import add_debug_routes
-from .report import proxy_groups, reports
-from ..sources.findings import Finding
 from ..xds.proxies import ProxyRegistry
+from .debug import Served, add_debug_routes
+from .metrics import Built, source_problems
+from .report import proxy_groups, reports
 
 
-def make_app(controller: Controller, registry: ProxyRegistry,
-             not_ready: Callable[[], str | None]) -> web.Application:
+class Controller(Served, Built, Protocol):
+    """What the endpoints read of the controller (controlplane.controller.Controller, a layer above)."""
+
+
+def make_app(controller: Controller, registry: ProxyRegistry, not_ready: Callable[[], str | None],
+             metrics_registry: CollectorRegistry) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -47,7 +50,7 @@ def make_app(controller: Controller, registry: ProxyRegistry,
 
     async def status(request: web.Request) -> web.Response:
         result = controller.result
-        body = {}
+        body: dict[str, object] = {}
         if result is not None:
             groups = proxy_groups(registry, controller.cache)
             for key, item in reports(result, groups).items():
@@ -57,8 +60,8 @@ def make_app(controller: Controller, registry: ProxyRegistry,
         return json_response(request, body)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=render_metrics(controller, registry), content_type="text/plain",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(body=generate_latest(metrics_registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Content-Type-Options": "nosniff"})
 
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
@@ -77,53 +80,11 @@ def json_response(request: web.Request, body: object) -> web.Response:
     return web.Response(text=text + "\n", content_type="application/json")
 
 
-def render_metrics(controller: Controller, registry: ProxyRegistry) -> str:
-    """Prometheus text exposition (version 0.0.4), written out by hand: a handful of series."""
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
-        lines.append(f"# HELP xds_operator_{name} {help_}")
-        lines.append(f"# TYPE xds_operator_{name} {kind}")
-        for labels, value in samples:
-            label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            lines.append(f"xds_operator_{name}{{{label_text}}} {value}" if label_text else f"xds_operator_{name} {value}")
-
-    by_protocol = Counter(p.protocol for p in registry.proxies.values())
-    metric("connected_proxies", "gauge", "Envoys connected over ADS.",
-           [({"protocol": p}, by_protocol.get(p, 0)) for p in ("sotw", "delta")])
-    metric("nacking_proxies", "gauge", "Connected Envoys whose last response of some type was a NACK.",
-           [({}, sum(1 for p in registry.proxies.values() if p.nacks))])
-    for name, counter, help_ in (("xds_responses_total", registry.responses, "xDS responses sent."),
-                                 ("xds_acks_total", registry.acks, "ACKs received."),
-                                 ("xds_nacks_total", registry.nacks, "NACKs received.")):
-        metric(name, "counter", help_, [({"type": SHORT_NAMES[t]}, counter.get(t, 0)) for t in PUSH_ORDER])
-    metric("builds_total", "counter", "Config builds (each one a debounced batch of changes).",
-           [({}, controller.builds)])
-    metric("last_build_seconds", "gauge", "Duration of the last build, translation and snapshot.",
-           [({}, round(controller.last_build_seconds, 6))])
-    by_severity = Counter(p.severity.value for p in source_problems(controller))
-    metric("source_problems", "gauge", "What the sources cannot load now (unreadable or broken files, duplicates).",
-           [({"severity": s}, by_severity.get(s, 0)) for s in ("error", "warning")])
-    states: Counter[tuple[str, str]] = Counter()
-    if controller.result is not None:
-        for key, status in controller.result.statuses.items():
-            accepted = status.condition(ACCEPTED)
-            states[(key.kind, "true" if accepted and accepted.status else "false")] += 1
-    metric("objects", "gauge", "Routes and Backends, by whether their spec is accepted.",
-           [({"kind": kind, "accepted": ok}, states.get((kind, ok), 0))
-            for kind in ("Route", "Backend") for ok in ("true", "false")])
-    return "\n".join(lines) + "\n"
-
-
-def source_problems(controller: Controller) -> list[Finding]:
-    return [p for problems in controller.state.problems.values() for p in problems]
-
-
 async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
     parsed = parse_address(address, default_host="0.0.0.0")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, parsed.host, parsed.port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+    bound: int = runner.addresses[0][1]  # the real port when 0 was asked for
     return runner, bound

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from ..ir.ir import ProxyConfigIR
-from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from .clusters import translate_cluster, translate_load_assignment
 from .listeners import translate_listener
+from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from .routes import translate_route_configuration
 
 
@@ -19,7 +19,7 @@ class TranslateOptions:
     listener_address: str = "0.0.0.0"
 
 
-def translate(config: ProxyConfigIR, options: TranslateOptions = TranslateOptions()) -> dict[str, dict[str, Message]]:
+def translate(config: ProxyConfigIR, options: TranslateOptions = TranslateOptions()) -> dict[str, dict[str, Message]]:  # noqa: B008 (frozen)
     """Every resource of a proxy group's config, by type URL and resource name."""
     return {
         CLUSTER: {c.name: translate_cluster(c) for c in config.clusters},

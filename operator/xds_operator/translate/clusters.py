@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from google.protobuf import wrappers_pb2
-
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import wrappers_pb2
 
 from ..ir.ir import ClusterIR, Endpoint
 from .common import ads_config_source, duration, pack
@@ -29,6 +28,7 @@ _U32 = wrappers_pb2.UInt32Value
 def translate_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
     cluster = Cluster(name=ir.name, connect_timeout=duration(ir.connect_timeout_ms), lb_policy=_LB[ir.load_balancer])
     if ir.discovery == "STRICT_DNS":
+        assert ir.dns is not None  # the builder makes a STRICT_DNS cluster only of a dns target
         cluster.type = Cluster.STRICT_DNS
         cluster.dns_lookup_family = Cluster.V4_PREFERRED
         cluster.load_assignment.CopyFrom(_load_assignment(ir.name, (Endpoint(ir.dns.hostname, ir.dns.port),)))

@@ -1,9 +1,8 @@
 """Small protobuf builders shared by the translators."""
 
+from envoy.config.core.v3 import config_source_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
-
-from envoy.config.core.v3 import config_source_pb2
 
 
 def duration(ms: int) -> duration_pb2.Duration:

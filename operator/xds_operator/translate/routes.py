@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableSequence
 from functools import lru_cache
 
-from google.protobuf import wrappers_pb2
-
 from envoy.config.core.v3 import base_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
+from google.protobuf import wrappers_pb2
 
-from ..ir.ir import ListenerIR, RouteEntryIR
 from ..api import model
 from ..api.limits import header_value_as_sent
+from ..ir.ir import ListenerIR, RouteEntryIR
 from .common import duration
 
 _REDIRECT_CODES = {
@@ -125,7 +126,8 @@ def _redirect(redirect: model.Redirect) -> rc.RedirectAction:
     return out
 
 
-def _headers(modifier: model.HeaderModifier | None, to_add, to_remove) -> None:
+def _headers(modifier: model.HeaderModifier | None, to_add: MutableSequence[base_pb2.HeaderValueOption],
+             to_remove: MutableSequence[str]) -> None:
     if modifier is None:
         return
     for header, action in [(h, _SET) for h in modifier.set] + [(h, _ADD) for h in modifier.add]:

@@ -8,7 +8,7 @@ the first time a proxy of that group asks.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from .snapshot import Snapshot
 

@@ -79,3 +79,41 @@ class NoCallbacks:
 
     def on_rejected(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str], message: str) -> None:
         pass
+
+
+class FanOut:
+    """Several callbacks as one, called in order (so a later one sees what an earlier one recorded)."""
+
+    def __init__(self, *callbacks: StreamCallbacks) -> None:
+        self.callbacks = callbacks
+
+    def on_stream_open(self, stream: StreamInfo) -> None:
+        for c in self.callbacks:
+            c.on_stream_open(stream)
+
+    def on_stream_closed(self, stream: StreamInfo) -> None:
+        for c in self.callbacks:
+            c.on_stream_closed(stream)
+
+    def on_request(self, stream: StreamInfo, type_url: str) -> None:
+        for c in self.callbacks:
+            c.on_request(stream, type_url)
+
+    def on_response(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str],
+                    removed: Sequence[str]) -> None:
+        for c in self.callbacks:
+            c.on_response(stream, type_url, resources, removed)
+
+    def on_ack(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str],
+               removed: Sequence[str], state: Mapping[str, str] | None) -> None:
+        for c in self.callbacks:
+            c.on_ack(stream, type_url, resources, removed, state)
+
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, message: str,
+                resources: Mapping[str, str]) -> None:
+        for c in self.callbacks:
+            c.on_nack(stream, type_url, version, message, resources)
+
+    def on_rejected(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str], message: str) -> None:
+        for c in self.callbacks:
+            c.on_rejected(stream, type_url, resources, message)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ..translate.resources import SHORT_NAMES
 from .callbacks import NoCallbacks, StreamInfo

@@ -11,10 +11,9 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
-from typing import Union
+from typing import TypeAlias
 
 import grpc
-
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from ..translate.resources import SHORT_NAMES
@@ -25,9 +24,9 @@ from .sotw import SotwStream
 
 log = logging.getLogger(__name__)
 
-Request = Union[discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest]
-Response = Union[discovery_pb2.DiscoveryResponse, discovery_pb2.DeltaDiscoveryResponse]
-StreamClass = Union[type[SotwStream], type[DeltaStream]]
+Request: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
+Response: TypeAlias = discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse
+StreamClass: TypeAlias = type[SotwStream] | type[DeltaStream]
 
 _CHANGED = object()
 _CLOSED = object()

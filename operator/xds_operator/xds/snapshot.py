@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Iterable, Mapping
-
-from google.protobuf import any_pb2
-from google.protobuf.message import Message
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
 
 from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE
 
@@ -130,7 +129,7 @@ class Snapshot:
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
-                      memo: ResourceMemo | None = None) -> "Snapshot":
+                      memo: ResourceMemo | None = None) -> Snapshot:
         make = memo.versioned if memo is not None else versioned
         return cls({t: {n: make(t, n, m) for n, m in ms.items()} for t, ms in messages.items()})
 

@@ -1,0 +1,30 @@
+"""A NACK on purpose: validation keeps user input from making Envoy NACK, so the tests that need
+one make it in a test-only way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from envoy.config.route.v3 import route_components_pb2
+
+from xds_operator.ir.ir import RouteEntryIR
+from xds_operator.translate import routes as route_translation
+
+
+def translate_route_with_a_bad_regex(monkeypatch: pytest.MonkeyPatch, route_name: str) -> Callable[[], None]:
+    """From now on the Route `route_name` is translated with a regex RE2 refuses (Envoy NACKs its
+    route configuration); returns what undoes that."""
+    real_translate = route_translation.translate_route
+
+    def sabotaged(entry: RouteEntryIR) -> route_components_pb2.Route:
+        translated = real_translate(entry)
+        if entry.source.name != route_name:
+            return translated
+        broken = type(translated)()
+        broken.CopyFrom(translated)
+        broken.match.safe_regex.regex = "(unclosed"
+        return broken
+
+    monkeypatch.setattr(route_translation, "translate_route", sabotaged)
+    return lambda: monkeypatch.setattr(route_translation, "translate_route", real_translate)
