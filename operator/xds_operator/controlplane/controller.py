@@ -16,14 +16,14 @@ from ..ir.builder import Builder, BuildResult
 from ..xds.cache import SnapshotCache
 from ..xds.snapshot import ResourceMemo, Snapshot
 from ..sources.state import StateStore
-from ..translate import TranslateOptions, translate
+from ..translate import TranslateOptions
 
 log = logging.getLogger(__name__)
 
 
 def make_snapshot(result: BuildResult, group: str, options: TranslateOptions,
                   memo: ResourceMemo | None = None) -> Snapshot:
-    snapshot = Snapshot.from_messages(translate(result.config_for(group), options), memo)
+    snapshot = Snapshot.from_config(result.config_for(group), options, memo)
     snapshot.check_consistent()
     return snapshot
 

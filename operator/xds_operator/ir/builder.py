@@ -56,15 +56,23 @@ class BuildResult:
     statuses: dict[ObjectKey, ObjectStatus] = field(default_factory=dict)
     routes_by_key: dict[ObjectKey, BuiltRoute] = field(default_factory=dict)
 
+    # Virtual hosts by hostname and route entries, made by config_for of this build and of the one
+    # before: an unchanged virtual host is the very same object, so its translation is reused.
+    virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = field(
+        default_factory=dict, compare=False, repr=False)
+    earlier_virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = field(
+        default_factory=dict, compare=False, repr=False)
+
     def config_for(self, group: str) -> ProxyConfigIR:
         """What proxies whose node.cluster is `group` should run."""
         by_port: dict[int, dict[str, list[RouteEntryIR]]] = {}
-        sources: dict[int, set[ObjectKey]] = {}
+        # The routes are in key order (the Builder lists them so), so each port's sources are too.
+        sources: dict[int, list[ObjectKey]] = {}
         used_clusters: set[str] = set()
         for route in self.routes:
             if not route.applies_to(group):
                 continue
-            sources.setdefault(route.port, set()).add(route.key)
+            sources.setdefault(route.port, []).append(route.key)
             hosts = by_port.setdefault(route.port, {})
             # A Route whose rules were all left out adds no virtual host: an empty one would
             # answer 404 for its hostnames instead of letting them fall through to "*".
@@ -78,16 +86,47 @@ class BuildResult:
             ListenerIR(
                 name=listener_name(port),
                 port=port,
-                virtual_hosts=tuple(
-                    VirtualHostIR(name=host, domains=(host,), routes=tuple(sorted(entries, key=_precedence)))
-                    for host, entries in sorted(hosts.items(), key=lambda kv: (kv[0] == "*", kv[0]))
-                ),
-                sources=tuple(sorted(sources[port])),
+                virtual_hosts=tuple(self._virtual_host(host, entries)
+                                    for host, entries in sorted(hosts.items(), key=_host_order)),
+                sources=tuple(sources[port]),
             )
             for port, hosts in sorted(by_port.items())
         )
         clusters = tuple(self.clusters[name] for name in sorted(used_clusters))
         return ProxyConfigIR(listeners=listeners, clusters=clusters)
+
+    def _virtual_host(self, host: str, entries: list[RouteEntryIR]) -> VirtualHostIR:
+        key = (host, *map(id, entries))
+        hit = self.virtual_hosts.get(key) or self.earlier_virtual_hosts.get(key)
+        if hit is None or not all(a is b for a, b in zip(hit[0], entries)):
+            hit = (entries, VirtualHostIR(name=host, domains=(host,), routes=tuple(sorted(entries, key=_precedence))))
+        self.virtual_hosts[key] = hit
+        return hit[1]
+
+
+_Validated = tuple["model.RouteSpec | model.BackendSpec | None", Condition, tuple[FieldError, ...]]
+
+
+@dataclass(frozen=True)
+class _ClusterMemo:
+    spec: model.BackendSpec
+    obj: UserObject
+    cluster: ClusterIR
+    status: ObjectStatus
+
+
+@dataclass(frozen=True)
+class _RouteMemo:
+    spec: model.RouteSpec
+    obj: UserObject
+    referenced: tuple[str, ...]  # cluster names, in the order of `present`
+    present: tuple[bool, ...]
+    route: BuiltRoute
+    status: ObjectStatus
+
+
+def _host_order(item: tuple[str, list[RouteEntryIR]]) -> tuple[bool, str]:
+    return item[0] == "*", item[0]
 
 
 def _precedence(entry: RouteEntryIR):
@@ -105,67 +144,94 @@ def _precedence(entry: RouteEntryIR):
 
 
 class Builder:
+    """Builds incrementally: what did not change since the last build is reused, not redone, so
+    a one-object change at 10,000 objects costs a pass of identity checks, not a rebuild."""
+
     def __init__(self) -> None:
         self._last_valid: dict[ObjectKey, tuple[int, model.RouteSpec | model.BackendSpec]] = {}
         # Validation of objects that did not change since the last build is reused: a source
         # hands over the same UserObject until the object changes.
-        self._validated_memo: dict[ObjectKey, tuple[UserObject, tuple]] = {}
-        # Likewise a Route's IR, as long as its spec and the existence of what it references hold.
-        self._route_memo: dict[ObjectKey, tuple[model.RouteSpec, tuple[bool, ...], tuple]] = {}
-        self._cluster_memo: dict[ObjectKey, tuple[model.BackendSpec, tuple]] = {}
+        self._validated_memo: dict[ObjectKey, tuple[UserObject, _Validated]] = {}
+        # Likewise a Route's IR, as long as its spec and the existence of what it references hold,
+        # and a static Backend's; each with the object's status, reused while the object is.
+        self._route_memo: dict[ObjectKey, _RouteMemo] = {}
+        self._cluster_memo: dict[ObjectKey, _ClusterMemo] = {}
+        # The objects' keys in order, sorted again only when the set of keys changes.
+        self._keys: frozenset[ObjectKey] = frozenset()
+        self._sorted_keys: list[ObjectKey] = []
+        self._virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
-        result = BuildResult()
+        result = BuildResult(earlier_virtual_hosts=self._virtual_hosts)
+        self._virtual_hosts = result.virtual_hosts  # filled by config_for, read by the next build
+        objects = state.objects
+        if objects.keys() != self._keys:
+            self._keys = frozenset(objects)
+            self._sorted_keys = sorted(objects, key=ObjectKey.sort_key)
+            self._last_valid = {k: v for k, v in self._last_valid.items() if k in objects}
         specs: dict[ObjectKey, model.RouteSpec | model.BackendSpec] = {}
-        accepted: dict[ObjectKey, Condition] = {}
-        errors: dict[ObjectKey, tuple[FieldError, ...]] = {}
-        memo = {}
-        for key, obj in sorted(state.objects.items(), key=_by_key):
-            previous = self._validated_memo.get(key)
+        validated_memo: dict[ObjectKey, tuple[UserObject, _Validated]] = {}
+        previous_validated = self._validated_memo
+        for key in self._sorted_keys:
+            obj = objects[key]
+            previous = previous_validated.get(key)
             outcome = previous[1] if previous is not None and previous[0] is obj else self._validated(obj)
-            memo[key] = (obj, outcome)
-            spec, accepted[key], errors[key] = outcome
-            if spec is not None:
-                specs[key] = spec
-        self._validated_memo = memo
-        self._last_valid = {k: v for k, v in self._last_valid.items() if k in state.objects}
+            validated_memo[key] = (obj, outcome)
+            if outcome[0] is not None:
+                specs[key] = outcome[0]
+        self._validated_memo = validated_memo
 
-        slices = slices_by_service(state)
-        cluster_memo = {}
+        slices = slices_by_service(state) if state.endpoint_slices else {}
+        cluster_memo: dict[ObjectKey, _ClusterMemo] = {}
+        previous_clusters = self._cluster_memo
+        statuses = result.statuses
         for key, spec in specs.items():
             if isinstance(spec, model.BackendSpec):
-                previous = self._cluster_memo.get(key)
-                if spec.service is None and previous is not None and previous[0] is spec:
-                    outcome = previous[1]  # static endpoints or DNS: depends on the spec alone
+                obj = objects[key]
+                hit = previous_clusters.get(key)
+                if spec.service is None and hit is not None and hit.spec is spec and hit.obj is obj:
+                    entry = hit  # static endpoints or DNS: depends on the spec alone
                 else:
-                    outcome = _cluster(state, slices, key, spec)
-                cluster_memo[key] = (spec, outcome)
-                cluster, refs = outcome
-                result.clusters[cluster.name] = cluster
-                self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
+                    cluster, refs = _cluster(state, slices, key, spec)
+                    entry = _ClusterMemo(spec, obj, cluster, self._status(obj, validated_memo[key][1], refs))
+                cluster_memo[key] = entry
+                result.clusters[entry.cluster.name] = entry.cluster
+                statuses[key] = entry.status
         routes = []
-        route_memo = {}
+        route_memo: dict[ObjectKey, _RouteMemo] = {}
+        previous_routes = self._route_memo
+        clusters = result.clusters
         for key, spec in specs.items():
             if isinstance(spec, model.RouteSpec):
-                present = tuple(name in result.clusters for name in _referenced_clusters(key, spec))
-                previous = self._route_memo.get(key)
-                if previous is not None and previous[0] is spec and previous[1] == present:
-                    outcome = previous[2]
+                obj = objects[key]
+                hit = previous_routes.get(key)
+                referenced = hit.referenced if hit is not None and hit.spec is spec else _referenced_clusters(key, spec)
+                present = tuple(name in clusters for name in referenced)
+                if hit is not None and hit.spec is spec and hit.present == present and hit.obj is obj:
+                    entry = hit
                 else:
-                    outcome = _route(key, spec, result.clusters)
-                route_memo[key] = (spec, present, outcome)
-                route, refs = outcome
-                routes.append(route)
-                self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
+                    route, refs = _route(key, spec, clusters)
+                    entry = _RouteMemo(spec, obj, referenced, present, route,
+                                       self._status(obj, validated_memo[key][1], refs))
+                route_memo[key] = entry
+                routes.append(entry.route)
+                statuses[key] = entry.status
         self._route_memo = route_memo
         self._cluster_memo = cluster_memo
         result.routes = tuple(routes)
         result.routes_by_key = {r.key: r for r in routes}
-        for key in state.objects.keys() - specs.keys():
-            self._set_status(result, state.objects[key], accepted[key], None, errors[key])
+        if len(specs) < len(objects):
+            for key in objects.keys() - specs.keys():
+                statuses[key] = self._status(objects[key], validated_memo[key][1], None)
         return result
 
-    def _validated(self, obj: UserObject):
+    @staticmethod
+    def _status(obj: UserObject, validated: "_Validated", refs: Condition | None) -> ObjectStatus:
+        _, accepted, errors = validated
+        conditions = (accepted,) if refs is None else (accepted, refs)
+        return ObjectStatus(obj.generation, conditions, errors)
+
+    def _validated(self, obj: UserObject) -> _Validated:
         spec, errors = validate(obj)
         if spec is not None:
             self._last_valid[obj.key] = (obj.generation, spec)
@@ -177,12 +243,6 @@ class Builder:
             message += f" (still serving the last valid generation {last[0]})"
             return last[1], Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
         return None, Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
-
-    @staticmethod
-    def _set_status(result: BuildResult, obj: UserObject, accepted: Condition, refs: Condition | None,
-                    errors: tuple[FieldError, ...]) -> None:
-        conditions = (accepted,) if refs is None else (accepted, refs)
-        result.statuses[obj.key] = ObjectStatus(obj.generation, conditions, errors)
 
 
 def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
@@ -213,17 +273,13 @@ def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
     return cluster, refs
 
 
-def _by_key(item: tuple[ObjectKey, UserObject]) -> ObjectKey:
-    return item[0]
-
-
-def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> list[str]:
+def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> tuple[str, ...]:
     names = []
     for rule in spec.rules:
         names.extend(b.name for b in rule.backends)
         if rule.mirror is not None:
             names.append(rule.mirror.backend)
-    return [cluster_name(ObjectKey("Backend", key.namespace, n)) for n in names]
+    return tuple(cluster_name(ObjectKey("Backend", key.namespace, n)) for n in names)
 
 
 def _route(key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR]) -> tuple[BuiltRoute, Condition]:

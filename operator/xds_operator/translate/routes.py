@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Iterable
 
 from google.protobuf import wrappers_pb2
 
@@ -11,7 +12,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
-from ..ir.ir import ListenerIR, RouteEntryIR
+from ..ir.ir import ListenerIR, RouteEntryIR, VirtualHostIR
 from ..api import model
 from ..api.limits import header_value_as_sent
 from .common import duration
@@ -29,12 +30,38 @@ _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 def translate_route_configuration(listener: ListenerIR) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration(
-        name=listener.name,
-        virtual_hosts=[
-            rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[translate_route(r) for r in vh.routes])
-            for vh in listener.virtual_hosts
-        ],
-    )
+        name=listener.name, virtual_hosts=[translate_virtual_host(vh) for vh in listener.virtual_hosts])
+
+
+def translate_virtual_host(vh: VirtualHostIR) -> rc.VirtualHost:
+    return rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[translate_route(r) for r in vh.routes])
+
+
+# Wire-format tags (field number << 3 | LEN) of RouteConfiguration.name and .virtual_hosts.
+_NAME_TAG = bytes([route_pb2.RouteConfiguration.NAME_FIELD_NUMBER << 3 | 2])
+_VIRTUAL_HOSTS_TAG = bytes([route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER << 3 | 2])
+
+
+def route_configuration_bytes(name: str, virtual_hosts: Iterable[bytes]) -> bytes:
+    """The serialized RouteConfiguration of `name` with these serialized virtual hosts, assembled
+    instead of serialized: a message's wire form is its fields in field-number order, and a
+    repeated message field is each element as a length-delimited record. So after a one-Route
+    change only that virtual host is serialized again; the bytes are the same as those of
+    translate_route_configuration(...).SerializeToString(deterministic=True)."""
+    encoded_name = name.encode()
+    parts = [_NAME_TAG, _varint(len(encoded_name)), encoded_name] if encoded_name else []
+    for vh in virtual_hosts:
+        parts += (_VIRTUAL_HOSTS_TAG, _varint(len(vh)), vh)
+    return b"".join(parts)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 @lru_cache(maxsize=65536)

@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from ..ir.ir import ProxyConfigIR, VirtualHostIR
+from ..translate import TranslateOptions
+from ..translate.clusters import translate_cluster, translate_load_assignment
+from ..translate.listeners import translate_listener
+from ..translate.routes import route_configuration_bytes, translate_virtual_host
 from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE
+
+_MESSAGE_TYPES: dict[str, type[Message]] = {
+    CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration,
+}
 
 WILDCARD = None  # a subscription to every resource of a type
 
@@ -33,8 +45,18 @@ _DIGEST_CHARS = 8  # 6 bytes of blake2b, base64url
 class VersionedResource:
     name: str
     version: str
-    message: Message
     packed: any_pb2.Any  # packed once here, then shared by every stream that sends it
+    # The message it was serialized from; None for one assembled from serialized pieces
+    # (route configurations), which `message` parses when something inspects it.
+    built: Message | None = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def message(self) -> Message:
+        if self.built is not None:
+            return self.built
+        parsed = _MESSAGE_TYPES[self.packed.type_url]()
+        parsed.ParseFromString(self.packed.value)
+        return parsed
 
     @cached_property
     def digest(self) -> str:
@@ -86,28 +108,57 @@ def digests_in(version: str) -> frozenset[str]:
 def versioned(type_url: str, name: str, message: Message) -> VersionedResource:
     data = message.SerializeToString(deterministic=True)
     packed = any_pb2.Any(type_url=type_url, value=data)
-    return VersionedResource(name, _digest(data), message, packed)
+    return VersionedResource(name, _digest(data), packed, message)
+
+
+def versioned_bytes(type_url: str, name: str, data: bytes) -> VersionedResource:
+    """Like versioned(), for a resource already serialized (deterministically)."""
+    return VersionedResource(name, _digest(data), any_pb2.Any(type_url=type_url, value=data))
 
 
 class ResourceMemo:
-    """Reuses the versioned form of a message seen in this or the previous build.
+    """Reuses the versioned (serialized, hashed) form of what this or the previous build made.
 
-    The translators are memoised and return the very same message object for unchanged IR,
-    so after a one-object change only the changed resources are serialized and hashed again.
-    Entries are keyed by object identity and checked with `is`, so a recycled id never matches.
+    Clusters and endpoint sets are keyed by the IR object they were translated from, virtual
+    hosts by their route entries: the Builder hands over the very same IR objects for unchanged
+    objects, so after a one-object change only what changed is translated, serialized and hashed
+    again. Entries hold the object they were made from and are checked with `is`, so a recycled
+    id never matches.
     """
 
     def __init__(self) -> None:
-        self._previous: dict[tuple[int, str, str], tuple[Message, VersionedResource]] = {}
-        self._current: dict[tuple[int, str, str], tuple[Message, VersionedResource]] = {}
+        self._previous: dict[tuple[object, ...], tuple[object, Any]] = {}
+        self._current: dict[tuple[object, ...], tuple[object, Any]] = {}
+
+    def _get(self, key: tuple[object, ...], source: object) -> Any:
+        hit = self._current.get(key) or self._previous.get(key)
+        if hit is None or hit[0] is not source:
+            return None
+        self._current[key] = hit
+        return hit[1]
+
+    def _put(self, key: tuple[object, ...], source: object, value: Any) -> Any:
+        self._current[key] = (source, value)
+        return value
 
     def versioned(self, type_url: str, name: str, message: Message) -> VersionedResource:
         key = (id(message), type_url, name)
-        hit = self._current.get(key) or self._previous.get(key)
-        if hit is None or hit[0] is not message:
-            hit = (message, versioned(type_url, name, message))
-        self._current[key] = hit
-        return hit[1]
+        found: VersionedResource | None = self._get(key, message)
+        return found if found is not None else self._put(key, message, versioned(type_url, name, message))
+
+    def translated(self, type_url: str, name: str, ir: object,
+                   translator: Callable[[Any], Message]) -> VersionedResource:
+        """The versioned translation of an IR object (a ClusterIR, say), made once per object."""
+        key = (id(ir), type_url, name)
+        found: VersionedResource | None = self._get(key, ir)
+        return found if found is not None else self._put(key, ir, versioned(type_url, name, translator(ir)))
+
+    def virtual_host_bytes(self, vh: VirtualHostIR) -> bytes:
+        """Serialized once per VirtualHostIR object (config_for reuses them while unchanged)."""
+        key = (id(vh), "VirtualHost")
+        found: bytes | None = self._get(key, vh)
+        return found if found is not None else self._put(
+            key, vh, translate_virtual_host(vh).SerializeToString(deterministic=True))
 
     def rotate(self) -> None:
         """Called after each build: what the build did not use is forgotten."""
@@ -133,6 +184,23 @@ class Snapshot:
                       memo: ResourceMemo | None = None) -> "Snapshot":
         make = memo.versioned if memo is not None else versioned
         return cls({t: {n: make(t, n, m) for n, m in ms.items()} for t, ms in messages.items()})
+
+    @classmethod
+    def from_config(cls, config: ProxyConfigIR, options: TranslateOptions,
+                    memo: ResourceMemo | None = None) -> "Snapshot":
+        """The snapshot of translate(config, options), made from the memo's pieces where it can:
+        a route configuration is assembled from its virtual hosts' serialized bytes."""
+        memo = memo if memo is not None else ResourceMemo()
+        address = options.listener_address
+        return cls({
+            CLUSTER: {c.name: memo.translated(CLUSTER, c.name, c, translate_cluster) for c in config.clusters},
+            ENDPOINT: {c.name: memo.translated(ENDPOINT, c.name, c, translate_load_assignment)
+                       for c in config.clusters if c.discovery == "EDS"},
+            LISTENER: {ln.name: memo.versioned(LISTENER, ln.name, translate_listener(ln.name, ln.port, address))
+                       for ln in config.listeners},
+            ROUTE: {ln.name: versioned_bytes(ROUTE, ln.name, route_configuration_bytes(
+                ln.name, [memo.virtual_host_bytes(vh) for vh in ln.virtual_hosts])) for ln in config.listeners},
+        })
 
     def resources(self, type_url: str) -> Mapping[str, VersionedResource]:
         return self._resources.get(type_url, MappingProxyType({}))
