@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from itertools import compress
+from operator import attrgetter, is_not
 from dataclasses import dataclass, field
 
 from ..api import model
@@ -18,6 +20,7 @@ from ..api.validation import validate
 from ..sources.state import StateStore
 from .ir import (ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name,
                  listener_name, route_entry_name)
+from .proxy_config import GroupConfig, full_config, updated_config
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)
@@ -63,37 +66,27 @@ class BuildResult:
     earlier_virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = field(
         default_factory=dict, compare=False, repr=False)
 
+    # Set by an incremental build: the Routes it made again, the previous build's Routes and
+    # group configs (to update those instead of making them whole), and whether a Backend changed.
+    changed_routes: tuple[ObjectKey, ...] | None = field(default=None, compare=False, repr=False)
+    earlier_routes: dict[ObjectKey, BuiltRoute] = field(default_factory=dict, compare=False, repr=False)
+    earlier_configs: dict[str, GroupConfig] = field(default_factory=dict, compare=False, repr=False)
+    clusters_changed: bool = field(default=False, compare=False, repr=False)
+    configs: dict[str, GroupConfig] = field(default_factory=dict, compare=False, repr=False)
+
     def config_for(self, group: str) -> ProxyConfigIR:
-        """What proxies whose node.cluster is `group` should run."""
-        by_port: dict[int, dict[str, list[RouteEntryIR]]] = {}
-        # The routes are in key order (the Builder lists them so), so each port's sources are too.
-        sources: dict[int, list[ObjectKey]] = {}
-        used_clusters: set[str] = set()
-        for route in self.routes:
-            if not route.applies_to(group):
-                continue
-            sources.setdefault(route.port, []).append(route.key)
-            hosts = by_port.setdefault(route.port, {})
-            # A Route whose rules were all left out adds no virtual host: an empty one would
-            # answer 404 for its hostnames instead of letting them fall through to "*".
-            for hostname in route.hostnames if route.entries else ():
-                hosts.setdefault(hostname, []).extend(route.entries)
-            for entry in route.entries:
-                used_clusters.update(b.name for b in entry.action.backends)
-                if entry.action.mirror:
-                    used_clusters.add(entry.action.mirror.backend)
-        listeners = tuple(
-            ListenerIR(
-                name=listener_name(port),
-                port=port,
-                virtual_hosts=tuple(self._virtual_host(host, entries)
-                                    for host, entries in sorted(hosts.items(), key=_host_order)),
-                sources=tuple(sources[port]),
-            )
-            for port, hosts in sorted(by_port.items())
-        )
-        clusters = tuple(self.clusters[name] for name in sorted(used_clusters))
-        return ProxyConfigIR(listeners=listeners, clusters=clusters)
+        """What proxies whose node.cluster is `group` should run (made once per group)."""
+        made = self.configs.get(group)
+        if made is None:
+            base = self.earlier_configs.get(group) if self.changed_routes is not None else None
+            if base is not None:
+                made = updated_config(base, group, self.changed_routes or (), self.earlier_routes,
+                                      self.routes_by_key, self.clusters if self.clusters_changed else None,
+                                      self._virtual_host)
+            if made is None:
+                made = full_config(self.routes, group, self.clusters, self._virtual_host)
+            self.configs[group] = made
+        return made.config
 
     def _virtual_host(self, host: str, entries: list[RouteEntryIR]) -> VirtualHostIR:
         key = (host, *map(id, entries))
@@ -123,10 +116,6 @@ class _RouteMemo:
     present: tuple[bool, ...]
     route: BuiltRoute
     status: ObjectStatus
-
-
-def _host_order(item: tuple[str, list[RouteEntryIR]]) -> tuple[bool, str]:
-    return item[0] == "*", item[0]
 
 
 def _precedence(entry: RouteEntryIR):
@@ -159,11 +148,86 @@ class Builder:
         # The objects' keys in order, sorted again only when the set of keys changes.
         self._keys: frozenset[ObjectKey] = frozenset()
         self._sorted_keys: list[ObjectKey] = []
+        # What the last build was made from, for the next one to tell what changed.
+        self._previous: BuildResult | None = None
+        self._objects: dict[ObjectKey, UserObject] = {}
+        self._services: dict[tuple[str, str], dict] = {}
+        self._slices: dict[tuple[str, str], dict] = {}
         self._virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
         result = BuildResult(earlier_virtual_hosts=self._virtual_hosts)
         self._virtual_hosts = result.virtual_hosts  # filled by config_for, read by the next build
+        if not self._incremental(state, result):
+            self._full(state, result)
+        self._previous = result
+        self._objects = dict(state.objects)
+        self._services = dict(state.services)
+        self._slices = dict(state.endpoint_slices)
+        return result
+
+    def _incremental(self, state: StateStore, result: BuildResult) -> bool:
+        """Redoes only the objects that changed since the last build, into `result`; False
+        (and `result` untouched) when the change is not one it handles: objects added or
+        deleted, Services or EndpointSlices changed, an object's spec appearing or going."""
+        previous = self._previous
+        objects = state.objects
+        before = self._objects
+        if previous is None or state.services != self._services or state.endpoint_slices != self._slices:
+            return False
+        # The same keys in the same order (the usual case) compare by identity, without hashing,
+        # and then the objects pairwise, in C.
+        if list(objects) == list(before):
+            changed = list(compress(objects, map(is_not, objects.values(), before.values())))
+        elif objects.keys() == before.keys():
+            changed = [key for key, obj in objects.items() if before[key] is not obj]
+        else:
+            return False
+        for key in changed:
+            obj = objects[key]
+            earlier_spec = self._validated_memo[key][1][0]
+            outcome = self._validated(obj)
+            self._validated_memo[key] = (obj, outcome)  # so that a full build reuses it
+            if (outcome[0] is None) != (earlier_spec is None):
+                return False
+        clusters = dict(previous.clusters)
+        statuses = dict(previous.statuses)
+        routes_by_key = dict(previous.routes_by_key)
+        changed_routes = []
+        for key in changed:
+            obj = objects[key]
+            validated = self._validated_memo[key][1]
+            spec = validated[0]
+            if spec is None:
+                statuses[key] = self._status(obj, validated, None)
+            elif isinstance(spec, model.BackendSpec):
+                cluster, refs = _cluster(state, {}, key, spec) if spec.service is None else _cluster(
+                    state, slices_by_service(state), key, spec)
+                entry = self._cluster_memo[key] = _ClusterMemo(spec, obj, cluster, self._status(obj, validated, refs))
+                clusters[cluster.name] = cluster
+                statuses[key] = entry.status
+                result.clusters_changed = True
+            else:
+                # What a Route references exists as before: no spec appeared or went.
+                route, refs = _route(key, spec, clusters)
+                referenced = _referenced_clusters(key, spec)
+                present = tuple(name in clusters for name in referenced)
+                self._route_memo[key] = _RouteMemo(spec, obj, referenced, present, route,
+                                                   self._status(obj, validated, refs))
+                routes_by_key[key] = route
+                statuses[key] = self._route_memo[key].status
+                changed_routes.append(key)
+        result.clusters, result.statuses, result.routes_by_key = clusters, statuses, routes_by_key
+        if changed_routes:
+            result.routes = tuple(map(routes_by_key.__getitem__, map(attrgetter("key"), previous.routes)))
+        else:
+            result.routes = previous.routes
+        result.changed_routes = tuple(changed_routes)
+        result.earlier_routes = previous.routes_by_key
+        result.earlier_configs = previous.configs
+        return True
+
+    def _full(self, state: StateStore, result: BuildResult) -> None:
         objects = state.objects
         if objects.keys() != self._keys:
             self._keys = frozenset(objects)
@@ -223,7 +287,6 @@ class Builder:
         if len(specs) < len(objects):
             for key in objects.keys() - specs.keys():
                 statuses[key] = self._status(objects[key], validated_memo[key][1], None)
-        return result
 
     @staticmethod
     def _status(obj: UserObject, validated: "_Validated", refs: Condition | None) -> ObjectStatus:

@@ -42,17 +42,21 @@ _NAME_TAG = bytes([route_pb2.RouteConfiguration.NAME_FIELD_NUMBER << 3 | 2])
 _VIRTUAL_HOSTS_TAG = bytes([route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER << 3 | 2])
 
 
-def route_configuration_bytes(name: str, virtual_hosts: Iterable[bytes]) -> bytes:
-    """The serialized RouteConfiguration of `name` with these serialized virtual hosts, assembled
-    instead of serialized: a message's wire form is its fields in field-number order, and a
-    repeated message field is each element as a length-delimited record. So after a one-Route
-    change only that virtual host is serialized again; the bytes are the same as those of
+def route_configuration_bytes(name: str, virtual_host_records: Iterable[bytes]) -> bytes:
+    """The serialized RouteConfiguration of `name` with these virtual hosts (each the
+    virtual_host_record() of its serialized bytes), assembled instead of serialized: a message's
+    wire form is its fields in field-number order, and a repeated message field is each element
+    as a length-delimited record. So after a one-Route change only that virtual host is
+    serialized again; the bytes are those of
     translate_route_configuration(...).SerializeToString(deterministic=True)."""
     encoded_name = name.encode()
-    parts = [_NAME_TAG, _varint(len(encoded_name)), encoded_name] if encoded_name else []
-    for vh in virtual_hosts:
-        parts += (_VIRTUAL_HOSTS_TAG, _varint(len(vh)), vh)
-    return b"".join(parts)
+    head = _NAME_TAG + _varint(len(encoded_name)) + encoded_name if encoded_name else b""
+    return head + b"".join(virtual_host_records)
+
+
+def virtual_host_record(serialized: bytes) -> bytes:
+    """One RouteConfiguration.virtual_hosts element as it appears on the wire."""
+    return _VIRTUAL_HOSTS_TAG + _varint(len(serialized)) + serialized
 
 
 def _varint(value: int) -> bytes:
