@@ -19,6 +19,8 @@ SMOKE = {
     "scale.py": [r"first build \+ translate \+ hash +[\d.]+ ms wall +[\d.]+ ms CPU",
                  r"one Route changed: build \+ translate \+ hash +[\d.]+ ms wall +[\d.]+ ms CPU",
                  r"peak RSS +\d+ MiB"],
+    "file_scan.py": [r"scan after one file edited +[\d.]+ ms",
+                     r"one Route edited -> snapshot +[\d.]+ ms"],
 }
 
 

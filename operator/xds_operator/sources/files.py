@@ -10,13 +10,16 @@ its (mtime, size, inode, mode) changes, so one that stays broken costs nothing p
 What is served is a function of the files alone, the same after a restart and in `validate`
 (which runs this very source once): when several documents define one object, the first in
 path order (then document order) is used and each other one is reported once, naming the one
-in effect. Documents of other kinds are skipped with a note. Polling file metadata, rather than
-inotify, also works on bind mounts and on ConfigMap volumes (which change by symlink swaps).
+in effect. Documents of other kinds are skipped with a note. The roots are watched (inotify,
+through watchfiles) so that a change is read at once, and file metadata is polled as well, which
+also works where no events come (network file systems) and on ConfigMap volumes (which change by
+symlink swaps). Re-reading a file re-parses only the documents whose text changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from bisect import bisect_right
 from itertools import compress
 from operator import is_not
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import watchfiles
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from ..api.fields import FieldError, Fields
@@ -604,15 +608,50 @@ class FileSource:
             self.state.set_problems("files", changes.problems)
 
     async def run(self) -> None:
+        """Scans whenever the file system reports a change under the roots (inotify, through
+        watchfiles), and every `interval` seconds whatever it reports: the poll is the fallback
+        for file systems that send no events (NFS, some FUSE mounts) and roots that cannot be
+        watched (missing at start)."""
+        changed = asyncio.Event()
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(changed, stop))
         last_failure = ""
-        while True:
-            try:
-                self.apply(await asyncio.to_thread(self.read_changes))
-            except Exception as exc:  # a bug here must not stop the source
-                if repr(exc) != last_failure:  # one traceback per distinct failure, not one per poll
-                    log.exception("scanning %s failed", ", ".join(map(str, self.roots)))
-                last_failure = repr(exc)
-            await asyncio.sleep(self.interval)
+        try:
+            while True:
+                changed.clear()  # before the scan: a change during it makes the next one at once
+                try:
+                    self.apply(await asyncio.to_thread(self.read_changes))
+                except Exception as exc:  # a bug here must not stop the source
+                    if repr(exc) != last_failure:  # one traceback per distinct failure, not one per poll
+                        log.exception("scanning %s failed", ", ".join(map(str, self.roots)))
+                    last_failure = repr(exc)
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=self.interval)
+                except TimeoutError:
+                    pass
+        finally:
+            stop.set()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self, changed: asyncio.Event, stop: asyncio.Event) -> None:
+        roots = [root for root in self.roots if root.exists()]
+        if not roots:
+            return
+        try:
+            async for _ in watchfiles.awatch(*roots, watch_filter=None, debounce=WATCH_DEBOUNCE_MS,
+                                             step=WATCH_STEP_MS, stop_event=stop, ignore_permission_denied=True):
+                changed.set()
+        except Exception as exc:  # no inotify here (or no more watches): the poll goes on
+            log.info("not watching %s for changes (%s); polling every %g s",
+                     ", ".join(map(str, roots)), exc, self.interval)
+
+
+# Events are gathered until WATCH_STEP_MS pass without one (at most WATCH_DEBOUNCE_MS): an editor's
+# write-rename-chmod is one scan. The controller debounces rebuilds on its own as well.
+WATCH_STEP_MS = 10
+WATCH_DEBOUNCE_MS = 50
 
 
 def _by_key(definitions: Sequence[Definition]) -> dict[ObjectKey, list[Definition]]:
