@@ -21,6 +21,8 @@ SMOKE = {
                  r"peak RSS +\d+ MiB"],
     "file_scan.py": [r"scan after one file edited +[\d.]+ ms",
                      r"one Route edited -> snapshot +[\d.]+ ms"],
+    # A real Envoy, httpbin and `serve`, 3 edits at 10 Routes.
+    "edit_latency.py": [r"median \d+ ms +p99 \d+ ms +max \d+ ms"],
 }
 
 
