@@ -25,9 +25,8 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from ..ir.ir import ClusterIR, ListenerIR, ProxyConfigIR, VirtualHostIR
+from .. import translate as translation  # its functions looked up at call time (tests patch them there)
 from ..translate import TranslateOptions
-from ..translate.clusters import translate_cluster, translate_load_assignment
-from ..translate.listeners import translate_listener
 from ..translate.routes import route_configuration_bytes, translate_virtual_host, virtual_host_record
 from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE
 
@@ -173,9 +172,9 @@ class ResourceMemo:
                 if old[2] is not None:
                     made_endpoints[c.name] = old[2]
                 continue
-            made_clusters[c.name] = versioned(CLUSTER, c.name, translate_cluster(c))
+            made_clusters[c.name] = versioned(CLUSTER, c.name, translation.translate_cluster(c))
             if c.discovery == "EDS":
-                made_endpoints[c.name] = versioned(ENDPOINT, c.name, translate_load_assignment(c))
+                made_endpoints[c.name] = versioned(ENDPOINT, c.name, translation.translate_load_assignment(c))
         made = (MappingProxyType(made_clusters), MappingProxyType(made_endpoints),
                 version_of(CLUSTER, made_clusters.values()), version_of(ENDPOINT, made_endpoints.values()))
         self._last_clusters = (clusters, made)
@@ -250,7 +249,8 @@ class Snapshot:
         snapshot = cls({
             CLUSTER: cluster_set[0],
             ENDPOINT: cluster_set[1],
-            LISTENER: {ln.name: memo.versioned(LISTENER, ln.name, translate_listener(ln.name, ln.port, address))
+            LISTENER: {ln.name: memo.versioned(
+                LISTENER, ln.name, translation.translate_listener(ln.name, ln.port, address))
                        for ln in config.listeners},
             ROUTE: {ln.name: versioned_bytes(ROUTE, ln.name, memo.route_configuration(ln)) for ln in config.listeners},
         }, known_versions={CLUSTER: cluster_set[2], ENDPOINT: cluster_set[3]})
