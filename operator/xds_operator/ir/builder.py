@@ -11,6 +11,7 @@ import logging
 from itertools import compress
 from operator import attrgetter, is_not
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..api import model
 from ..api.conditions import ACCEPTED, RESOLVED_REFS, Condition
@@ -18,8 +19,8 @@ from ..api.fields import FieldError
 from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
-from .ir import (ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name,
-                 listener_name, route_entry_name)
+from .ir import (ClusterIR, Endpoint, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name,
+                 route_entry_name)
 from .proxy_config import GroupConfig, full_config, updated_config
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
@@ -118,7 +119,7 @@ class _RouteMemo:
     status: ObjectStatus
 
 
-def _precedence(entry: RouteEntryIR):
+def _precedence(entry: RouteEntryIR) -> tuple[int, int, int, str, str]:
     """Exact paths first, then longer prefixes, then regexes; more specific matches before
     less specific ones on the same path; ties broken by namespace/name, then rule order.
     (Rule and match order need no key: sorted() is stable, and a Route's entries are listed
@@ -151,8 +152,8 @@ class Builder:
         # What the last build was made from, for the next one to tell what changed.
         self._previous: BuildResult | None = None
         self._objects: dict[ObjectKey, UserObject] = {}
-        self._services: dict[tuple[str, str], dict] = {}
-        self._slices: dict[tuple[str, str], dict] = {}
+        self._services: dict[tuple[str, str], dict[str, Any]] = {}
+        self._slices: dict[tuple[str, str], dict[str, Any]] = {}
         self._virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
@@ -268,18 +269,20 @@ class Builder:
         for key, spec in specs.items():
             if isinstance(spec, model.RouteSpec):
                 obj = objects[key]
-                hit = previous_routes.get(key)
-                referenced = hit.referenced if hit is not None and hit.spec is spec else _referenced_clusters(key, spec)
+                route_hit = previous_routes.get(key)
+                same_spec = route_hit is not None and route_hit.spec is spec
+                referenced = route_hit.referenced if route_hit is not None and same_spec else _referenced_clusters(
+                    key, spec)
                 present = tuple(name in clusters for name in referenced)
-                if hit is not None and hit.spec is spec and hit.present == present and hit.obj is obj:
-                    entry = hit
+                if route_hit is not None and same_spec and route_hit.present == present and route_hit.obj is obj:
+                    route_entry = route_hit
                 else:
                     route, refs = _route(key, spec, clusters)
-                    entry = _RouteMemo(spec, obj, referenced, present, route,
-                                       self._status(obj, validated_memo[key][1], refs))
-                route_memo[key] = entry
-                routes.append(entry.route)
-                statuses[key] = entry.status
+                    route_entry = _RouteMemo(spec, obj, referenced, present, route,
+                                             self._status(obj, validated_memo[key][1], refs))
+                route_memo[key] = route_entry
+                routes.append(route_entry.route)
+                statuses[key] = route_entry.status
         self._route_memo = route_memo
         self._cluster_memo = cluster_memo
         result.routes = tuple(routes)
@@ -311,7 +314,7 @@ class Builder:
 def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
              spec: model.BackendSpec) -> tuple[ClusterIR, Condition]:
     refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
-    endpoints = ()
+    endpoints: tuple[Endpoint, ...] = ()
     if spec.service is not None:
         try:
             endpoints = resolve_service(state, slices, key.namespace, spec.service)
@@ -337,7 +340,7 @@ def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
 
 
 def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> tuple[str, ...]:
-    names = []
+    names: list[str] = []
     for rule in spec.rules:
         names.extend(b.name for b in rule.backends)
         if rule.mirror is not None:

@@ -13,7 +13,7 @@ from functools import cached_property
 from itertools import compress
 from operator import is_not
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
