@@ -84,3 +84,35 @@ def test_an_assembled_route_configuration_parses_back_to_the_translated_message(
     (resource,) = Snapshot.from_config(config, OPTIONS).resources(ROUTE).values()
     assert resource.built is None  # assembled from bytes, parsed on demand
     assert resource.message == translate(config, OPTIONS)[ROUTE][resource.name]
+
+
+def test_incremental_group_configs_match_fresh_ones_for_every_group() -> None:
+    """Routes aimed at one proxy group, edited in place, moved to another group, given a
+    hostname another Route has: each group's updated config equals a fresh build's."""
+    def aimed(i: int, marker: str, proxies: list[str], host: str | None = None) -> UserObject:
+        obj = route(i, marker=marker, host=host)
+        return UserObject(obj.key, {**obj.spec, "proxies": proxies})
+
+    state = StateStore()
+    for i in range(6):
+        state.put(backend(i))
+        state.put(aimed(i, "a", ["edge"] if i % 2 else []))
+    builder, memo = Builder(), ResourceMemo()
+    groups = ("default", "edge", "internal")
+    edits = [
+        lambda: state.put(aimed(1, "b", ["edge"])),  # in place: the incremental path
+        lambda: state.put(aimed(2, "c", [])),
+        lambda: state.put(aimed(3, "d", ["internal"])),  # moved to another group
+        lambda: state.put(aimed(4, "e", [], host="h0.example.com")),  # joins r0's virtual host
+        lambda: state.put(aimed(4, "f", [], host="h0.example.com")),  # edited there
+    ]
+    for edit in edits:
+        edit()
+        result = builder.build(state)
+        assert result.changed_routes is not None  # each edit took the incremental path
+        fresh = Builder().build(state)
+        for group in groups:
+            assert result.config_for(group) == fresh.config_for(group), group
+            snapshot = Snapshot.from_config(result.config_for(group), OPTIONS, memo)
+            assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for(group), OPTIONS)))
+        memo.rotate()
