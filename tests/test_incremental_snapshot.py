@@ -99,6 +99,10 @@ def test_incremental_group_configs_match_fresh_ones_for_every_group() -> None:
         state.put(aimed(i, "a", ["edge"] if i % 2 else []))
     builder, memo = Builder(), ResourceMemo()
     groups = ("default", "edge", "internal")
+    first = builder.build(state)
+    for group in groups:
+        Snapshot.from_config(first.config_for(group), OPTIONS, memo)
+    memo.rotate()
     edits = [
         lambda: state.put(aimed(1, "b", ["edge"])),  # in place: the incremental path
         lambda: state.put(aimed(2, "c", [])),
