@@ -1,15 +1,18 @@
 """Time from a config file edit to the change being visible through a real Envoy.
 
-Starts httpbin, `xds-operator serve` and Envoy on free loopback ports, then N times rewrites
-the Route file with a new response header value and polls Envoy until it answers with it.
+Starts httpbin, `xds-operator serve` and Envoy on free loopback ports, with R Routes in all (the
+edited one and R-1 others on the same listener, in another file), then N times rewrites the
+Route file with a new response header value and polls Envoy until it answers with it. Prints
+the median, p99 and max against the issue-10 target (p99 <= 100 ms at 1,000 Routes).
 
-    uv run python benchmarks/edit_latency.py [--edits 20] [--delta]
+    uv run python benchmarks/edit_latency.py [--edits 50] [--routes 1000] [--delta] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import sys
 import tempfile
@@ -38,6 +41,29 @@ spec:
 """
 
 
+OTHER = """\
+apiVersion: xds-operator.dev/v1alpha1
+kind: Backend
+metadata: {{name: other-{i}, namespace: bench}}
+spec:
+  endpoints: [{{address: 127.0.0.1, port: {httpbin}}}]
+---
+apiVersion: xds-operator.dev/v1alpha1
+kind: Route
+metadata: {{name: other-{i}, namespace: bench}}
+spec:
+  port: {listener}
+  hostnames: [other-{i}.example.com]
+  rules:
+  - backends: [{{name: other-{i}}}]
+"""
+
+
+def p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
 def marker_seen(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -46,13 +72,14 @@ def marker_seen(url: str) -> str | None:
         return None
 
 
-async def main(edits: int, api_type: str) -> None:
+async def main(edits: int, routes: int, api_type: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xds-bench-"))
     ports = {name: free_port() for name in ("httpbin", "listener", "xds", "http", "admin")}
     config = tmp / "config"
     config.mkdir()
     route = config / "route.yaml"
     route.write_text(CONFIG.format(marker="0", **ports))
+    (config / "others.yaml").write_text("---\n".join(OTHER.format(i=i, **ports) for i in range(routes - 1)))
     bootstrap = tmp / "envoy.yaml"
     bootstrap.write_text(render_bootstrap(BootstrapParams(xds_port=ports["xds"], admin_port=ports["admin"],
                                                           api_type=api_type)))
@@ -78,9 +105,11 @@ async def main(edits: int, api_type: str) -> None:
                 await asyncio.sleep(0.002)
             samples.append((time.perf_counter() - started) * 1000)
             await asyncio.sleep(0.2)  # let each edit settle, as a person editing would
-        print(f"edit -> visible through Envoy ({api_type}, {edits} edits, file poll 100 ms, debounce 50 ms):")
-        print(f"  median {statistics.median(samples):.0f} ms   max {max(samples):.0f} ms   "
-              f"min {min(samples):.0f} ms")
+        print(f"edit -> visible through Envoy ({api_type}, {routes} Routes, {edits} edits; files watched "
+              "(inotify) and polled every 100 ms, rebuild debounce 50 ms):")
+        target = f"   target p99 <= 100 ms: {'met' if p99(samples) <= 100 else 'NOT met'}" if routes >= 1000 else ""
+        print(f"  median {statistics.median(samples):.0f} ms   p99 {p99(samples):.0f} ms   max {max(samples):.0f} ms   "
+              f"min {min(samples):.0f} ms{target}")
     finally:
         for process in reversed(processes):
             await process.stop()
@@ -88,7 +117,11 @@ async def main(edits: int, api_type: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--edits", type=int, default=20)
+    parser.add_argument("--edits", type=int, default=50)
+    parser.add_argument("--routes", type=int, default=1000)
     parser.add_argument("--delta", action="store_true", help="Envoy uses DELTA_GRPC")
+    parser.add_argument("--smoke", action="store_true", help="3 edits at 10 Routes (CI)")
     args = parser.parse_args()
-    asyncio.run(main(args.edits, "DELTA_GRPC" if args.delta else "GRPC"))
+    if args.smoke:
+        args.edits, args.routes = 3, 10
+    asyncio.run(main(args.edits, args.routes, "DELTA_GRPC" if args.delta else "GRPC"))

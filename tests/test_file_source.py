@@ -348,6 +348,46 @@ async def test_run_picks_up_changes(config: Path) -> None:
             await task
 
 
+async def _until(predicate, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not seen within {seconds}s"
+        await asyncio.sleep(0.01)
+
+
+async def test_changes_are_seen_through_inotify_without_waiting_for_the_poll(config: Path) -> None:
+    """The poll is every 10 minutes here: what is seen within 10 s came through a file event."""
+    state = StateStore()
+    source = FileSource(config, state, interval=600)
+    task = asyncio.create_task(source.run())
+    try:
+        await _until(lambda: B("b") in state.objects, "initial load")
+        await asyncio.sleep(0.2)  # the watch is set up in a thread; give it a moment
+        write(config / "b.yml", backend("b", port=7777))
+        await _until(lambda: state.objects[B("b")].spec["endpoints"][0]["port"] == 7777, "the edit")
+        write(config / "new" / "d.yaml", backend("d"))
+        await _until(lambda: B("d") in state.objects, "a new file in a new directory")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_root_that_cannot_be_watched_is_still_polled(tmp_path: Path) -> None:
+    root = tmp_path / "later"  # missing at start: nothing to watch
+    state = StateStore()
+    source = FileSource(root, state, interval=0.05)
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.sleep(0.1)
+        write(root / "b.yml", backend("b"))
+        await _until(lambda: B("b") in state.objects, "a file under a root that appeared after start")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 # -- nothing a file contains stops the source ---------------------------------------------------
 
 def broken_backend(name: str, metadata_extra: str = "", spec: str = "{endpoints: [{address: 127.0.0.1, port: 80}]}"

@@ -29,15 +29,23 @@ class ObjectKey:
     namespace: str
     name: str
 
+    def __post_init__(self) -> None:
+        # Keys are looked up in dicts many times per build: hash once, not once per lookup.
+        object.__setattr__(self, "_hash", hash((self.kind, self.namespace, self.name)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined, no-any-return]
+
     def __str__(self) -> str:
         return joined(self.kind, self.namespace, self.name)
 
     def __lt__(self, other: ObjectKey) -> bool:
         # Ordered as text: a file can give a name that is not a string (name: 123), which validation
         # refuses, but which must not make sorting the keys of every object raise.
-        return self._order() < other._order()
+        return self.sort_key() < other.sort_key()
 
-    def _order(self) -> tuple[str, str, str, str]:
+    def sort_key(self) -> tuple[str, str, str, str]:
+        """The order of __lt__, as a key for sorted(): far cheaper than comparing keys."""
         return str(self.kind), str(self.namespace), str(self.name), type(self.name).__name__
 
 

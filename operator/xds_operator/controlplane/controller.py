@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from ..collector import collector_paused
 from ..ir.builder import Builder, BuildResult
 from ..sources.state import StateStore
-from ..translate import TranslateOptions, translate
+from ..translate import TranslateOptions
 from ..xds.cache import SnapshotCache
 from ..xds.snapshot import ResourceMemo, Snapshot
 from .debounce import settle
@@ -24,9 +25,20 @@ log = logging.getLogger(__name__)
 
 def make_snapshot(result: BuildResult, group: str, options: TranslateOptions,
                   memo: ResourceMemo | None = None) -> Snapshot:
-    snapshot = Snapshot.from_messages(translate(result.config_for(group), options), memo)
+    snapshot = Snapshot.from_config(result.config_for(group), options, memo)
     snapshot.check_consistent()
     return snapshot
+
+
+def build_snapshots(builder: Builder, memo: ResourceMemo, state: StateStore, groups: Iterable[str],
+                    options: TranslateOptions) -> tuple[BuildResult, dict[str, Snapshot]]:
+    """One build and the snapshots of the given groups, with the cyclic collector paused (a first
+    build at 10,000 objects spent about 40% of its time in full collections)."""
+    with collector_paused():
+        result = builder.build(state)
+        snapshots = {group: make_snapshot(result, group, options, memo) for group in groups}
+        memo.rotate()
+    return result, snapshots
 
 
 class Controller:
@@ -96,10 +108,7 @@ class Controller:
         self._built.set()
 
     def _build(self, state: StateStore, groups: set[str]) -> tuple[BuildResult, dict[str, Snapshot]]:
-        result = self.builder.build(state)
-        snapshots = {group: make_snapshot(result, group, self.options, self.memo) for group in groups}
-        self.memo.rotate()
-        return result, snapshots
+        return build_snapshots(self.builder, self.memo, state, groups, self.options)
 
     def _frozen_state(self) -> StateStore:
         """A copy for the build thread: sources keep changing the live store on the loop."""

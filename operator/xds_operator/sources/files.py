@@ -10,25 +10,34 @@ its (mtime, size, inode, mode) changes, so one that stays broken costs nothing p
 What is served is a function of the files alone, the same after a restart and in `validate`
 (which runs this very source once): when several documents define one object, the first in
 path order (then document order) is used and each other one is reported once, naming the one
-in effect. Documents of other kinds are skipped with a note. Polling file metadata, rather than
-inotify, also works on bind mounts and on ConfigMap volumes (which change by symlink swaps).
+in effect. Documents of other kinds are skipped with a note. The roots are watched (inotify,
+through watchfiles) so that a change is read at once, and file metadata is polled as well, which
+also works where no events come (network file systems) and on ConfigMap volumes (which change by
+symlink swaps). Re-reading a file re-parses only the documents whose text changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import logging
 import os
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import compress
+from operator import is_not
 from pathlib import Path
 from typing import Any
 
+import watchfiles
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from ..api.fields import FieldError, Fields
 from ..api.objects import API_GROUP, API_VERSION, KINDS, ObjectKey, UserObject
+from ..collector import collector_paused
 from . import yamldocs
 from .findings import Finding, Severity
 from .kubernetes import trimmed_endpoint_slice, trimmed_service
@@ -78,14 +87,28 @@ class _Refused(Exception):
 
 # -- reading one file --------------------------------------------------------------------------
 
+# The definitions of a file's documents by (document text, first line, document number): after
+# an edit, only documents whose text (or place) changed are parsed again.
+DocumentCache = dict[tuple[str, int, int], Definition]
+
+
 def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions: bool = False
               ) -> tuple[list[Definition], list[Finding]]:
     """The definitions and findings of one file. When the file cannot be read or split into
     documents, `previous` (its last good definitions) stays; so does a broken document's own."""
-    def unusable(message: str, line: int = 0, column: int = 0) -> tuple[list[Definition], list[Finding]]:
+    definitions, findings, _ = read_documents(path, previous, None, keep_positions=keep_positions)
+    return definitions, findings
+
+
+def read_documents(path: str, previous: Sequence[Definition], cache: DocumentCache | None, *,
+                   keep_positions: bool = False) -> tuple[list[Definition], list[Finding], DocumentCache]:
+    """read_file, reusing the definitions of `cache` (what the last read returned) for documents
+    whose text and place did not change; returns the cache for the next read."""
+    def unusable(message: str, line: int = 0, column: int = 0) -> tuple[list[Definition], list[Finding],
+                                                                         DocumentCache]:
         if previous:
             message += f"; keeping its last good objects ({len(previous)})"
-        return list(previous), [Finding(path, line, column, message)]
+        return list(previous), [Finding(path, line, column, message)], {}
 
     try:
         with open(path, "rb") as file:
@@ -98,21 +121,34 @@ def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         return unusable(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); is it a YAML file?", line, column)
-    try:
-        nodes = yamldocs.compose(text)
-    except DocumentError as exc:
-        return unusable(exc.message, *(exc.position or (0, 0)))
+    pieces = yamldocs.split_documents(text)
+    nodes: list[_Document] | None = None
+    if pieces is not None and cache:
+        nodes = _changed_documents(pieces, cache)
+    if nodes is None:
+        try:
+            whole = yamldocs.compose(text)
+        except DocumentError as exc:
+            return unusable(exc.message, *(exc.position or (0, 0)))
+        nodes = _placed(whole, pieces)
 
-    last_good: dict[ObjectKey, Definition] = {}
-    for d in previous:
-        last_good.setdefault(d.obj.key, d)
+    last_good: dict[ObjectKey, Definition] | None = None  # made when a document is refused
     definitions: list[Definition] = []
     findings: list[Finding] = []
-    for index, node in enumerate(nodes):
+    new_cache: DocumentCache = {}
+    for index, (node, cache_key) in enumerate(nodes):
+        if isinstance(node, Definition):
+            definitions.append(node)
+            new_cache[cache_key] = node  # type: ignore[index]
+            continue
         try:
             definition = _guarded_definition(path, index, node, keep_positions)
         except _Refused as exc:
             message = exc.message
+            if last_good is None:
+                last_good = {}
+                for d in previous:
+                    last_good.setdefault(d.obj.key, d)
             kept = last_good.get(exc.key) if exc.key is not None else None
             if kept is not None:
                 definitions.append(kept)
@@ -121,7 +157,44 @@ def read_file(path: str, previous: Sequence[Definition] = (), *, keep_positions:
             continue
         if definition is not None:
             definitions.append(definition)
-    return definitions, findings
+            if cache_key is not None:
+                new_cache[cache_key] = definition
+    return definitions, findings, new_cache
+
+
+_Document = tuple["Node | Definition", "tuple[str, int, int] | None"]  # and its cache key, if cacheable
+
+
+def _changed_documents(pieces: list[tuple[int, str]], cache: DocumentCache) -> list[_Document] | None:
+    """Per document: the cached definition of an unchanged piece, or the node of a changed one
+    (composed alone). None when a changed piece cannot be read alone: then the file is read whole."""
+    out: list[_Document] = []
+    for line, piece in pieces:
+        key = (piece, line, len(out))
+        hit = cache.get(key)
+        if hit is not None:
+            out.append((hit, key))
+            continue
+        try:
+            composed = yamldocs.compose_at(piece, line)
+        except DocumentError:
+            return None
+        if len(composed) > 1:
+            return None
+        out.extend((node, key) for node in composed)
+    return out
+
+
+def _placed(nodes: list[Node], pieces: list[tuple[int, str]] | None) -> list[_Document]:
+    """The nodes of a whole-file parse, each with the cache key of the piece it starts in when
+    that piece holds no other document (else None: not cached)."""
+    if pieces is None:
+        return [(node, None) for node in nodes]
+    starts = [line for line, _ in pieces]
+    owners = [bisect_right(starts, node.start_mark.line) - 1 for node in nodes]
+    counts = Counter(owners)
+    return [(node, (pieces[owner][1], pieces[owner][0], index) if owner >= 0 and counts[owner] == 1 else None)
+            for index, (node, owner) in enumerate(zip(nodes, owners, strict=False))]
 
 
 def _guarded_definition(path: str, index: int, node: Node, keep_positions: bool) -> Definition | None:
@@ -354,6 +427,7 @@ class _File:
     order: Order
     definitions: list[Definition]  # in document order, including last good ones kept
     findings: list[Finding]
+    documents: DocumentCache = field(default_factory=dict)  # for the next read of this file
 
 
 @dataclass
@@ -397,6 +471,10 @@ class FileSource:
         return sorted(found, key=Finding.sort_key)
 
     def read_changes(self) -> Changes:
+        with collector_paused():
+            return self._read_changes()
+
+    def _read_changes(self) -> Changes:
         current, listing, unlisted = stamps(self.roots)
         if unlisted:  # files in a directory that cannot be listed keep what they had
             for path, file in self._files.items():
@@ -418,9 +496,10 @@ class FileSource:
             log.info("%s: removed", path)
         for order, path in changed:
             previous = self._files.get(path)
-            definitions, findings = read_file(path, previous.definitions if previous else (),
-                                              keep_positions=self.keep_positions)
-            touched |= self._set_file(path, _File(current[path][0], order, definitions, findings))
+            definitions, findings, documents = read_documents(
+                path, previous.definitions if previous else (), previous.documents if previous else None,
+                keep_positions=self.keep_positions)
+            touched |= self._set_file(path, _File(current[path][0], order, definitions, findings, documents))
             for finding in findings:
                 log.log(_LOG_LEVELS[finding.severity], "%s", finding)
             if not any(f.severity is Severity.ERROR for f in findings):
@@ -433,20 +512,46 @@ class FileSource:
         return changes
 
     def _set_file(self, path: str, file: _File | None) -> set[ObjectKey]:
-        """Replaces what a file defines; returns the keys whose definitions changed."""
-        touched = set()
+        """Replaces what a file defines; returns the keys whose definitions changed. (A document
+        read again from the cache is the same Definition, and its key is not touched.)"""
         old = self._files.pop(path, None)
-        for d in old.definitions if old else ():
-            touched.add(d.obj.key)
-            by_file = self._definers.get(d.obj.key, {})
-            by_file.pop(path, None)
-            if not by_file:
-                self._definers.pop(d.obj.key, None)
         if file is not None:
             self._files[path] = file
-            for d in file.definitions:
-                touched.add(d.obj.key)
-                self._definers.setdefault(d.obj.key, {}).setdefault(path, []).append(d)
+        if old is not None and file is not None:
+            touched = self._replace_changed(path, old.definitions, file.definitions)
+            if touched is not None:
+                return touched
+        old_by_key = _by_key(old.definitions if old else ())
+        new_by_key = _by_key(file.definitions if file else ())
+        touched = set()
+        for key in old_by_key.keys() | new_by_key.keys():
+            before, after = old_by_key.get(key, []), new_by_key.get(key, [])
+            if len(before) == len(after) and all(a is b for a, b in zip(before, after, strict=False)):
+                continue
+            touched.add(key)
+            by_file = self._definers.setdefault(key, {})
+            if after:
+                by_file[path] = after
+            else:
+                by_file.pop(path, None)
+                if not by_file:
+                    self._definers.pop(key, None)
+        return touched
+
+    def _replace_changed(self, path: str, old: list[Definition], new: list[Definition]) -> set[ObjectKey] | None:
+        """_set_file for a file read again with as many definitions, each of the same key as
+        before (the usual edit): the ones that are not the very same objects (found pairwise,
+        in C) replace theirs. None, having changed nothing, for any other change."""
+        if len(old) != len(new):
+            return None
+        changed = list(compress(range(len(new)), map(is_not, old, new)))
+        if any(old[i].obj.key != new[i].obj.key for i in changed):
+            return None
+        replaced = {id(old[i]): new[i] for i in changed}
+        touched = {new[i].obj.key for i in changed}
+        for key in touched:
+            by_file = self._definers[key]
+            by_file[path] = [replaced.get(id(d), d) for d in by_file[path]]
         return touched
 
     def _choose(self, key: ObjectKey, changes: Changes) -> None:
@@ -499,15 +604,55 @@ class FileSource:
             self.state.set_problems("files", changes.problems)
 
     async def run(self) -> None:
+        """Scans whenever the file system reports a change under the roots (inotify, through
+        watchfiles), and every `interval` seconds whatever it reports: the poll is the fallback
+        for file systems that send no events (NFS, some FUSE mounts) and roots that cannot be
+        watched (missing at start)."""
+        changed = asyncio.Event()
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(changed, stop))
         last_failure = ""
-        while True:
-            try:
-                self.apply(await asyncio.to_thread(self.read_changes))
-            except Exception as exc:  # a bug here must not stop the source
-                if repr(exc) != last_failure:  # one traceback per distinct failure, not one per poll
-                    log.exception("scanning %s failed", ", ".join(map(str, self.roots)))
-                last_failure = repr(exc)
-            await asyncio.sleep(self.interval)
+        try:
+            while True:
+                changed.clear()  # before the scan: a change during it makes the next one at once
+                try:
+                    self.apply(await asyncio.to_thread(self.read_changes))
+                except Exception as exc:  # a bug here must not stop the source
+                    if repr(exc) != last_failure:  # one traceback per distinct failure, not one per poll
+                        log.exception("scanning %s failed", ", ".join(map(str, self.roots)))
+                    last_failure = repr(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=self.interval)
+        finally:
+            stop.set()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self, changed: asyncio.Event, stop: asyncio.Event) -> None:
+        roots = [root for root in self.roots if root.exists()]
+        if not roots:
+            return
+        try:
+            async for _ in watchfiles.awatch(*roots, watch_filter=None, debounce=WATCH_DEBOUNCE_MS,
+                                             step=WATCH_STEP_MS, stop_event=stop, ignore_permission_denied=True):
+                changed.set()
+        except Exception as exc:  # no inotify here (or no more watches): the poll goes on
+            log.info("not watching %s for changes (%s); polling every %g s",
+                     ", ".join(map(str, roots)), exc, self.interval)
+
+
+# Events are gathered until WATCH_STEP_MS pass without one (at most WATCH_DEBOUNCE_MS): an editor's
+# write-rename-chmod is one scan. The controller debounces rebuilds on its own as well.
+WATCH_STEP_MS = 10
+WATCH_DEBOUNCE_MS = 50
+
+
+def _by_key(definitions: Sequence[Definition]) -> dict[ObjectKey, list[Definition]]:
+    out: dict[ObjectKey, list[Definition]] = {}
+    for d in definitions:
+        out.setdefault(d.obj.key, []).append(d)
+    return out
 
 
 _LOG_LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING, Severity.NOTE: logging.INFO}

@@ -8,6 +8,7 @@ twice, and any value the YAML schema cannot construct (`!!float abc`, the date 2
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -73,6 +74,41 @@ def compose(text: str) -> list[Node]:
     finally:
         loader.dispose()
     return nodes
+
+
+# Directives and document end markers: a stream with these is not split (it is parsed whole).
+_UNSPLITTABLE = re.compile(r"^(?:%|\.\.\.(?:[ \t\n]|\Z))", re.MULTILINE)
+
+
+def split_documents(text: str) -> list[tuple[int, str]] | None:
+    """The stream cut before each document start marker ("---" at the start of a line: YAML
+    allows one nowhere else at column 0, not in a block scalar, which is indented, nor in a
+    quoted one): (0-based line, text) per piece, each piece holding at most one document. None
+    when the stream cannot be cut safely (directives, end markers, carriage returns): then it
+    is parsed whole."""
+    if "\r" in text or (("%" in text or "..." in text) and _UNSPLITTABLE.search(text)):
+        return None
+    starts = [0]
+    at = text.find("\n---")
+    while at >= 0:
+        after = at + 4
+        if after == len(text) or text[after] in " \t\n":
+            starts.append(at + 1)
+        at = text.find("\n---", after)
+    if text.startswith("---") and len(starts) > 1 and starts[1] == 0:
+        starts.pop(0)
+    pieces = []
+    line = 0
+    for begin, end in zip(starts, [*starts[1:], len(text)], strict=False):
+        if end > begin:
+            pieces.append((line, text[begin:end]))
+            line += text.count("\n", begin, end)
+    return pieces
+
+
+def compose_at(piece: str, line: int) -> list[Node]:
+    """compose() of a piece of a stream that starts at `line`, positions as in the whole stream."""
+    return compose("\n" * line + piece)
 
 
 def construct(node: Node) -> Any:

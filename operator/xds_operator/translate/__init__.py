@@ -12,6 +12,11 @@ from .listeners import translate_listener
 from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from .routes import translate_route_configuration
 
+# The translators are looked up here at call time (translate(), Snapshot.from_config), so that
+# tests can replace one for a run.
+__all__ = ["TranslateOptions", "translate", "translate_cluster", "translate_listener", "translate_load_assignment",
+           "translate_route_configuration"]
+
 
 @dataclass(frozen=True)
 class TranslateOptions:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableSequence
+from collections.abc import Iterable, MutableSequence
 from functools import lru_cache
 
 from envoy.config.core.v3 import base_pb2
@@ -14,7 +14,7 @@ from google.protobuf import wrappers_pb2
 
 from ..api import model
 from ..api.limits import header_value_as_sent
-from ..ir.ir import ListenerIR, RouteEntryIR
+from ..ir.ir import ListenerIR, RouteEntryIR, VirtualHostIR
 from .common import duration
 
 _REDIRECT_CODES = {
@@ -30,12 +30,42 @@ _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 def translate_route_configuration(listener: ListenerIR) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration(
-        name=listener.name,
-        virtual_hosts=[
-            rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[translate_route(r) for r in vh.routes])
-            for vh in listener.virtual_hosts
-        ],
-    )
+        name=listener.name, virtual_hosts=[translate_virtual_host(vh) for vh in listener.virtual_hosts])
+
+
+def translate_virtual_host(vh: VirtualHostIR) -> rc.VirtualHost:
+    return rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[translate_route(r) for r in vh.routes])
+
+
+# Wire-format tags (field number << 3 | LEN) of RouteConfiguration.name and .virtual_hosts.
+_NAME_TAG = bytes([route_pb2.RouteConfiguration.NAME_FIELD_NUMBER << 3 | 2])
+_VIRTUAL_HOSTS_TAG = bytes([route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER << 3 | 2])
+
+
+def route_configuration_bytes(name: str, virtual_host_records: Iterable[bytes]) -> bytes:
+    """The serialized RouteConfiguration of `name` with these virtual hosts (each the
+    virtual_host_record() of its serialized bytes), assembled instead of serialized: a message's
+    wire form is its fields in field-number order, and a repeated message field is each element
+    as a length-delimited record. So after a one-Route change only that virtual host is
+    serialized again; the bytes are those of
+    translate_route_configuration(...).SerializeToString(deterministic=True)."""
+    encoded_name = name.encode()
+    head = _NAME_TAG + _varint(len(encoded_name)) + encoded_name if encoded_name else b""
+    return head + b"".join(virtual_host_records)
+
+
+def virtual_host_record(serialized: bytes) -> bytes:
+    """One RouteConfiguration.virtual_hosts element as it appears on the wire."""
+    return _VIRTUAL_HOSTS_TAG + _varint(len(serialized)) + serialized
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 @lru_cache(maxsize=65536)

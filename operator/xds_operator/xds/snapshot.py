@@ -9,17 +9,31 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import compress
+from operator import is_not
 from types import MappingProxyType
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from .. import translate as translation  # its functions looked up at call time (tests patch them there)
+from ..ir.ir import ClusterIR, ListenerIR, ProxyConfigIR, VirtualHostIR
+from ..translate import TranslateOptions
 from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE
+from ..translate.routes import route_configuration_bytes, translate_virtual_host, virtual_host_record
+
+_MESSAGE_TYPES: dict[str, type[Message]] = {
+    CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration,
+}
 
 WILDCARD = None  # a subscription to every resource of a type
 
@@ -32,8 +46,18 @@ _DIGEST_CHARS = 8  # 6 bytes of blake2b, base64url
 class VersionedResource:
     name: str
     version: str
-    message: Message
     packed: any_pb2.Any  # packed once here, then shared by every stream that sends it
+    # The message it was serialized from; None for one assembled from serialized pieces
+    # (route configurations), which `message` parses when something inspects it.
+    built: Message | None = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def message(self) -> Message:
+        if self.built is not None:
+            return self.built
+        parsed = _MESSAGE_TYPES[self.packed.type_url]()
+        parsed.ParseFromString(self.packed.value)
+        return parsed
 
     @cached_property
     def digest(self) -> str:
@@ -85,32 +109,107 @@ def digests_in(version: str) -> frozenset[str]:
 def versioned(type_url: str, name: str, message: Message) -> VersionedResource:
     data = message.SerializeToString(deterministic=True)
     packed = any_pb2.Any(type_url=type_url, value=data)
-    return VersionedResource(name, _digest(data), message, packed)
+    return VersionedResource(name, _digest(data), packed, message)
+
+
+def versioned_bytes(type_url: str, name: str, data: bytes) -> VersionedResource:
+    """Like versioned(), for a resource already serialized (deterministically)."""
+    return VersionedResource(name, _digest(data), any_pb2.Any(type_url=type_url, value=data))
+
+
+# Clusters and endpoint sets by name, and the version of each of the two sets.
+_ClusterSet = tuple[Mapping[str, VersionedResource], Mapping[str, VersionedResource], str, str]
 
 
 class ResourceMemo:
-    """Reuses the versioned form of a message seen in this or the previous build.
+    """Reuses the versioned (serialized, hashed) form of what this or the previous build made.
 
-    The translators are memoised and return the very same message object for unchanged IR,
-    so after a one-object change only the changed resources are serialized and hashed again.
-    Entries are keyed by object identity and checked with `is`, so a recycled id never matches.
+    The Builder hands over the very same IR objects for unchanged objects (ClusterIR,
+    VirtualHostIR, even the same tuple of clusters), so reuse is found by identity: after a
+    one-object change only what changed is translated, serialized and hashed again. Entries hold
+    the object they were made from and are checked with `is`, so a recycled id never matches.
     """
 
     def __init__(self) -> None:
-        self._previous: dict[tuple[int, str, str], tuple[Message, VersionedResource]] = {}
-        self._current: dict[tuple[int, str, str], tuple[Message, VersionedResource]] = {}
+        self._previous: dict[tuple[object, ...], tuple[object, Any]] = {}
+        self._current: dict[tuple[object, ...], tuple[object, Any]] = {}
+        # The last cluster list made (for every group: groups usually share most clusters).
+        self._last_clusters: tuple[tuple[ClusterIR, ...], _ClusterSet] | None = None
+
+    def _get(self, key: tuple[object, ...], source: object) -> Any:
+        hit = self._current.get(key) or self._previous.get(key)
+        if hit is None or hit[0] is not source:
+            return None
+        self._current[key] = hit
+        return hit[1]
+
+    def _put(self, key: tuple[object, ...], source: object, value: Any) -> Any:
+        self._current[key] = (source, value)
+        return value
 
     def versioned(self, type_url: str, name: str, message: Message) -> VersionedResource:
         key = (id(message), type_url, name)
-        hit = self._current.get(key) or self._previous.get(key)
-        if hit is None or hit[0] is not message:
-            hit = (message, versioned(type_url, name, message))
-        self._current[key] = hit
-        return hit[1]
+        found: VersionedResource | None = self._get(key, message)
+        return found if found is not None else self._put(key, message, versioned(type_url, name, message))
+
+    def cluster_set(self, clusters: tuple[ClusterIR, ...]) -> _ClusterSet:
+        """The clusters and endpoint sets of a cluster list, with their versions. The same tuple
+        as last time is answered whole; another one reuses the translations of the ClusterIR
+        objects the last one had (one Backend changed: one cluster translated again)."""
+        last = self._last_clusters
+        if last is not None and last[0] is clusters:
+            return last[1]
+        reusable: dict[str, tuple[ClusterIR, VersionedResource, VersionedResource | None]] = {}
+        if last is not None:
+            old_clusters, old_endpoints = last[1][0], last[1][1]
+            reusable = {c.name: (c, old_clusters[c.name], old_endpoints.get(c.name)) for c in last[0]}
+        made_clusters: dict[str, VersionedResource] = {}
+        made_endpoints: dict[str, VersionedResource] = {}
+        for c in clusters:
+            old = reusable.get(c.name)
+            if old is not None and old[0] is c:
+                made_clusters[c.name] = old[1]
+                if old[2] is not None:
+                    made_endpoints[c.name] = old[2]
+                continue
+            made_clusters[c.name] = versioned(CLUSTER, c.name, translation.translate_cluster(c))
+            if c.discovery == "EDS":
+                made_endpoints[c.name] = versioned(ENDPOINT, c.name, translation.translate_load_assignment(c))
+        made = (MappingProxyType(made_clusters), MappingProxyType(made_endpoints),
+                version_of(CLUSTER, made_clusters.values()), version_of(ENDPOINT, made_endpoints.values()))
+        self._last_clusters = (clusters, made)
+        return made
+
+    def route_configuration(self, listener: ListenerIR) -> bytes:
+        """The serialized route configuration of a listener. The previous one of the same name
+        lends the records of the virtual hosts that are the same objects as before, found by a
+        pairwise identity check in C (map/compress), so a one-Route change serializes one."""
+        key = ("routes", listener.name)
+        earlier = self._current.get(key) or self._previous.get(key)
+        vhs = listener.virtual_hosts
+        if earlier is not None and len(earlier[0]) == len(vhs):  # type: ignore[arg-type]
+            old_vhs, records = earlier[0], list(earlier[1])
+            for i in compress(range(len(vhs)), map(is_not, old_vhs, vhs)):  # type: ignore[call-overload]
+                records[i] = self._record(vhs[i])
+        else:
+            known = dict(zip(map(id, earlier[0]), earlier[1], strict=False)) if earlier is not None else {}  # type: ignore[call-overload]
+            records = [known.get(id(vh)) or self._record(vh) for vh in vhs]
+        # The old tuple stays referenced until this entry is replaced, so its ids stay valid.
+        self._put(key, vhs, records)
+        return route_configuration_bytes(listener.name, records)
+
+    @staticmethod
+    def _record(vh: VirtualHostIR) -> bytes:
+        return virtual_host_record(translate_virtual_host(vh).SerializeToString(deterministic=True))
 
     def rotate(self) -> None:
         """Called after each build: what the build did not use is forgotten."""
         self._previous, self._current = self._current, {}
+
+
+def _read_only(resources: Mapping[str, VersionedResource]) -> Mapping[str, VersionedResource]:
+    """A read-only view; one already read-only is shared, not copied (snapshots share them)."""
+    return resources if isinstance(resources, MappingProxyType) else MappingProxyType(dict(resources))
 
 
 class InconsistentSnapshot(ValueError):
@@ -118,9 +217,13 @@ class InconsistentSnapshot(ValueError):
 
 
 class Snapshot:
-    def __init__(self, resources: Mapping[str, Mapping[str, VersionedResource]]):
-        self._resources = MappingProxyType({t: MappingProxyType(dict(resources.get(t, {}))) for t in PUSH_ORDER})
-        self.versions = MappingProxyType({t: version_of(t, rs.values()) for t, rs in self._resources.items()})
+    def __init__(self, resources: Mapping[str, Mapping[str, VersionedResource]],
+                 known_versions: Mapping[str, str] = MappingProxyType({})) -> None:
+        """`known_versions`: version_of() of some of the types' resources, already computed."""
+        self._resources = MappingProxyType({t: _read_only(resources.get(t, {})) for t in PUSH_ORDER})
+        self.versions = MappingProxyType({t: known_versions.get(t) or version_of(t, rs.values())
+                                          for t, rs in self._resources.items()})
+        self._clusters_consistent = False
         # One version for the whole snapshot, for logs and delta's system_version_info.
         self.version = _digest("".join(self.versions[t] for t in PUSH_ORDER).encode())
         # Versions of named subscriptions: many proxies of a group ask for the same names.
@@ -132,6 +235,28 @@ class Snapshot:
                       memo: ResourceMemo | None = None) -> Snapshot:
         make = memo.versioned if memo is not None else versioned
         return cls({t: {n: make(t, n, m) for n, m in ms.items()} for t, ms in messages.items()})
+
+    @classmethod
+    def from_config(cls, config: ProxyConfigIR, options: TranslateOptions,
+                    memo: ResourceMemo | None = None) -> Snapshot:
+        """The snapshot of translate(config, options), made from the memo's pieces where it can:
+        a route configuration is assembled from its virtual hosts' serialized bytes, and a
+        cluster list seen before (the same tuple of the same ClusterIR objects) brings back its
+        clusters, endpoint sets and their versions whole."""
+        memo = memo if memo is not None else ResourceMemo()
+        address = options.listener_address
+        cluster_set = memo.cluster_set(config.clusters)
+        snapshot = cls({
+            CLUSTER: cluster_set[0],
+            ENDPOINT: cluster_set[1],
+            LISTENER: {ln.name: memo.versioned(
+                LISTENER, ln.name, translation.translate_listener(ln.name, ln.port, address))
+                       for ln in config.listeners},
+            ROUTE: {ln.name: versioned_bytes(ROUTE, ln.name, memo.route_configuration(ln)) for ln in config.listeners},
+        }, known_versions={CLUSTER: cluster_set[2], ENDPOINT: cluster_set[3]})
+        # Made from the very clusters they fill: every EDS cluster has its endpoint set.
+        snapshot._clusters_consistent = True
+        return snapshot
 
     def resources(self, type_url: str) -> Mapping[str, VersionedResource]:
         return self._resources.get(type_url, MappingProxyType({}))
@@ -175,7 +300,7 @@ class Snapshot:
                         rds = hcm.rds.route_config_name
                         if rds and rds not in self.resources(ROUTE):
                             missing.append(f"listener {name} names route configuration {rds}, which is missing")
-        for name, resource in self.resources(CLUSTER).items():
+        for name, resource in () if self._clusters_consistent else self.resources(CLUSTER).items():
             cluster = resource.message
             assert isinstance(cluster, cluster_pb2.Cluster)
             if cluster.HasField("eds_cluster_config"):

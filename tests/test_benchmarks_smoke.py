@@ -1,0 +1,35 @@
+"""The benchmarks run at their smallest size and print their figures (CI's smoke test).
+
+No timing is asserted here: speed is what the benchmarks print at full size (README, Measured).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+# Each benchmark's --smoke run and a line it must print (the figure and, where it has one, the target).
+SMOKE = {
+    "scale.py": [r"first build \+ translate \+ hash +[\d.]+ ms wall +[\d.]+ ms CPU",
+                 r"one Route changed: build \+ translate \+ hash +[\d.]+ ms wall +[\d.]+ ms CPU",
+                 r"peak RSS +\d+ MiB"],
+    "file_scan.py": [r"scan after one file edited +[\d.]+ ms",
+                     r"one Route edited -> snapshot +[\d.]+ ms"],
+    # A real Envoy, httpbin and `serve`, 3 edits at 10 Routes.
+    "edit_latency.py": [r"median \d+ ms +p99 \d+ ms +max \d+ ms"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(SMOKE))
+def test_benchmark_smoke_run_prints_its_figures(script: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for pattern in SMOKE[script]:
+        assert re.search(pattern, proc.stdout), f"{script} --smoke printed no {pattern!r}:\n{proc.stdout}"
