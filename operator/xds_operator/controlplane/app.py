@@ -17,6 +17,7 @@ from aiohttp import web
 from ..addresses import check_free
 from ..xds.cache import SnapshotCache
 from .controller import Controller
+from .isolation import RouteIsolation
 from ..status.web import make_app, start_http
 from ..sources.state import StateStore
 from ..translate import TranslateOptions
@@ -40,6 +41,7 @@ class ControlPlane:
 
     def __post_init__(self) -> None:
         self.controller = Controller(self.state, self.cache, self.options, debounce=self.debounce)
+        self.controller.isolation = RouteIsolation(self.registry, self.controller.rebuild_soon)
         self.xds_port: int | None = None
         self.http_port: int | None = None
         self._server: grpc.aio.Server | None = None

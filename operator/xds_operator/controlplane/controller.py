@@ -17,13 +17,23 @@ from ..xds.cache import SnapshotCache
 from ..xds.snapshot import ResourceMemo, Snapshot
 from ..sources.state import StateStore
 from ..translate import TranslateOptions, translate
+from .isolation import RouteIsolation
 
 log = logging.getLogger(__name__)
 
 
 def make_snapshot(result: BuildResult, group: str, options: TranslateOptions,
-                  memo: ResourceMemo | None = None) -> Snapshot:
-    snapshot = Snapshot.from_messages(translate(result.config_for(group), options), memo)
+                  memo: ResourceMemo | None = None, isolation: RouteIsolation | None = None) -> Snapshot:
+    if isolation is None:
+        return _checked(Snapshot.from_messages(translate(result.config_for(group), options), memo))
+    # Routes a proxy of the group refused are held at their last ACKed version (isolation.py).
+    plan = isolation.plan(result, group)
+    snapshot = _checked(Snapshot.from_messages(translate(plan.config, options), memo))
+    isolation.served(group, plan, snapshot)
+    return snapshot
+
+
+def _checked(snapshot: Snapshot) -> Snapshot:
     snapshot.check_consistent()
     return snapshot
 
@@ -39,6 +49,8 @@ class Controller:
         self.builder = Builder()
         self.memo = ResourceMemo()
         self.result: BuildResult | None = None
+        # Object-level NACK isolation, when wired (app.py).
+        self.isolation: RouteIsolation | None = None
         self.builds = 0
         self.last_build_seconds = 0.0
         # Called on the event loop after each build is published (the status writer listens here).
@@ -90,7 +102,8 @@ class Controller:
         self.result = result
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
-        self.cache.publish(lambda group: make_snapshot(result, group, self.options, self.memo), snapshots)
+        self.cache.publish(lambda group: make_snapshot(result, group, self.options, self.memo, self.isolation),
+                           snapshots)
         log.info("build %d: %d objects, %d proxy groups, %.1f ms", self.builds, len(state.objects), len(groups),
                  (time.perf_counter() - started) * 1000)
         for callback in self.on_build:
@@ -99,7 +112,7 @@ class Controller:
 
     def _build(self, state: StateStore, groups: set[str]) -> tuple[BuildResult, dict[str, Snapshot]]:
         result = self.builder.build(state)
-        snapshots = {group: make_snapshot(result, group, self.options, self.memo) for group in groups}
+        snapshots = {group: make_snapshot(result, group, self.options, self.memo, self.isolation) for group in groups}
         self.memo.rotate()
         return result, snapshots
 
@@ -111,6 +124,10 @@ class Controller:
         frozen.endpoint_slices = dict(self.state.endpoint_slices)
         frozen.revision = self.state.revision
         return frozen
+
+    def rebuild_soon(self) -> None:
+        """Something besides the state changes what is served (NACK isolation): build again."""
+        self._dirty.set()
 
     async def wait_built(self) -> None:
         await self._built.wait()

@@ -50,7 +50,7 @@ def make_app(controller: Controller, registry: ProxyRegistry,
         body = {}
         if result is not None:
             groups = proxy_groups(registry, controller.cache)
-            for key, item in reports(result, groups).items():
+            for key, item in reports(result, groups, registry.refused_objects).items():
                 body[str(key)] = item.to_status()
         if problems := source_problems(controller):
             body["problems"] = [p.to_dict() for p in problems]
@@ -97,6 +97,9 @@ def render_metrics(controller: Controller, registry: ProxyRegistry) -> str:
                                  ("xds_acks_total", registry.acks, "ACKs received."),
                                  ("xds_nacks_total", registry.nacks, "NACKs received.")):
         metric(name, "counter", help_, [({"type": SHORT_NAMES[t]}, counter.get(t, 0)) for t in PUSH_ORDER])
+    metric("route_isolations_total", "counter", "Searches for the Routes to blame in a refused route configuration.",
+           [({}, registry.isolations)])
+    metric("route_culprits_total", "counter", "Routes found refused (and held back).", [({}, registry.culprits)])
     metric("builds_total", "counter", "Config builds (each one a debounced batch of changes).",
            [({}, controller.builds)])
     metric("last_build_seconds", "gauge", "Duration of the last build, translation and snapshot.",
