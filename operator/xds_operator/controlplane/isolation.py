@@ -3,8 +3,8 @@
 The streams narrow a NACK down to one resource (xds/stream.py); a RouteConfiguration is built
 from every Route on its port, so that is not yet the object to blame. This component remembers,
 per proxy group and route configuration, which Route versions each served version was built
-from, and which version the group's proxies last ACKed. When a proxy rejects a version, the
-Routes that changed since the last ACKed one are the suspects: the controller is asked to
+from, and which version each proxy last ACKed. When a proxy rejects a version, the Routes
+that changed since the version that proxy last ACKed are the suspects: the controller is asked to
 rebuild with only some of them served new (the others held at their last ACKed version, or
 left out if they have none), halving by what the proxies ACK or reject (ir/culprits.py), until
 the culprits are known. From then on everyone else's changes are served, each culprit held
@@ -55,6 +55,7 @@ class _Search:
     id: int
     search: CulpritSearch[ObjectKey]
     suspects: dict[ObjectKey, BuiltRoute]  # the versions under suspicion
+    baseline: dict[ObjectKey, BuiltRoute]  # what the refusing proxy last ACKed: held Routes stay there
     message: str  # of the last rejection: what a culprit is reported with
     step: int = 0
 
@@ -62,6 +63,7 @@ class _Search:
 @dataclass(frozen=True)
 class Culprit:
     route: BuiltRoute  # the version refused: held back until the Route changes
+    held: BuiltRoute | None  # what is served instead: its version the proxy last ACKed, if any
     message: str  # "node: Envoy's message"
 
 
@@ -80,8 +82,7 @@ class RouteIsolation(NoCallbacks):
         self._on_change = on_change  # asks for a rebuild (called on the event loop)
         self._lock = threading.Lock()
         self._served: dict[Slot, dict[str, _Served]] = {}
-        self._acked: dict[Slot, _Served] = {}
-        self._acked_contributors: dict[Slot, tuple[_Served, dict[ObjectKey, BuiltRoute]]] = {}
+        self._acked: dict[Slot, dict[int, _Served]] = {}  # stream id -> what that proxy last ACKed
         self._searches: dict[Slot, _Search] = {}
         self._culprits: dict[Slot, dict[ObjectKey, Culprit]] = {}
         self._ids = itertools.count(1)
@@ -125,24 +126,15 @@ class RouteIsolation(NoCallbacks):
         culprit = culprits.get(route.key)
         if culprit is not None:
             if culprit.route == route:
-                return self._last_acked(slot).get(route.key)
+                return culprit.held
             del culprits[route.key]  # changed: tried again
             log.info("%s changed: serving it to group %s again", route.key, group)
         search = self._searches.get(slot)
-        if search is not None and route.key not in search.search.trial:
-            last = self._last_acked(slot).get(route.key)
+        if search is not None and route.key not in search.search.trial and route.key not in search.search.cleared:
+            last = search.baseline.get(route.key)
             if last != route:
                 return last  # not on trial now: only the changes under test travel
         return route
-
-    def _last_acked(self, slot: Slot) -> dict[ObjectKey, BuiltRoute]:
-        served = self._acked.get(slot)
-        if served is None:
-            return {}
-        cached = self._acked_contributors.get(slot)
-        if cached is None or cached[0] is not served:
-            cached = self._acked_contributors[slot] = (served, served.contributors(slot[0]))
-        return cached[1]
 
     # -- stream events, on the event loop --------------------------------------------------
 
@@ -157,7 +149,7 @@ class RouteIsolation(NoCallbacks):
                 served = self._served.get(slot, {}).get(version)
                 if served is None:
                     continue
-                self._acked[slot] = served
+                self._acked.setdefault(slot, {})[stream.stream_id] = served
                 search = self._searches.get(slot)
                 if search is not None and served.step == (search.id, search.step) \
                         and self._all_acked(stream.group, name, version):
@@ -187,14 +179,15 @@ class RouteIsolation(NoCallbacks):
                         changed = True
                     continue  # (a version built before the search began)
                 contributors = served.contributors(stream.group)
-                acked = self._last_acked(slot)
+                last = self._acked.get(slot, {}).get(stream.stream_id)
+                acked = {} if last is None else last.contributors(stream.group)
                 suspects = {k: r for k, r in contributors.items() if acked.get(k) != r}
                 if not suspects:
                     log.warning("group %s refused %s, and no Route in it changed since the last ACK", *slot)
                     continue
                 self.registry.isolations += 1
                 order = sorted(suspects, key=str)
-                search = _Search(next(self._ids), CulpritSearch(order), suspects, why)
+                search = _Search(next(self._ids), CulpritSearch(order), suspects, acked, why)
                 log.warning("group %s refused %s: looking for the Route(s) to blame among %d changed", *slot,
                             len(suspects))
                 self._searches[slot] = search
@@ -207,9 +200,11 @@ class RouteIsolation(NoCallbacks):
     def on_stream_closed(self, stream: StreamInfo) -> None:
         # The registry forgot the stream already: a search whose group has no proxy left
         # cannot learn anything more (the culprits found stay held).
-        if any(p.group == stream.group for p in self.registry.proxies.values()):
-            return
         with self._lock:
+            for acked in self._acked.values():
+                acked.pop(stream.stream_id, None)
+            if any(p.group == stream.group for p in self.registry.proxies.values()):
+                return
             for slot in [s for s in self._searches if s[0] == stream.group]:
                 del self._searches[slot]
                 log.info("group %s has no proxy left: the search in %s stops", *slot)
@@ -223,7 +218,7 @@ class RouteIsolation(NoCallbacks):
         culprits = self._culprits.setdefault(slot, {})
         for key in search.search.culprits:
             if key not in culprits:
-                culprits[key] = Culprit(search.suspects[key], search.message)
+                culprits[key] = Culprit(search.suspects[key], search.baseline.get(key), search.message)
                 self.registry.culprits += 1
                 log.warning("%s is refused by group %s (%s): held back until it changes", key, slot[0],
                             search.message)

@@ -4,8 +4,8 @@ Adaptive group testing by halving: the suspects are the contributors that change
 version the proxies last ACKed. A set known to hold a culprit is split, and its first half is
 served new (the rest held at their last ACKed version): a NACK means the culprit is in that
 half (and the other half is still unknown), an ACK clears it and puts the culprit in the other
-half. An unknown set is tried whole. One culprit among n suspects costs about log2(n) trials,
-k culprits about k*log2(n/k) + k. Pure logic: whoever serves the trials reports the outcomes.
+half. The sets not known to hold one are tried together, once no set known to hold one is left.
+One culprit among n suspects costs about log2(n) + 1 trials, k culprits about k*(log2(n) + 1). Pure logic: whoever serves the trials reports the outcomes.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ class CulpritSearch(Generic[K]):
                 self.trial = frozenset(first)
                 self._if_passed = [(second, True)]
                 self._if_failed = [(second, False), (first, True)]  # the first half is looked at first
-            else:
+            else:  # every set not known to hold a culprit is tried at once: they are often all clean
+                for other in [p for p in self._pending if not p[1]]:
+                    suspects += other[0]
+                self._pending = [p for p in self._pending if p[1]]
                 self.trial = frozenset(suspects)
                 self._if_passed = []
                 self._if_failed = [(suspects, True)]
