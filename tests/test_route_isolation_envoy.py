@@ -90,7 +90,7 @@ async def test_the_route_to_blame_is_found_and_held_back(api_type, monkeypatch, 
             return now if reasons == want else None
 
         for path in ("/get", "/headers", "/ip"):
-            await eventually(lambda: serves(path), timeout=10, what=f"{path} served")
+            await eventually(lambda path=path: serves(path), timeout=10, what=f"{path} served")
         await eventually(lambda: settled(set()), timeout=10, what="all Programmed")
 
         # One good change and one sabotaged, in one build: the good one reaches Envoy, the
