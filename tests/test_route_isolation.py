@@ -79,6 +79,8 @@ class Group:
         for stream in self.streams:
             self.registry.on_stream_open(stream)
         self.round_trips = 0
+        self.runs: dict[int, str] = {}  # stream id -> the version of the route configuration it runs
+        self.refused: dict[int, set[str]] = {}
         self.settle()
 
     def _requested(self) -> None:
@@ -103,9 +105,14 @@ class Group:
             bad = any(r.match.path_separated_prefix.startswith("/broken")
                       for vh in resource.message.virtual_hosts for r in vh.routes)
             for stream in self.streams:
+                # A stream sends neither what the proxy runs nor what it refused.
+                if resource.version == self.runs.get(stream.stream_id) or resource.version in self.refused.setdefault(stream.stream_id, set()):
+                    continue
                 if bad and stream.node_id in self.refusing:
+                    self.refused[stream.stream_id].add(resource.version)
                     self.registry.on_rejected(stream, ROUTE, {resource.name: resource.version}, "bad regex")
                 else:
+                    self.runs[stream.stream_id] = resource.version
                     self.registry.on_ack(stream, ROUTE, {resource.name: resource.version}, (), None)
         return self.requests > before
 
@@ -166,6 +173,24 @@ def test_a_culprit_is_held_for_the_group_when_one_of_its_proxies_refuses_it():
     group.settle()
     assert group.paths() == {"/r0", "/r1", "/r2", "/new3"}
     assert group.registry.refused_objects == {GROUP: {ObjectKey("Route", NS, "r0"): "b: bad regex"}}
+
+
+def test_a_trial_that_changes_nothing_in_the_route_configuration_does_not_stall_the_search():
+    group = Group(3)
+    # A change that leaves the route configuration as it is: "a" is first in the search order,
+    # so it is the first trial, which the proxies already run.
+    group.state.put(route("a", "/a"))
+    group.settle()
+    obj = route("a", "/a", 2)
+    group.state.put(UserObject.from_manifest({"apiVersion": API_VERSION, "kind": "Route",
+                                              "metadata": {"name": "a", "namespace": NS, "generation": 2},
+                                              "spec": {**obj.spec, "proxies": [GROUP]}}))
+    group.change("r0", "/broken0")
+    group.change("r2", "/new2")
+    group.settle()
+    assert not group.isolation.searching()
+    assert group.paths() == {"/a", "/r0", "/r1", "/new2"}
+    assert set(group.registry.refused_objects[GROUP]) == {ObjectKey("Route", NS, "r0")}
 
 
 def test_a_search_stops_when_its_group_has_no_proxy_left():

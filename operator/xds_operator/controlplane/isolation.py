@@ -16,6 +16,7 @@ thread, hence the lock.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
@@ -42,6 +43,7 @@ Step = tuple[int, int]  # (search id, trial number)
 
 @dataclass(frozen=True)
 class _Served:
+    version: str
     routes: tuple[BuiltRoute, ...]  # every Route the group was served in that build (filtered lazily)
     port: int
     step: Step | None  # the trial it carried, if any
@@ -86,6 +88,7 @@ class RouteIsolation(NoCallbacks):
         self._searches: dict[Slot, _Search] = {}
         self._culprits: dict[Slot, dict[ObjectKey, Culprit]] = {}
         self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the stream events' (plan runs in a thread)
         registry.observers.append(self)
 
     # -- the build thread ------------------------------------------------------------------
@@ -115,9 +118,19 @@ class RouteIsolation(NoCallbacks):
                     continue
                 versions = self._served.setdefault((group, listener.name), {})
                 versions.pop(resource.version, None)
-                versions[resource.version] = _Served(plan.routes, listener.port, plan.steps.get(listener.name))
+                step = plan.steps.get(listener.name)
+                versions[resource.version] = _Served(resource.version, plan.routes, listener.port, step)
                 if len(versions) > _KEPT_VERSIONS:
                     del versions[next(iter(versions))]
+                search = self._searches.get((group, listener.name))
+                acked = {s.version for s in self._acked.get((group, listener.name), {}).values()}
+                if search is not None and step == (search.id, search.step) and acked == {resource.version}:
+                    # The trial's changes make no difference to the route configuration (a Route
+                    # whose rules were all left out): the proxies run it already, and the stream
+                    # will not send it again, so no answer would come.
+                    search.search.passed()
+                    self._advanced((group, listener.name), search)
+                    self._call_on_loop(self._on_change)
 
     def _choose(self, group: str, name: str, route: BuiltRoute) -> BuiltRoute | None:
         """The version of `route` to serve: its own, or its last ACKed one (None: left out)."""
@@ -142,6 +155,7 @@ class RouteIsolation(NoCallbacks):
                removed: Sequence[str], state: Mapping[str, str] | None) -> None:
         if type_url != ROUTE:
             return
+        self._remember_loop()
         changed = False
         with self._lock:
             for name, version in resources.items():
@@ -162,6 +176,7 @@ class RouteIsolation(NoCallbacks):
     def on_rejected(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str], message: str) -> None:
         if type_url != ROUTE:
             return
+        self._remember_loop()
         changed = False
         with self._lock:
             for name, version in resources.items():
@@ -196,6 +211,18 @@ class RouteIsolation(NoCallbacks):
             self._publish_refused()
         if changed:
             self._on_change()
+
+    def _remember_loop(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # (driven without a loop: the unit tests)
+            self._loop = None
+
+    def _call_on_loop(self, callback: Callable[[], None]) -> None:
+        if self._loop is None:
+            callback()
+        else:
+            self._loop.call_soon_threadsafe(callback)
 
     def on_stream_closed(self, stream: StreamInfo) -> None:
         # The registry forgot the stream already: a search whose group has no proxy left
