@@ -193,6 +193,20 @@ def test_a_trial_that_changes_nothing_in_the_route_configuration_does_not_stall_
     assert set(group.registry.refused_objects[GROUP]) == {ObjectKey("Route", NS, "r0")}
 
 
+def test_a_deleted_culprit_is_forgotten():
+    group = Group(3)
+    group.change("r0", "/broken0")
+    group.change("r1", "/new1")
+    group.settle()
+    assert set(group.registry.refused_objects[GROUP]) == {ObjectKey("Route", NS, "r0")}
+    group.state.delete(ObjectKey("Route", NS, "r0"))
+    group.settle()
+    assert group.registry.refused_objects == {}
+    group.state.put(route("r0", "/again0"))
+    group.settle()
+    assert group.paths() == {"/again0", "/new1", "/r2"}
+
+
 def test_a_search_stops_when_its_group_has_no_proxy_left():
     group = Group(4)
     group.change("r0", "/broken0")

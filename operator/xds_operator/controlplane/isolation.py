@@ -98,6 +98,11 @@ class RouteIsolation(NoCallbacks):
             slots = {name for g, name in (*self._searches, *self._culprits) if g == group}
             if not slots:
                 return Plan(result.config_for(group), result.routes, {})
+            current = {r.key: r for r in result.routes if r.applies_to(group)}
+            for (g, name), culprits in self._culprits.items():
+                for key in [k for k, c in culprits.items() if g == group and current.get(k) != c.route]:
+                    del culprits[key]  # changed, moved or deleted: tried again (if still there)
+                    log.info("%s changed: no longer held back from group %s", key, group)
             routes = []
             for route in result.routes:
                 name = listener_name(route.port)
@@ -137,11 +142,8 @@ class RouteIsolation(NoCallbacks):
         slot = (group, name)
         culprits = self._culprits.get(slot, {})
         culprit = culprits.get(route.key)
-        if culprit is not None:
-            if culprit.route == route:
-                return culprit.held
-            del culprits[route.key]  # changed: tried again
-            log.info("%s changed: serving it to group %s again", route.key, group)
+        if culprit is not None:  # (the same version: plan() released the others)
+            return culprit.held
         search = self._searches.get(slot)
         if search is not None and route.key not in search.search.trial and route.key not in search.search.cleared:
             last = search.baseline.get(route.key)
@@ -258,6 +260,7 @@ class RouteIsolation(NoCallbacks):
     def _publish_refused(self) -> None:
         """The registry's view for status reports: replaced whole, so readers need no lock."""
         refused: dict[str, dict[ObjectKey, str]] = {}
+        self._culprits = {slot: culprits for slot, culprits in self._culprits.items() if culprits}
         for (group, _), culprits in self._culprits.items():
             for key, culprit in culprits.items():
                 refused.setdefault(group, {})[key] = culprit.message
