@@ -25,6 +25,7 @@ from ..xds.callbacks import FanOut
 from ..xds.proxies import ProxyRegistry
 from ..xds.server import start_server
 from .controller import Controller
+from .isolation import RouteIsolation
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class ControlPlane:
         self.controller = Controller(self.state, self.cache, self.options, debounce=self.debounce)
         self.metrics = Metrics(self.controller, self.registry, self.cache)
         self.controller.on_build.append(lambda _: self.metrics.tracker.on_build(self.controller.last_change_at))
+        self.controller.isolation = RouteIsolation(self.registry, self.controller.rebuild_soon)
         self.xds_port: int | None = None
         self.http_port: int | None = None
         self._server: grpc.aio.Server | None = None

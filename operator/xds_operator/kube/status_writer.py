@@ -101,7 +101,7 @@ class StatusWriter:
             return
         # Computed off the event loop, on copies: with many objects and proxies it takes a while.
         groups = proxy_groups(self.registry, self.cache, copy=True)
-        computed = await asyncio.to_thread(reports, self.result, groups)
+        computed = await asyncio.to_thread(reports, self.result, groups, self.registry.refused_objects)
         # Side by side, a few at a time: one object whose writes are backing off (429, 409) must
         # not hold up the others'.
         slots = asyncio.Semaphore(WRITERS)

@@ -70,7 +70,7 @@ def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegist
         snapshots = {g: await _snapshot(served, result, g) for g in target_groups(result, groups)}
         # With the conditions, Programmed included, as /status shows them.
         return await _json(lambda: {**explain(key, result, snapshots, proxies),
-                                    **report(key, result, groups).to_status()})
+                                    **report(key, result, groups, registry.refused_objects).to_status()})
 
     async def state(_: web.Request) -> web.Response:
         # Shallow copies on the loop (sources change the store there); the rest in a thread.

@@ -73,6 +73,11 @@ class ControlPlaneCollector(Collector):
             for type_url in PUSH_ORDER:
                 family.add_metric([SHORT_NAMES[type_url]], totals.get(type_url, 0))
             yield family
+        yield CounterMetricFamily("xds_operator_route_isolations",
+                                  "Searches for the Routes to blame in a refused route configuration.",
+                                  value=self.registry.isolations)
+        yield CounterMetricFamily("xds_operator_route_culprits", "Routes found refused (and held back).",
+                                  value=self.registry.culprits)
         yield CounterMetricFamily("xds_operator_builds", "Config builds (each one a debounced batch of changes).",
                                   value=self.controller.builds)
         yield GaugeMetricFamily("xds_operator_last_build_seconds",

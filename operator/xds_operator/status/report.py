@@ -9,7 +9,9 @@ down to the resource, so the objects that built other resources of the same type
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from ..api.conditions import ACCEPTED, PROGRAMMED, Condition
@@ -68,8 +70,10 @@ def _proxy_verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> t
     return synced, None
 
 
-def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot, list[ProxyState]]]) -> ObjectReport:
-    """The status of one object, given each proxy group's snapshot and connected proxies."""
+def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot, list[ProxyState]]],
+           refused: Mapping[str, Mapping[ObjectKey, str]] = MappingProxyType({})) -> ObjectReport:
+    """The status of one object, given each proxy group's snapshot and connected proxies, and
+    the objects held back from a group because its proxies refused them (registry.refused_objects)."""
     status = result.statuses[key]
     resources = _resources_of(key, result)
     if resources is None:
@@ -79,7 +83,12 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
         return ObjectReport(status.generation, (*status.conditions, programmed), ProxyCounts())
     total = synced = 0
     nacks: list[str] = []
-    for snapshot, proxies in groups.values():
+    for group, (snapshot, proxies) in groups.items():
+        refusal = refused.get(group, {}).get(key)
+        if refusal is not None:  # held back from the whole group, whatever it runs now
+            total += len(proxies)
+            nacks.append(refusal)
+            continue
         expected = []
         for type_url, name in resources:
             resource = snapshot.resources(type_url).get(name)
@@ -122,5 +131,6 @@ def proxy_groups(registry: ProxyRegistry, cache: SnapshotCache, *, copy: bool = 
     return groups
 
 
-def reports(result: BuildResult, groups: dict[str, tuple[Snapshot, list[ProxyState]]]) -> dict[ObjectKey, ObjectReport]:
-    return {key: report(key, result, groups) for key in sorted(result.statuses)}
+def reports(result: BuildResult, groups: dict[str, tuple[Snapshot, list[ProxyState]]],
+            refused: Mapping[str, Mapping[ObjectKey, str]] = MappingProxyType({})) -> dict[ObjectKey, ObjectReport]:
+    return {key: report(key, result, groups, refused) for key in sorted(result.statuses)}

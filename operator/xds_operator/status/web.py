@@ -53,7 +53,7 @@ def make_app(controller: Controller, registry: ProxyRegistry, not_ready: Callabl
         body: dict[str, object] = {}
         if result is not None:
             groups = proxy_groups(registry, controller.cache)
-            for key, item in reports(result, groups).items():
+            for key, item in reports(result, groups, registry.refused_objects).items():
                 body[str(key)] = item.to_status()
         if problems := source_problems(controller):
             body["problems"] = [p.to_dict() for p in problems]

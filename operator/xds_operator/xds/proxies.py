@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..api.objects import ObjectKey
 from ..translate.resources import SHORT_NAMES
-from .callbacks import NoCallbacks, StreamInfo
+from .callbacks import NoCallbacks, StreamCallbacks, StreamInfo
 
 
 @dataclass
@@ -67,6 +68,14 @@ class ProxyRegistry(NoCallbacks):
         self.responses: Counter[str] = Counter()
         self.acks: Counter[str] = Counter()
         self.nacks: Counter[str] = Counter()
+        # Told of every stream event after the books are kept (object-level NACK isolation).
+        self.observers: list[StreamCallbacks] = []
+        # Kept by controlplane/isolation.py: objects held back from a proxy group because its
+        # proxies refused a resource made from them (group -> object -> "node: Envoy's message"),
+        # replaced whole on change; and totals of searches for them and culprits found.
+        self.refused_objects: dict[str, dict[ObjectKey, str]] = {}
+        self.isolations = 0
+        self.culprits = 0
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -81,6 +90,8 @@ class ProxyRegistry(NoCallbacks):
 
     def on_stream_closed(self, stream: StreamInfo) -> None:
         if self.proxies.pop(stream.stream_id, None) is not None:
+            for observer in self.observers:
+                observer.on_stream_closed(stream)
             self._changed()
 
     def on_response(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str],
@@ -104,6 +115,8 @@ class ProxyRegistry(NoCallbacks):
         for name in (*resources, *removed):
             rejected.pop(name, None)
         proxy.nacks.pop(type_url, None)
+        for observer in self.observers:
+            observer.on_ack(stream, type_url, resources, removed, state)
         self._changed()
 
     def on_nack(self, stream: StreamInfo, type_url: str, version: str, message: str,
@@ -122,6 +135,8 @@ class ProxyRegistry(NoCallbacks):
         now = time.time()
         proxy.rejected.setdefault(type_url, {}).update(
             {name: Rejection(version, message, now) for name, version in resources.items()})
+        for observer in self.observers:
+            observer.on_rejected(stream, type_url, resources, message)
         self._changed()
 
     def to_list(self) -> list[dict[str, object]]:

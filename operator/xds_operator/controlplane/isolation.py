@@ -1,0 +1,284 @@
+"""Object-level NACK isolation: which Route made a proxy refuse its port's RouteConfiguration.
+
+The streams narrow a NACK down to one resource (xds/stream.py); a RouteConfiguration is built
+from every Route on its port, so that is not yet the object to blame. This component remembers,
+per proxy group and route configuration, which Route versions each served version was built
+from, and which version each proxy last ACKed. When a proxy rejects a version, the Routes
+that changed since the version that proxy last ACKed are the suspects: the controller is asked to
+rebuild with only some of them served new (the others held at their last ACKed version, or
+left out if they have none), halving by what the proxies ACK or reject (ir/culprits.py), until
+the culprits are known. From then on everyone else's changes are served, each culprit held
+back for the group (and reported Rejected, with Envoy's message) until its spec changes.
+
+It listens to the proxy registry's stream events on the event loop; `plan` runs in the build
+thread, hence the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ..api.objects import ObjectKey
+from ..ir.builder import BuildResult, BuiltRoute
+from ..ir.culprits import CulpritSearch
+from ..ir.ir import ClusterIR, ProxyConfigIR, listener_name
+from ..translate.resources import ROUTE
+from ..xds.callbacks import NoCallbacks, StreamInfo
+from ..xds.proxies import ProxyRegistry
+from ..xds.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+_KEPT_VERSIONS = 32  # served versions remembered per route configuration (a proxy ACKs one of the last few)
+
+Slot = tuple[str, str]  # (proxy group, route configuration name)
+Step = tuple[int, int]  # (search id, trial number)
+
+
+@dataclass(frozen=True)
+class _Served:
+    version: str
+    routes: tuple[BuiltRoute, ...]  # every Route the group was served in that build (filtered lazily)
+    port: int
+    step: Step | None  # the trial it carried, if any
+
+    def contributors(self, group: str) -> dict[ObjectKey, BuiltRoute]:
+        return {r.key: r for r in self.routes if r.port == self.port and r.applies_to(group)}
+
+
+@dataclass
+class _Search:
+    id: int
+    search: CulpritSearch[ObjectKey]
+    suspects: dict[ObjectKey, BuiltRoute]  # the versions under suspicion
+    baseline: dict[ObjectKey, BuiltRoute]  # what the refusing proxy last ACKed: held Routes stay there
+    message: str  # of the last rejection: what a culprit is reported with
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class Culprit:
+    route: BuiltRoute  # the version refused: held back until the Route changes
+    held: BuiltRoute | None  # what is served instead: its version the proxy last ACKed, if any
+    message: str  # "node: Envoy's message"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one build serves one group: the config, and what it was made from."""
+
+    config: ProxyConfigIR
+    routes: tuple[BuiltRoute, ...]
+    steps: dict[str, Step]  # route configuration name -> the trial it carries
+
+
+class RouteIsolation(NoCallbacks):
+    def __init__(self, registry: ProxyRegistry, on_change: Callable[[], None]) -> None:
+        self.registry = registry
+        self._on_change = on_change  # asks for a rebuild (called on the event loop)
+        self._lock = threading.Lock()
+        self._served: dict[Slot, dict[str, _Served]] = {}
+        self._acked: dict[Slot, dict[int, _Served]] = {}  # stream id -> what that proxy last ACKed
+        self._searches: dict[Slot, _Search] = {}
+        self._culprits: dict[Slot, dict[ObjectKey, Culprit]] = {}
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the stream events' (plan runs in a thread)
+        registry.observers.append(self)
+
+    # -- the build thread ------------------------------------------------------------------
+
+    def plan(self, result: BuildResult, group: str) -> Plan:
+        with self._lock:
+            slots = {name for g, name in (*self._searches, *self._culprits) if g == group}
+            if not slots:
+                return Plan(result.config_for(group), result.routes, {})
+            current = {r.key: r for r in result.routes if r.applies_to(group)}
+            for (g, _name), culprits in self._culprits.items():
+                for key in [k for k, c in culprits.items() if g == group and current.get(k) != c.route]:
+                    del culprits[key]  # changed, moved or deleted: tried again (if still there)
+                    log.info("%s changed: no longer held back from group %s", key, group)
+            routes = []
+            for route in result.routes:
+                name = listener_name(route.port)
+                chosen = self._choose(group, name, route) if name in slots else route
+                if chosen is not None and (chosen is route or _clusters_exist(chosen, result.clusters)):
+                    routes.append(chosen)
+            self._publish_refused()
+            steps = {name: (s.id, s.step) for (g, name), s in self._searches.items() if g == group}
+        # A config of its own, made whole from these Routes: not the build's cached group configs,
+        # nor an incremental update of them (which read the build's own Routes).
+        held = dataclasses.replace(result, routes=tuple(routes), configs={}, changed_routes=None,
+                                   routes_by_key={r.key: r for r in routes})
+        return Plan(held.config_for(group), held.routes, steps)
+
+    def served(self, group: str, plan: Plan, snapshot: Snapshot) -> None:
+        """Remembers which Route versions each route configuration version was made from."""
+        with self._lock:
+            for listener in plan.config.listeners:
+                resource = snapshot.resources(ROUTE).get(listener.name)
+                if resource is None:
+                    continue
+                versions = self._served.setdefault((group, listener.name), {})
+                versions.pop(resource.version, None)
+                step = plan.steps.get(listener.name)
+                versions[resource.version] = _Served(resource.version, plan.routes, listener.port, step)
+                if len(versions) > _KEPT_VERSIONS:
+                    del versions[next(iter(versions))]
+                search = self._searches.get((group, listener.name))
+                acked = {s.version for s in self._acked.get((group, listener.name), {}).values()}
+                if search is not None and step == (search.id, search.step) and acked == {resource.version}:
+                    # The trial's changes make no difference to the route configuration (a Route
+                    # whose rules were all left out): the proxies run it already, and the stream
+                    # will not send it again, so no answer would come.
+                    search.search.passed()
+                    self._advanced((group, listener.name), search)
+                    self._call_on_loop(self._on_change)
+
+    def _choose(self, group: str, name: str, route: BuiltRoute) -> BuiltRoute | None:
+        """The version of `route` to serve: its own, or its last ACKed one (None: left out)."""
+        slot = (group, name)
+        culprits = self._culprits.get(slot, {})
+        culprit = culprits.get(route.key)
+        if culprit is not None:  # (the same version: plan() released the others)
+            return culprit.held
+        search = self._searches.get(slot)
+        if search is not None and route.key not in search.search.trial and route.key not in search.search.cleared:
+            last = search.baseline.get(route.key)
+            if last != route:
+                return last  # not on trial now: only the changes under test travel
+        return route
+
+    # -- stream events, on the event loop --------------------------------------------------
+
+    def on_ack(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str],
+               removed: Sequence[str], state: Mapping[str, str] | None) -> None:
+        if type_url != ROUTE:
+            return
+        self._remember_loop()
+        changed = False
+        with self._lock:
+            for name, version in resources.items():
+                slot = (stream.group, name)
+                served = self._served.get(slot, {}).get(version)
+                if served is None:
+                    continue
+                self._acked.setdefault(slot, {})[stream.stream_id] = served
+                search = self._searches.get(slot)
+                if search is not None and served.step == (search.id, search.step) \
+                        and self._all_acked(stream.group, name, version):
+                    search.search.passed()
+                    self._advanced(slot, search)
+                    changed = True
+        if changed:
+            self._on_change()
+
+    def on_rejected(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str], message: str) -> None:
+        if type_url != ROUTE:
+            return
+        self._remember_loop()
+        changed = False
+        with self._lock:
+            for name, version in resources.items():
+                slot = (stream.group, name)
+                served = self._served.get(slot, {}).get(version)
+                if served is None:
+                    continue
+                why = f"{stream.node_id}: {message}"
+                search = self._searches.get(slot)
+                if search is not None:
+                    if served.step == (search.id, search.step):
+                        search.message = why
+                        search.search.failed()
+                        self._advanced(slot, search)
+                        changed = True
+                    continue  # (a version built before the search began)
+                contributors = served.contributors(stream.group)
+                last = self._acked.get(slot, {}).get(stream.stream_id)
+                acked = {} if last is None else last.contributors(stream.group)
+                suspects = {k: r for k, r in contributors.items() if acked.get(k) != r}
+                if not suspects:
+                    log.warning("group %s refused %s, and no Route in it changed since the last ACK", *slot)
+                    continue
+                self.registry.isolations += 1
+                order = sorted(suspects, key=str)
+                search = _Search(next(self._ids), CulpritSearch(order), suspects, acked, why)
+                log.warning("group %s refused %s: looking for the Route(s) to blame among %d changed", *slot,
+                            len(suspects))
+                self._searches[slot] = search
+                self._advanced(slot, search)
+                changed = True
+            self._publish_refused()
+        if changed:
+            self._on_change()
+
+    def _remember_loop(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # (driven without a loop: the unit tests)
+            self._loop = None
+
+    def _call_on_loop(self, callback: Callable[[], None]) -> None:
+        if self._loop is None:
+            callback()
+        else:
+            self._loop.call_soon_threadsafe(callback)
+
+    def on_stream_closed(self, stream: StreamInfo) -> None:
+        # The registry forgot the stream already: a search whose group has no proxy left
+        # cannot learn anything more (the culprits found stay held).
+        with self._lock:
+            for acked in self._acked.values():
+                acked.pop(stream.stream_id, None)
+            if any(p.group == stream.group for p in self.registry.proxies.values()):
+                return
+            for slot in [s for s in self._searches if s[0] == stream.group]:
+                del self._searches[slot]
+                log.info("group %s has no proxy left: the search in %s stops", *slot)
+
+    def _all_acked(self, group: str, name: str, version: str) -> bool:
+        return all(p.acked.get(ROUTE, {}).get(name) == version
+                   for p in self.registry.proxies.values() if p.group == group)
+
+    def _advanced(self, slot: Slot, search: _Search) -> None:
+        search.step += 1
+        culprits = self._culprits.setdefault(slot, {})
+        for key in search.search.culprits:
+            if key not in culprits:
+                culprits[key] = Culprit(search.suspects[key], search.baseline.get(key), search.message)
+                self.registry.culprits += 1
+                log.warning("%s is refused by group %s (%s): held back until it changes", key, slot[0],
+                            search.message)
+        if search.search.done:
+            del self._searches[slot]
+            log.info("group %s, %s: %d culprit(s) among %d changed Routes, after %d trial(s)", *slot,
+                     len(search.search.culprits), len(search.suspects), search.search.trials)
+        self._publish_refused()
+
+    def _publish_refused(self) -> None:
+        """The registry's view for status reports: replaced whole, so readers need no lock."""
+        refused: dict[str, dict[ObjectKey, str]] = {}
+        self._culprits = {slot: culprits for slot, culprits in self._culprits.items() if culprits}
+        for (group, _), culprits in self._culprits.items():
+            for key, culprit in culprits.items():
+                refused.setdefault(group, {})[key] = culprit.message
+        self.registry.refused_objects = refused
+
+    def searching(self) -> bool:
+        with self._lock:
+            return bool(self._searches)
+
+
+def _clusters_exist(route: BuiltRoute, clusters: Mapping[str, ClusterIR]) -> bool:
+    """A held version may name a Backend deleted since: then it is left out."""
+    for entry in route.entries:
+        if any(b.name not in clusters for b in entry.action.backends):
+            return False
+        if entry.action.mirror is not None and entry.action.mirror.backend not in clusters:
+            return False
+    return True
