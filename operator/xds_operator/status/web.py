@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from typing import Callable
 
 from aiohttp import web
@@ -32,7 +33,8 @@ from ..xds.proxies import ProxyRegistry
 
 
 def make_app(controller: Controller, registry: ProxyRegistry,
-             not_ready: Callable[[], str | None]) -> web.Application:
+             not_ready: Callable[[], str | None],
+             extra_json: Mapping[str, Callable[[], object]] | None = None) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -64,6 +66,10 @@ def make_app(controller: Controller, registry: ProxyRegistry,
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
                     web.get("/proxies", proxies), web.get("/status", status), web.get("/metrics", metrics)])
     add_debug_routes(app, controller, registry)
+    for path, provider in (extra_json or {}).items():  # e.g. /replica from the Kubernetes side
+        async def extra(request: web.Request, _provider: Callable[[], object] = provider) -> web.Response:
+            return json_response(request, _provider())
+        app.router.add_get(path, extra)
     return app
 
 
