@@ -173,6 +173,7 @@ class AckRecords:
         self.timings = timings
         self.seen: dict[str, _Seen] = {}
         self._counted: frozenset[str] = frozenset()
+        self.polls = 0  # listings read
 
     def live(self) -> list[dict[ObjectKey, Tally]]:
         """The records that count now."""
@@ -192,6 +193,7 @@ class AckRecords:
                 continue
             try:
                 await self.poll()
+                self.polls += 1
             except Exception as exc:
                 log.warning("could not read the other replicas' ACK records: %s", exc)
 

@@ -81,6 +81,7 @@ class LeaderElector:
         self._observed_version: str | None = None
         self._observed_at = 0.0
         self._renewed_at = 0.0
+        self._last_error: str | None = None
 
     def is_leader(self) -> bool:
         """Asked before each status pass: a renewal older than the deadline no longer counts, even
@@ -92,8 +93,13 @@ class LeaderElector:
             try:
                 async with asyncio.timeout(self.timings.renew_deadline / 2):
                     await self.try_acquire_or_renew()
-            except Exception as exc:  # the API away, a timeout: the deadline decides
-                log.debug("leader election: %s", exc)
+            except Exception as exc:  # the API away, a timeout, a missing permission: the deadline decides
+                message = str(exc) or type(exc).__name__
+                if message != self._last_error:  # once, not every retry period
+                    log.warning("leader election: Lease %s/%s: %s", self.namespace, self.name, message)
+                self._last_error = message
+            else:
+                self._last_error = None
             if self.leader and time.monotonic() - self._renewed_at > self.timings.renew_deadline:
                 log.warning("leader election: could not renew Lease %s/%s for %.0fs; no longer the leader",
                             self.namespace, self.name, self.timings.renew_deadline)
