@@ -273,6 +273,11 @@ register(kopf.get_default_registry(), OPERATOR)
 def run_operator(args: argparse.Namespace) -> int:
     """`xds-operator run`: the same handlers, configured from the command line."""
     try:
+        timings = LeaderTimings(args.leader_lease_duration, args.leader_renew_deadline, args.leader_retry_period)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
         credentials = find_credentials()
     except Exception as exc:  # a kubeconfig that cannot be read or parsed
         log.error("cannot read the Kubernetes credentials: %s", exc)
@@ -280,11 +285,6 @@ def run_operator(args: argparse.Namespace) -> int:
     if credentials is None:
         log.error("no Kubernetes credentials: set KUBECONFIG (or ~/.kube/config), or run in a pod "
                   "with a service account")
-        return 1
-    try:
-        timings = LeaderTimings(args.leader_lease_duration, args.leader_renew_deadline, args.leader_retry_period)
-    except ValueError as exc:
-        log.error("%s", exc)
         return 1
     OPERATOR.config = OperatorConfig(
         xds_address=args.xds_address, http_address=args.http_address, listener_address=args.listener_address,
