@@ -93,7 +93,7 @@ def envoy_preferring(tmp: Path, node_id: str, first: Replica, second: Replica) -
     cluster["outlier_detection"] = {"split_external_local_origin_errors": True,
                                     "consecutive_local_origin_failure": 1,
                                     "enforcing_consecutive_local_origin_failure": 100,
-                                    "interval": "1s", "base_ejection_time": "60s", "max_ejection_percent": 100}
+                                    "interval": "1s", "base_ejection_time": "5s", "max_ejection_percent": 100}
     cluster["load_assignment"]["endpoints"] = [
         {"priority": priority, "lb_endpoints": [{"endpoint": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": replica.xds_port}}}}]}
@@ -278,3 +278,51 @@ async def test_two_replicas_count_every_proxy_and_fail_over(kube, kubectl, tmp_p
             await envoy.stop()
         await b.stop()
         await a.stop()
+
+
+async def test_rolling_restart_of_both_replicas_under_load(kube, kubectl, tmp_path, httpbin):
+    """Each replica in turn stopped cleanly (SIGTERM) and replaced by a new process on the same
+    address (as a new pod behind the Service; the other replica carries the proxies meanwhile),
+    the next one only once the new one is ready. Traffic through the Envoys (both listen on the
+    Route's port, the kernel spreads connections) never fails, nothing is re-sent, and one leader
+    writes statuses counting both proxies at the end."""
+    listener = free_port()
+    app = tmp_path / "app.yaml"
+    app.write_text(in_namespace(APP.format(httpbin_host=httpbin.host, httpbin_port=httpbin.port,
+                                           listener_port=listener), kube.namespace))
+    await kubectl("apply", "-f", str(app))
+    a, b = Replica("a", kube, tmp_path), Replica("b", kube, tmp_path)
+    replicas, envoys = [a, b], []
+    try:
+        await a.start()
+        await b.start()
+        envoys = [await envoy_preferring(tmp_path, "envoy-a", a, b).start(),
+                  await envoy_preferring(tmp_path, "envoy-b", b, a).start()]
+        await kube.wait_for("routes", "httpbin", condition=counted(2), timeout=30)
+        await eventually(lambda: http_get(f"http://127.0.0.1:{listener}/get")[0] == 200, what="traffic")
+        await asyncio.sleep(1.0)
+        updates_before = [xds_updates(e) for e in envoys]
+        with Traffic(listener) as traffic:
+            for old in (a, b):
+                new = Replica(f"{old.name}2", kube, tmp_path, ports=(old.xds_port, old.http_port))
+                await old.stop()  # SIGTERM: the Lease released, its record deleted
+                replicas.append(await new.start())
+                await eventually(lambda: sum(len(r.proxies()) for r in replicas if r.process.running) == 2,
+                                 timeout=30, what="both Envoys connected")
+            generation = await patch_header(kube, "after-restart")
+            await kube.wait_for("routes", "httpbin", condition=counted(2, generation), timeout=LEASE * 2 + 15)
+            await asyncio.sleep(0.5)
+        print(f"\nrolling restart of both replicas: {traffic.ok} requests through Envoy, {len(traffic.failed)} failed")
+        assert traffic.ok > 20 and not traffic.failed, traffic.failed[:5]
+        for before, envoy in zip(updates_before, envoys):
+            after = xds_updates(envoy)
+            grown = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+            assert grown and all(".rds." in k and k.endswith("update_success") and v == 1
+                                 for k, v in grown.items()), grown
+        leaders = [r for r in replicas if r.process.running and r.info()["leader"]]
+        assert len(leaders) == 1 and await leader_of(kube) == leaders[0].info()["identity"]
+    finally:
+        for envoy in envoys:
+            await envoy.stop()
+        for replica in replicas:
+            await replica.stop()
