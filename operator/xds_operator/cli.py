@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import importlib.metadata
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -215,8 +214,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--leader-elect", action="store_true",
                    help="several replicas: elect a leader with a Lease, only it writes statuses and Events, "
                         "and every replica shares its proxies' ACKs (default: off, for a single replica)")
-    s.add_argument("--leader-election-namespace", default=os.environ.get("POD_NAMESPACE") or "default",
-                   metavar="NS", help="namespace of the Leases (default $POD_NAMESPACE, else %(default)s)")
+    s.add_argument("--leader-election-namespace", metavar="NS",
+                   help="namespace of the Leases, the operator's own (default: $POD_NAMESPACE, else default)")
     s.add_argument("--leader-lease-name", type=node_name, default="xds-operator", metavar="NAME",
                    help="the leader's Lease; each replica's ACK record is NAME-<identity> (default %(default)s)")
     s.add_argument("--leader-lease-duration", type=positive_seconds, default=15.0, metavar="SECONDS",

@@ -174,6 +174,9 @@ class AckRecords:
         self.seen: dict[str, _Seen] = {}
         self._counted: frozenset[str] = frozenset()
         self.polls = 0  # listings read
+        # A new leader writes no status before it has read the others' records once: else its
+        # first pass would count its own proxies only, and the next one all of them again.
+        self.ready = False
 
     def live(self) -> list[dict[ObjectKey, Tally]]:
         """The records that count now."""
@@ -190,10 +193,15 @@ class AckRecords:
             if not self.is_leader():
                 self.seen.clear()  # a follower keeps nothing
                 self._counted = frozenset()
+                self.ready = False
                 continue
             try:
+                first = not self.ready
                 await self.poll()
                 self.polls += 1
+                self.ready = True
+                if first:
+                    self.on_change()
             except Exception as exc:
                 log.warning("could not read the other replicas' ACK records: %s", exc)
 

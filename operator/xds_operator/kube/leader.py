@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,14 +66,12 @@ def parse_micro_time(text: str) -> float:
 
 class LeaderElector:
     def __init__(self, client: KubeClient, namespace: str, name: str, identity: str,
-                 timings: LeaderTimings = LeaderTimings(),
-                 on_change: Callable[[bool], None] | None = None) -> None:
+                 timings: LeaderTimings = LeaderTimings()) -> None:
         self.client = client
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.timings = timings
-        self.on_change = on_change
         self.leader = False
         self.holder: str | None = None  # as last read
         self.transitions = 0  # leadership gained by this replica
@@ -172,5 +169,3 @@ class LeaderElector:
         if leader:
             self.transitions += 1
             log.info("leader election: %s is the leader (Lease %s/%s)", self.identity, self.namespace, self.name)
-        if self.on_change is not None:
-            self.on_change(leader)

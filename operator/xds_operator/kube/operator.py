@@ -120,15 +120,16 @@ class Operator:
         config = self.config
         if config.leader_election:
             self.elector = LeaderElector(KubeClient(settings, ELECTION_BACKOFF), config.leader_namespace,
-                                         config.lease_name, config.identity, config.leader_timings,
-                                         on_change=self._leadership_changed)
+                                         config.lease_name, config.identity, config.leader_timings)
             self.publisher = AckPublisher(client, config.leader_namespace, config.lease_name, config.identity,
                                           self.plane.registry, self.plane.cache, config.share_timings)
             self.records = AckRecords(client, config.leader_namespace, self.publisher.name, self.elector.is_leader,
                                       self._others_changed, config.share_timings)
             records = self.records
+            elector = self.elector
             self.writer = StatusWriter(client, self.plane.state, self.plane.registry, self.plane.cache,
-                                       self.statuses, self.versions, is_leader=self.elector.is_leader,
+                                       self.statuses, self.versions,
+                                       is_leader=lambda: elector.is_leader() and records.ready,
                                        merge=lambda local: merge(local, records.live()))
             self.plane.controller.on_build.append(self.publisher.on_build)
         else:
@@ -146,11 +147,8 @@ class Operator:
                            asyncio.create_task(self.publisher.run(), name="ack-publisher"),
                            asyncio.create_task(self.records.run(), name="ack-records")]
 
-    def _leadership_changed(self, leader: bool) -> None:
-        if leader and self.writer is not None:
-            self.writer.wake()  # statuses written by the old leader may lag: one full pass
-
     def _others_changed(self) -> None:
+        # Also once when this replica has become the leader and read the records: a full pass.
         if self.writer is not None:
             self.writer.wake()
 
@@ -289,7 +287,7 @@ def run_operator(args: argparse.Namespace) -> int:
     OPERATOR.config = OperatorConfig(
         xds_address=args.xds_address, http_address=args.http_address, listener_address=args.listener_address,
         namespaces=tuple(args.namespace), leader_election=args.leader_elect,
-        leader_namespace=args.leader_election_namespace, lease_name=args.leader_lease_name,
+        leader_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default", lease_name=args.leader_lease_name,
         leader_timings=timings, share_timings=ShareTimings(heartbeat=args.leader_lease_duration / 3, expiry=args.leader_lease_duration))
 
     async def main() -> None:
