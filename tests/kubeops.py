@@ -37,6 +37,7 @@ RESOURCES = {
     "services": ("/api/v1", True),
     "endpointslices": ("/apis/discovery.k8s.io/v1", True),
     "events": ("/api/v1", True),
+    "leases": ("/apis/coordination.k8s.io/v1", True),
     "serviceaccounts": ("/api/v1", True),
     "namespaces": ("/api/v1", False),
     "customresourcedefinitions": ("/apis/apiextensions.k8s.io/v1", False),
@@ -46,7 +47,7 @@ RESOURCES = {
     "prioritylevelconfigurations": ("/apis/flowcontrol.apiserver.k8s.io/v1", False),
 }
 KIND_PLURALS = {"Route": "routes", "Backend": "backends", "Service": "services", "EndpointSlice": "endpointslices",
-                "Event": "events", "ServiceAccount": "serviceaccounts", "Namespace": "namespaces",
+                "Event": "events", "Lease": "leases", "ServiceAccount": "serviceaccounts", "Namespace": "namespaces",
                 "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
                 "FlowSchema": "flowschemas", "PriorityLevelConfiguration": "prioritylevelconfigurations"}
 

@@ -260,15 +260,25 @@ def assert_hardened(pod_spec: dict, name: str) -> None:
 def test_operator_deployment(rendered: list[dict]) -> None:
     deployment = one(rendered, "Deployment", "xds-operator", OPERATOR_NS)
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"  # standalone: one instance
+    # Several replicas, one elected leader writing status (issue 12): an update never lowers them.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     pod = spec["template"]["spec"]
     assert_hardened(pod, "xds-operator")
     c = container(pod, "operator")
     assert c["image"] == "xds-operator:dev" and c["imagePullPolicy"] == "IfNotPresent"
-    assert c["args"] == ["run", "--standalone"]
+    assert c["args"] == ["run", "--standalone", "--leader-elect"]
     assert "command" not in c  # the image's ENTRYPOINT, xds-operator
     args = cli.parser().parse_args(c["args"])
     assert args.command == "run" and args.standalone and args.namespace == []  # cluster-wide
+    assert args.leader_elect
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    labels = spec["selector"]["matchLabels"]
+    [spread] = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["labelSelector"]["matchLabels"] == labels
+    [anti] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti["podAffinityTerm"]["labelSelector"]["matchLabels"] == labels
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"grpc-xds": 18000, "http": 18001}
     assert args.xds_address.endswith(":18000") and args.http_address.endswith(":18001")
@@ -280,6 +290,13 @@ def test_operator_deployment(rendered: list[dict]) -> None:
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["serviceAccountName"] == "xds-operator"
     assert set(spec["selector"]["matchLabels"].items()) <= set(spec["template"]["metadata"]["labels"].items())
+
+
+def test_operator_disruption_budget(rendered: list[dict]) -> None:
+    budget = one(rendered, "PodDisruptionBudget", "xds-operator", OPERATOR_NS)
+    deployment = one(rendered, "Deployment", "xds-operator", OPERATOR_NS)
+    assert budget["spec"]["minAvailable"] == 1 < deployment["spec"]["replicas"]
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
 
 def test_operator_service(rendered: list[dict]) -> None:
@@ -296,7 +313,15 @@ def test_operator_service(rendered: list[dict]) -> None:
 
 
 def test_rbac_is_least_privilege(rendered: list[dict]) -> None:
-    assert not find(rendered, "Role") and not find(rendered, "RoleBinding")
+    # Leases only in the operator's own namespace: the leader's and one per replica's ACK record.
+    leases = one(rendered, "Role", "xds-operator-leases", OPERATOR_NS)
+    assert leases["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                "verbs": ["get", "list", "create", "update", "delete"]}]
+    lease_binding = one(rendered, "RoleBinding", "xds-operator-leases", OPERATOR_NS)
+    assert lease_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                        "name": "xds-operator-leases"}
+    assert lease_binding["subjects"] == [{"kind": "ServiceAccount", "name": "xds-operator", "namespace": OPERATOR_NS}]
+    assert len(find(rendered, "Role")) == len(find(rendered, "RoleBinding")) == 1
     role = one(rendered, "ClusterRole")
     granted = set()
     for rule in role["rules"]:

@@ -244,3 +244,36 @@ async def test_status_writes_back_off_on_429_from_the_api_server(kube, monkeypat
         for name in schemas.values():
             await kube.request("DELETE", f"{flowcontrol}/flowschemas/{name}", check=False)
         await kube.request("DELETE", f"{flowcontrol}/prioritylevelconfigurations/{level}", check=False)
+
+
+async def test_leader_election_and_ack_records_with_exactly_the_deployed_permissions(kube, monkeypatch, tmp_path,
+                                                                                     caplog):
+    """--leader-elect as deployed: the Lease and this replica's ACK record in the operator's
+    namespace with the Role of deploy/, both given back on a clean stop."""
+    from xds_operator.kube.ack_share import ShareTimings, record_name
+    from xds_operator.kube.leader import LeaderTimings
+
+    kubeconfig = await deployed_operator_kubeconfig(kube, tmp_path)
+    lease_name = f"rbac-{kube.namespace}"[:60]
+    async with running_operator(kube, monkeypatch, namespaces=(), kubeconfig=kubeconfig, leader_election=True,
+                                leader_namespace="xds-operator", lease_name=lease_name, identity="pod-x_7",
+                                leader_timings=LeaderTimings(4.0, 3.0, 0.5),
+                                share_timings=ShareTimings(heartbeat=1.0, expiry=4.0)) as operator:
+        async with asyncio.timeout(15):
+            while not (operator.elector and operator.elector.is_leader()):
+                await asyncio.sleep(0.05)
+        await kube.create(route("web", rules=[{"backends": [{"name": "nowhere"}]}]))
+        await kube.wait_for("routes", "web", condition=has_condition("ResolvedRefs", "False"))
+        record = await kube.wait_for("leases", record_name(lease_name, "pod-x_7"), "xds-operator")
+        assert record["metadata"]["labels"] == {"xds-operator.dev/acks": "record"}
+        assert record["spec"]["holderIdentity"] == "pod-x_7"
+        lease = await kube.get("leases", lease_name, "xds-operator")
+        assert lease["spec"]["holderIdentity"] == "pod-x_7" and lease["spec"]["leaseDurationSeconds"] == 4
+        async with asyncio.timeout(10):  # the leader lists the others' records every second: allowed too
+            while not (operator.records and operator.records.polls):
+                await asyncio.sleep(0.1)
+        assert not [r for r in caplog.records if r.name.startswith("xds_operator.kube") and
+                    r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+    lease = await kube.get("leases", lease_name, "xds-operator")
+    assert lease["spec"]["holderIdentity"] in ("", None)  # released
+    assert await kube.get("leases", record_name(lease_name, "pod-x_7"), "xds-operator") is None

@@ -221,6 +221,20 @@ def parser() -> argparse.ArgumentParser:
                    help="watch only this namespace (repeatable) (default: the whole cluster)")
     s.add_argument("--standalone", action="store_true",
                    help="no peering with other operator instances (default: peering on)")
+    s.add_argument("--leader-elect", action="store_true",
+                   help="several replicas: elect a leader with a Lease, only it writes statuses and Events, "
+                        "and every replica shares its proxies' ACKs (default: off, for a single replica)")
+    s.add_argument("--leader-election-namespace", metavar="NS",
+                   help="namespace of the Leases, the operator's own (default: $POD_NAMESPACE, else default)")
+    s.add_argument("--leader-lease-name", type=node_name, default="xds-operator", metavar="NAME",
+                   help="the leader's Lease; each replica's ACK record is NAME-<identity> (default %(default)s)")
+    s.add_argument("--leader-lease-duration", type=positive_seconds, default=15.0, metavar="SECONDS",
+                   help="a follower takes over a Lease not renewed for this long; also how long a replica's "
+                        "ACK record counts after its last heartbeat (default %(default)s)")
+    s.add_argument("--leader-renew-deadline", type=positive_seconds, default=10.0, metavar="SECONDS",
+                   help="the leader stops writing when it could not renew for this long (default %(default)s)")
+    s.add_argument("--leader-retry-period", type=positive_seconds, default=2.0, metavar="SECONDS",
+                   help="how often candidates try and the leader renews (default %(default)s)")
     server_args(s)
     s.set_defaults(func=_run)
     add_inspection_commands(sub)

@@ -41,6 +41,8 @@ class ControlPlane:
     registry: ProxyRegistry = field(default_factory=ProxyRegistry)
     # Sources' own conditions for readiness: each returns why it is not ready, or None.
     readiness_checks: list[Callable[[], str | None]] = field(default_factory=list)
+    # More JSON endpoints (path -> body), served from start() on.
+    extra_json: dict[str, Callable[[], object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.controller = Controller(self.state, self.cache, self.options, debounce=self.debounce)
@@ -76,7 +78,8 @@ class ControlPlane:
         log.info("ADS server listening on %s (port %d)", self.xds_address, self.xds_port)
         if self.http_address:
             self._http, self.http_port = await start_http(make_app(self.controller, self.registry,
-                                                                   self.not_ready_reason, self.metrics.registry),
+                                                                   self.not_ready_reason, self.metrics.registry,
+                                                                   self.extra_json),
                                                           self.http_address)
             log.info("HTTP endpoints on %s (port %d): /healthz /readyz /proxies /status /metrics", self.http_address,
                      self.http_port)

@@ -12,9 +12,11 @@ real API server, so a kopf release that moves it fails them, not production.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -114,6 +116,24 @@ class KubeClient:
                                     "application/merge-patch+json")
         except NotFound:
             return None
+
+    async def create(self, prefix: str, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Creates an object; Conflict if one of that name exists."""
+        return await self._call("POST", f"{prefix}/namespaces/{namespace}/{plural}", body)
+
+    async def replace(self, prefix: str, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT of a whole object; with metadata.resourceVersion set, Conflict if it changed since."""
+        return await self._call("PUT", f"{prefix}/namespaces/{namespace}/{plural}/{name}", body)
+
+    async def delete(self, prefix: str, plural: str, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._call("DELETE", f"{prefix}/namespaces/{namespace}/{plural}/{name}")
+
+    async def list_labelled(self, prefix: str, plural: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The objects of a kind in one namespace that match a label selector."""
+        query = urllib.parse.urlencode({"labelSelector": selector})
+        listing = await self._call("GET", f"{prefix}/namespaces/{namespace}/{plural}?{query}")
+        return list(listing.get("items") or [])
 
     async def post_warning(self, involved: dict[str, Any], reason: str, message: str) -> None:
         """A Warning Event about `involved` (apiVersion, kind, namespace, name, uid)."""

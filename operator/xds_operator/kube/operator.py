@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +27,11 @@ from ..api.objects import API_GROUP, VERSION, ObjectKey
 from ..controlplane.app import ControlPlane
 from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
 from ..sources.state import StateStore
+from ..status.merge import merge
 from ..translate import TranslateOptions
+from .ack_share import AckPublisher, AckRecords, ShareTimings
 from .client import ExponentialBackoff, KubeClient
+from .leader import ELECTION_BACKOFF, LeaderElector, LeaderTimings, default_identity
 from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
 from .resync import Resync
 from .status_writer import StatusWriter
@@ -61,6 +65,13 @@ class OperatorConfig:
     initial_max_delay: float = 5.0
     # How often objects deleted while a watch was down (see resync.py) are looked for.
     resync_interval: float = 30.0
+    # Several replicas (see kube/leader.py, kube/ack_share.py): off, every process writes status.
+    leader_election: bool = False
+    leader_namespace: str = "default"  # where the Leases are: the operator's own namespace
+    lease_name: str = "xds-operator"  # the leader's Lease; the replicas' ACK records are <name>-<identity>
+    identity: str = field(default_factory=default_identity)
+    leader_timings: LeaderTimings = LeaderTimings()
+    share_timings: ShareTimings = ShareTimings()
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -83,6 +94,9 @@ class Operator:
     connection: kopf.ConnectionInfo | None = None
     readiness: KubeReadiness | None = None
     writer: StatusWriter | None = None
+    elector: LeaderElector | None = None
+    publisher: AckPublisher | None = None
+    records: AckRecords | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the Kubernetes side, run inside kopf
     started_by_kopf: bool = False  # then kopf's cleanup stops the control plane too
     after_cleanup: Callable[[], None] | None = None
@@ -102,6 +116,7 @@ class Operator:
                                   options=TranslateOptions(listener_address=self.config.listener_address))
         self.readiness = KubeReadiness(WATCHED, PERMISSIONS, list(self.config.namespaces))
         self.plane.readiness_checks.append(self.readiness.reason)
+        self.plane.extra_json["/replica"] = self.replica_info
         await self.plane.start(initial_quiet=self.config.initial_quiet,
                                initial_max_delay=self.config.initial_max_delay)
 
@@ -110,8 +125,24 @@ class Operator:
         assert self.plane is not None and self.readiness is not None
         self.readiness.settings = settings
         client = KubeClient(settings)
-        self.writer = StatusWriter(client, self.plane.state, self.plane.registry, self.plane.cache,
-                                   self.statuses, self.versions)
+        config = self.config
+        if config.leader_election:
+            self.elector = LeaderElector(KubeClient(settings, ELECTION_BACKOFF), config.leader_namespace,
+                                         config.lease_name, config.identity, config.leader_timings)
+            self.publisher = AckPublisher(client, config.leader_namespace, config.lease_name, config.identity,
+                                          self.plane.registry, self.plane.cache, config.share_timings)
+            self.records = AckRecords(client, config.leader_namespace, self.publisher.name, self.elector.is_leader,
+                                      self._others_changed, config.share_timings)
+            records = self.records
+            elector = self.elector
+            self.writer = StatusWriter(client, self.plane.state, self.plane.registry, self.plane.cache,
+                                       self.statuses, self.versions,
+                                       is_leader=lambda: elector.is_leader() and records.ready,
+                                       merge=lambda local: merge(local, records.live()))
+            self.plane.controller.on_build.append(self.publisher.on_build)
+        else:
+            self.writer = StatusWriter(client, self.plane.state, self.plane.registry, self.plane.cache,
+                                       self.statuses, self.versions)
         self.plane.controller.on_build.append(self.writer.on_build)
         resync = Resync(client, self.plane.state, {"Route": ROUTES, "Backend": BACKENDS, "services": SERVICES,
                                                    "endpointslices": ENDPOINT_SLICES},
@@ -119,6 +150,30 @@ class Operator:
         self.tasks = [asyncio.create_task(self.readiness.run(), name="kube-readiness"),
                       asyncio.create_task(self.writer.run(), name="status-writer"),
                       asyncio.create_task(resync.run(), name="kube-resync")]
+        if self.elector is not None and self.publisher is not None and self.records is not None:
+            self.tasks += [asyncio.create_task(self.elector.run(), name="leader-election"),
+                           asyncio.create_task(self.publisher.run(), name="ack-publisher"),
+                           asyncio.create_task(self.records.run(), name="ack-records")]
+
+    def _others_changed(self) -> None:
+        # Also once when this replica has become the leader and read the records: a full pass.
+        if self.writer is not None:
+            self.writer.wake()
+
+    def replica_info(self) -> dict[str, object]:
+        """/replica: this replica's part in leader election and status writing."""
+        writer = self.writer
+        return {
+            "identity": self.config.identity,
+            "leaderElection": self.config.leader_election,
+            "leader": self.elector.leader if self.elector is not None else not self.config.leader_election,
+            "holder": self.elector.holder if self.elector is not None else None,
+            "statusPasses": writer.passes if writer is not None else 0,
+            "statusWrites": writer.writes if writer is not None else 0,
+            "ackRecordWrites": self.publisher.writes if self.publisher is not None else 0,
+            "otherReplicasCounted": len(self.records.live()) if self.records is not None else 0,
+            "maxRssKiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
 
     async def stop_kube_side(self) -> None:
         # Before kopf exits: it waits 5 s for tasks started during its run that are still alive.
@@ -126,9 +181,17 @@ class Operator:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        # A clean shutdown hands over at once: the Lease released, this replica's record gone.
+        if self.elector is not None:
+            await self.elector.release()
+        if self.publisher is not None:
+            await self.publisher.remove()
         if self.plane is not None and self.writer is not None:
             self.plane.controller.on_build.remove(self.writer.on_build)
             self.writer = None
+        if self.plane is not None and self.publisher is not None:
+            self.plane.controller.on_build.remove(self.publisher.on_build)
+        self.elector = self.publisher = self.records = None
 
     async def stop(self) -> None:
         await self.stop_kube_side()
@@ -216,6 +279,11 @@ register(kopf.get_default_registry(), OPERATOR)
 def run_operator(args: argparse.Namespace) -> int:
     """`xds-operator run`: the same handlers, configured from the command line."""
     try:
+        timings = LeaderTimings(args.leader_lease_duration, args.leader_renew_deadline, args.leader_retry_period)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
         credentials = find_credentials()
     except Exception as exc:  # a kubeconfig that cannot be read or parsed
         log.error("cannot read the Kubernetes credentials: %s", exc)
@@ -224,8 +292,11 @@ def run_operator(args: argparse.Namespace) -> int:
         log.error("no Kubernetes credentials: set KUBECONFIG (or ~/.kube/config), or run in a pod "
                   "with a service account")
         return 1
-    OPERATOR.config = OperatorConfig(xds_address=args.xds_address, http_address=args.http_address,
-                                     listener_address=args.listener_address, namespaces=tuple(args.namespace))
+    OPERATOR.config = OperatorConfig(
+        xds_address=args.xds_address, http_address=args.http_address, listener_address=args.listener_address,
+        namespaces=tuple(args.namespace), leader_election=args.leader_elect,
+        leader_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default", lease_name=args.leader_lease_name,
+        leader_timings=timings, share_timings=ShareTimings(heartbeat=args.leader_lease_duration / 3, expiry=args.leader_lease_duration))
 
     async def main() -> None:
         # The control plane starts before kopf and stops after it, so kopf's stop does not wait

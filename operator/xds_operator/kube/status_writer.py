@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..api.objects import API_VERSION, ObjectKey
@@ -58,7 +58,9 @@ def _comparable(status: dict[str, Any]) -> dict[str, Any]:
 class StatusWriter:
     def __init__(self, client: KubeClient, state: StateStore, registry: ProxyRegistry, cache: SnapshotCache,
                  current: dict[ObjectKey, dict[str, Any]], versions: dict[ObjectKey, str], *, debounce: float = 0.05,
-                 backoff: ExponentialBackoff = WRITE_BACKOFF) -> None:
+                 backoff: ExponentialBackoff = WRITE_BACKOFF, is_leader: Callable[[], bool] = lambda: True,
+                 merge: Callable[[Mapping[ObjectKey, ObjectReport]], Mapping[ObjectKey, ObjectReport]] | None = None
+                 ) -> None:
         self.client = client
         self.state = state
         self.registry = registry
@@ -71,8 +73,17 @@ class StatusWriter:
         self.conflicts = 0
         self.result: BuildResult | None = None
         self.writes = 0
+        # Several replicas: only the leader writes (a follower's changes set one flag, no queue),
+        # and `merge` adds the other replicas' proxies to the reports.
+        self.is_leader = is_leader
+        self.merge = merge
+        self.passes = 0
         self._dirty = asyncio.Event()
         registry.subscribe(self._dirty.set)
+
+    def wake(self) -> None:
+        """Something other than a build or a proxy changed (leadership, another replica's ACKs)."""
+        self._dirty.set()
 
     def on_build(self, result: BuildResult) -> None:
         self.result = result
@@ -84,6 +95,8 @@ class StatusWriter:
             await self._dirty.wait()
             # Everything that changes within `debounce` of the first change is one pass.
             await settle(self._dirty, self.debounce, max_delay=self.debounce)
+            if not self.is_leader():
+                continue  # wake() when leadership comes
             try:
                 await self.write_changed()
                 failures = iter(())
@@ -102,6 +115,9 @@ class StatusWriter:
         # Computed off the event loop, on copies: with many objects and proxies it takes a while.
         groups = proxy_groups(self.registry, self.cache, copy=True)
         computed = await asyncio.to_thread(reports, self.result, groups, self.registry.refused_objects)
+        if self.merge is not None:
+            computed = dict(self.merge(computed))
+        self.passes += 1
         # Side by side, a few at a time: one object whose writes are backing off (429, 409) must
         # not hold up the others'.
         slots = asyncio.Semaphore(WRITERS)

@@ -36,6 +36,8 @@ class ObjectReport:
     generation: int
     conditions: tuple[Condition, ...]
     proxies: ProxyCounts
+    nacks: tuple[str, ...] = ()  # "node: Envoy's message" of each proxy that rejected it
+    served: bool = True  # made into resources sent to proxies (else Programmed says why not)
 
     def to_status(self) -> dict[str, Any]:
         return {
@@ -80,7 +82,7 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
         accepted = status.condition(ACCEPTED)
         programmed = Condition(PROGRAMMED, False, "Invalid" if accepted and not accepted.status else "NotServed",
                                "not sent to any proxy")
-        return ObjectReport(status.generation, (*status.conditions, programmed), ProxyCounts())
+        return ObjectReport(status.generation, (*status.conditions, programmed), ProxyCounts(), served=False)
     total = synced = 0
     nacks: list[str] = []
     for group, (snapshot, proxies) in groups.items():
@@ -103,15 +105,20 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
                 if nack is not None:
                     nacks.append(f"{proxy.node_id}: {nack}")
     counts = ProxyCounts(total, synced, len(nacks))
-    if nacks:
-        programmed = Condition(PROGRAMMED, False, "Rejected", "rejected by Envoy: " + "; ".join(sorted(nacks)))
-    elif total == 0:
-        programmed = Condition(PROGRAMMED, False, "NoProxies", "no connected proxy is sent this object")
-    elif synced == total:
-        programmed = Condition(PROGRAMMED, True, "Programmed", f"{synced}/{total} proxies ACKed it")
-    else:
-        programmed = Condition(PROGRAMMED, False, "Pending", f"{synced}/{total} proxies ACKed it")
-    return ObjectReport(status.generation, (*status.conditions, programmed), counts)
+    nacked = tuple(sorted(nacks))
+    return ObjectReport(status.generation, (*status.conditions, programmed_condition(counts, nacked)), counts,
+                        nacked)
+
+
+def programmed_condition(counts: ProxyCounts, nacks: tuple[str, ...]) -> Condition:
+    """Programmed from the proxy counts (of one replica's proxies, or all replicas' merged)."""
+    if nacks or counts.nacked:
+        return Condition(PROGRAMMED, False, "Rejected", "rejected by Envoy: " + "; ".join(nacks))
+    if counts.total == 0:
+        return Condition(PROGRAMMED, False, "NoProxies", "no connected proxy is sent this object")
+    if counts.synced == counts.total:
+        return Condition(PROGRAMMED, True, "Programmed", f"{counts.synced}/{counts.total} proxies ACKed it")
+    return Condition(PROGRAMMED, False, "Pending", f"{counts.synced}/{counts.total} proxies ACKed it")
 
 
 def proxy_groups(registry: ProxyRegistry, cache: SnapshotCache, *, copy: bool = False

@@ -17,7 +17,7 @@ the client is curl or wget, as the Kubernetes API server does; `?pretty=false` t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -35,7 +35,8 @@ class Controller(Served, Built, Protocol):
 
 
 def make_app(controller: Controller, registry: ProxyRegistry, not_ready: Callable[[], str | None],
-             metrics_registry: CollectorRegistry) -> web.Application:
+             metrics_registry: CollectorRegistry,
+             extra_json: Mapping[str, Callable[[], object]] | None = None) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -67,6 +68,10 @@ def make_app(controller: Controller, registry: ProxyRegistry, not_ready: Callabl
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
                     web.get("/proxies", proxies), web.get("/status", status), web.get("/metrics", metrics)])
     add_debug_routes(app, controller, registry)
+    for path, provider in (extra_json or {}).items():  # e.g. /replica from the Kubernetes side
+        async def extra(request: web.Request, _provider: Callable[[], object] = provider) -> web.Response:
+            return json_response(request, _provider())
+        app.router.add_get(path, extra)
     return app
 
 
