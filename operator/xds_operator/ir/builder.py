@@ -7,6 +7,7 @@ serving the previous good version (and says so in the status) instead of droppin
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 from dataclasses import dataclass, field
 
@@ -16,8 +17,10 @@ from ..api.fields import FieldError
 from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
-from .ir import (ClusterIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name,
-                 listener_name, route_entry_name)
+from .certificates import covers, now_utc
+from .ir import (ClusterIR, DownstreamTlsIR, Endpoint, ListenerIR, ProxyConfigIR, RouteEntryIR, SecretIR, TlsHostIR,
+                 UpstreamTlsIR, VirtualHostIR, cluster_name, listener_name, route_entry_name, tls_route_config_name)
+from .secrets import UnusableSecret, ca_secret, tls_secret
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)
@@ -34,9 +37,13 @@ class BuiltRoute:
     hostnames: tuple[str, ...]
     proxies: tuple[str, ...]
     entries: tuple[RouteEntryIR, ...]
+    tls: DownstreamTlsIR | None = None
+    secrets: tuple[SecretIR, ...] = ()
+    # A TLS Route whose Secrets cannot be used: its hostnames are left out, on every chain.
+    left_out: bool = False
 
     def applies_to(self, group: str) -> bool:
-        return not self.proxies or group in self.proxies
+        return not self.left_out and (not self.proxies or group in self.proxies)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class ObjectStatus:
     generation: int
     conditions: tuple[Condition, ...]
     errors: tuple[FieldError, ...] = ()
+    warnings: tuple[str, ...] = ()  # "field.path: message", also in the ResolvedRefs message
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -55,21 +63,34 @@ class BuildResult:
     clusters: dict[str, ClusterIR] = field(default_factory=dict)
     statuses: dict[ObjectKey, ObjectStatus] = field(default_factory=dict)
     routes_by_key: dict[ObjectKey, BuiltRoute] = field(default_factory=dict)
+    secrets: dict[str, SecretIR] = field(default_factory=dict)  # of the clusters, by SDS name
 
     def config_for(self, group: str) -> ProxyConfigIR:
         """What proxies whose node.cluster is `group` should run."""
         by_port: dict[int, dict[str, list[RouteEntryIR]]] = {}
         sources: dict[int, set[ObjectKey]] = {}
+        # TLS: per port and SNI hostname, the settings of the first Route (by key) and every
+        # Route's entries for it.
+        tls_by_port: dict[int, dict[str, tuple[DownstreamTlsIR, list[RouteEntryIR], set[ObjectKey]]]] = {}
         used_clusters: set[str] = set()
+        secrets: dict[str, SecretIR] = {}
         for route in self.routes:
             if not route.applies_to(group):
                 continue
-            sources.setdefault(route.port, set()).add(route.key)
-            hosts = by_port.setdefault(route.port, {})
-            # A Route whose rules were all left out adds no virtual host: an empty one would
-            # answer 404 for its hostnames instead of letting them fall through to "*".
-            for hostname in route.hostnames if route.entries else ():
-                hosts.setdefault(hostname, []).extend(route.entries)
+            if route.tls is not None:
+                hosts_tls = tls_by_port.setdefault(route.port, {})
+                for hostname in route.hostnames if route.entries else ():
+                    _, entries, keys = hosts_tls.setdefault(hostname, (route.tls, [], set()))
+                    entries.extend(route.entries)
+                    keys.add(route.key)
+                secrets.update((s.name, s) for s in route.secrets)
+            else:
+                sources.setdefault(route.port, set()).add(route.key)
+                hosts = by_port.setdefault(route.port, {})
+                # A Route whose rules were all left out adds no virtual host: an empty one would
+                # answer 404 for its hostnames instead of letting them fall through to "*".
+                for hostname in route.hostnames if route.entries else ():
+                    hosts.setdefault(hostname, []).extend(route.entries)
             for entry in route.entries:
                 used_clusters.update(b.name for b in entry.action.backends)
                 if entry.action.mirror:
@@ -79,15 +100,32 @@ class BuildResult:
                 name=listener_name(port),
                 port=port,
                 virtual_hosts=tuple(
-                    VirtualHostIR(name=host, domains=(host,), routes=tuple(sorted(entries, key=_precedence)))
-                    for host, entries in sorted(hosts.items(), key=lambda kv: (kv[0] == "*", kv[0]))
+                    _virtual_host(host, entries)
+                    for host, entries in sorted(by_port.get(port, {}).items(), key=lambda kv: (kv[0] == "*", kv[0]))
                 ),
-                sources=tuple(sorted(sources[port])),
+                sources=tuple(sorted(sources.get(port, ()))),
+                tls_hosts=tuple(
+                    TlsHostIR(host, tls_route_config_name(port, host), tls, _virtual_host(host, entries),
+                              tuple(sorted(keys)))
+                    for host, (tls, entries, keys) in sorted(tls_by_port.get(port, {}).items())
+                ),
             )
-            for port, hosts in sorted(by_port.items())
+            for port in sorted(by_port.keys() | tls_by_port.keys())
         )
         clusters = tuple(self.clusters[name] for name in sorted(used_clusters))
-        return ProxyConfigIR(listeners=listeners, clusters=clusters)
+        for cluster in clusters:
+            secrets.update((s, self.secrets[s]) for s in _cluster_secrets(cluster))
+        return ProxyConfigIR(listeners=listeners, clusters=clusters,
+                             secrets=tuple(secrets[name] for name in sorted(secrets)))
+
+
+def _virtual_host(host: str, entries: list[RouteEntryIR]) -> VirtualHostIR:
+    return VirtualHostIR(name=host, domains=(host,), routes=tuple(sorted(entries, key=_precedence)))
+
+
+def _cluster_secrets(cluster: ClusterIR) -> list[str]:
+    tls = cluster.tls
+    return [] if tls is None else [s for s in (tls.ca_secret, tls.client_secret) if s is not None]
 
 
 def _precedence(entry: RouteEntryIR):
@@ -131,32 +169,36 @@ class Builder:
         self._last_valid = {k: v for k, v in self._last_valid.items() if k in state.objects}
 
         slices = slices_by_service(state)
+        now = now_utc()
         cluster_memo = {}
         for key, spec in specs.items():
             if isinstance(spec, model.BackendSpec):
                 previous = self._cluster_memo.get(key)
-                if spec.service is None and previous is not None and previous[0] is spec:
+                if spec.service is None and spec.tls is None and previous is not None and previous[0] is spec:
                     outcome = previous[1]  # static endpoints or DNS: depends on the spec alone
                 else:
-                    outcome = _cluster(state, slices, key, spec)
+                    outcome = _cluster(state, slices, key, spec, now)
                 cluster_memo[key] = (spec, outcome)
-                cluster, refs = outcome
-                result.clusters[cluster.name] = cluster
-                self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
+                cluster, refs, secrets, warnings = outcome
+                if cluster is not None:
+                    result.clusters[cluster.name] = cluster
+                    result.secrets.update((s.name, s) for s in secrets)
+                self._set_status(result, state.objects[key], accepted[key], refs, errors[key], warnings)
         routes = []
         route_memo = {}
         for key, spec in specs.items():
             if isinstance(spec, model.RouteSpec):
-                present = tuple(name in result.clusters for name in _referenced_clusters(key, spec))
+                present = (tuple(name in result.clusters for name in _referenced_clusters(key, spec)),
+                           _referenced_secrets(state, key, spec))
                 previous = self._route_memo.get(key)
                 if previous is not None and previous[0] is spec and previous[1] == present:
                     outcome = previous[2]
                 else:
-                    outcome = _route(key, spec, result.clusters)
+                    outcome = _route(state, key, spec, result.clusters, now)
                 route_memo[key] = (spec, present, outcome)
-                route, refs = outcome
+                route, refs, warnings = outcome
                 routes.append(route)
-                self._set_status(result, state.objects[key], accepted[key], refs, errors[key])
+                self._set_status(result, state.objects[key], accepted[key], refs, errors[key], warnings)
         self._route_memo = route_memo
         self._cluster_memo = cluster_memo
         result.routes = tuple(routes)
@@ -180,14 +222,60 @@ class Builder:
 
     @staticmethod
     def _set_status(result: BuildResult, obj: UserObject, accepted: Condition, refs: Condition | None,
-                    errors: tuple[FieldError, ...]) -> None:
+                    errors: tuple[FieldError, ...], warnings: tuple[str, ...] = ()) -> None:
         conditions = (accepted,) if refs is None else (accepted, refs)
-        result.statuses[obj.key] = ObjectStatus(obj.generation, conditions, errors)
+        result.statuses[obj.key] = ObjectStatus(obj.generation, conditions, errors, warnings)
 
 
-def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
-             spec: model.BackendSpec) -> tuple[ClusterIR, Condition]:
-    refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
+def _resolved(warnings: list[str]) -> Condition:
+    message = "all references resolved"
+    if warnings:
+        message += "; warning: " + "; warning: ".join(warnings)
+    return Condition(RESOLVED_REFS, True, "ResolvedRefs", message)
+
+
+def _invalid_certificate(problems: list[str]) -> Condition:
+    return Condition(RESOLVED_REFS, False, "InvalidCertificateRef", "; ".join(problems))
+
+
+def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, now: datetime.datetime,
+                  problems: list[str], warnings: list[str]) -> tuple[UpstreamTlsIR | None, list[SecretIR]]:
+    tls = spec.tls
+    if tls is None:
+        return None, []
+    secrets = []
+    names: dict[str, str | None] = {"ca": None, "client": None}
+    for what, ref, path in (("ca", tls.ca_certificate_ref, "spec.tls.caCertificateRef"),
+                            ("client", tls.client_certificate_ref, "spec.tls.clientCertificateRef")):
+        if ref is None:
+            continue
+        try:
+            if what == "ca":
+                secret, found = ca_secret(state, key.namespace, ref, now)
+            else:
+                secret, _, found = tls_secret(state, key.namespace, ref, now)
+        except UnusableSecret as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        warnings.extend(f"{path}: {w}" for w in found)
+        secrets.append(secret)
+        names[what] = secret.name
+    sni = tls.sni or (spec.dns.hostname if spec.dns is not None else None)
+    alpn = ("h2",) if spec.protocol == "HTTP2" else ("http/1.1",)
+    return UpstreamTlsIR(sni, names["ca"], names["client"], tls.subject_alt_names, alpn), secrets
+
+
+def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey, spec: model.BackendSpec,
+             now: datetime.datetime) -> tuple[ClusterIR | None, Condition, tuple[SecretIR, ...], tuple[str, ...]]:
+    """The cluster (None when its TLS Secrets cannot be used), ResolvedRefs, secrets, warnings."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    tls, secrets = _upstream_tls(state, key, spec, now, problems, warnings)
+    if problems:
+        return None, _invalid_certificate(problems), (), ()
+    for warning in warnings:
+        log.warning("%s: %s", key, warning)
+    refs = _resolved(warnings)
     endpoints = ()
     if spec.service is not None:
         try:
@@ -209,8 +297,9 @@ def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
         health_check=spec.health_check,
         circuit_breaker=spec.circuit_breaker,
         outlier_detection=spec.outlier_detection,
+        tls=tls,
     )
-    return cluster, refs
+    return cluster, refs, tuple(secrets), tuple(warnings)
 
 
 def _by_key(item: tuple[ObjectKey, UserObject]) -> ObjectKey:
@@ -226,7 +315,57 @@ def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> list[str]:
     return [cluster_name(ObjectKey("Backend", key.namespace, n)) for n in names]
 
 
-def _route(key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR]) -> tuple[BuiltRoute, Condition]:
+def _referenced_secrets(state: StateStore, key: ObjectKey, spec: model.RouteSpec) -> tuple:
+    """What a Route's TLS depends on besides its spec: the Secrets' contents."""
+    if spec.tls is None:
+        return ()
+    return tuple(state.secrets.get((key.namespace, name))
+                 for name in (spec.tls.certificate_ref, spec.tls.ca_certificate_ref) if name is not None)
+
+
+def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, now: datetime.datetime,
+                    problems: list[str], warnings: list[str]) -> tuple[DownstreamTlsIR | None, list[SecretIR]]:
+    tls = spec.tls
+    if tls is None:
+        return None, []
+    secrets = []
+    try:
+        certificate, pair, found = tls_secret(state, key.namespace, tls.certificate_ref, now)
+    except UnusableSecret as exc:
+        problems.append(f"spec.tls.certificateRef: {exc}")
+    else:
+        secrets.append(certificate)
+        warnings.extend(f"spec.tls.certificateRef: {w}" for w in found)
+        uncovered = [h for h in spec.hostnames if not covers(pair.names, h)]
+        if uncovered:
+            warnings.append(f"spec.hostnames: the certificate of Secret {joined(key.namespace, tls.certificate_ref)} "
+                            f"does not cover {', '.join(uncovered)} (it names {', '.join(pair.names) or 'nothing'})")
+    ca_name = None
+    if tls.ca_certificate_ref is not None:
+        try:
+            ca, found = ca_secret(state, key.namespace, tls.ca_certificate_ref, now)
+        except UnusableSecret as exc:
+            problems.append(f"spec.tls.clientValidation.caCertificateRef: {exc}")
+        else:
+            secrets.append(ca)
+            ca_name = ca.name
+            warnings.extend(f"spec.tls.clientValidation.caCertificateRef: {w}" for w in found)
+    if problems:
+        return None, []
+    return DownstreamTlsIR(secrets[0].name, ca_name, tls.min_version, tls.alpn), secrets
+
+
+def _route(state: StateStore, key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR],
+           now: datetime.datetime) -> tuple[BuiltRoute, Condition, tuple[str, ...]]:
+    tls_problems: list[str] = []
+    warnings: list[str] = []
+    tls, secrets = _downstream_tls(state, key, spec, now, tls_problems, warnings)
+    if tls_problems:
+        log.error("%s: TLS hostnames left out: %s", key, "; ".join(tls_problems))
+        return (BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, (), left_out=True),
+                _invalid_certificate(tls_problems), ())
+    for warning in warnings:
+        log.warning("%s: %s", key, warning)
     problems: list[str] = []
 
     def resolve(name: str, path: str) -> str | None:
@@ -253,5 +392,6 @@ def _route(key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR]
     if problems:
         refs = Condition(RESOLVED_REFS, False, "BackendNotFound", "; ".join(problems))
     else:
-        refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
-    return BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, tuple(entries)), refs
+        refs = _resolved(warnings)
+    built = BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, tuple(entries), tls, tuple(secrets))
+    return built, refs, tuple(warnings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 
 from ..api.objects import ObjectKey, UserObject
@@ -34,6 +36,24 @@ def trimmed_endpoint_slice(body: dict) -> dict:
         "endpoints": [{"addresses": list(e.get("addresses") or []), "conditions": dict(e.get("conditions") or {})}
                       for e in body.get("endpoints") or []],
     }
+
+
+class InvalidSecretData(ValueError):
+    """A Secret's data value that is not base64 (the API server refuses it; a file may have it)."""
+
+
+def trimmed_secret(body: dict) -> dict:
+    """A Secret's type and data, decoded: `data` is base64, `stringData` plain text that wins
+    over a `data` key of the same name (as the API server merges them on write)."""
+    data: dict[str, bytes] = {}
+    for key, value in (body.get("data") or {}).items():
+        try:
+            data[str(key)] = base64.b64decode(str(value or ""), validate=True)
+        except binascii.Error:
+            raise InvalidSecretData(f"data.{key} is not base64") from None
+    for key, value in (body.get("stringData") or {}).items():
+        data[str(key)] = str(value or "").encode()
+    return {"type": body.get("type") or "Opaque", "data": data}
 
 
 def apply_service_event(state: StateStore, event_type: str, body: dict) -> None:

@@ -20,6 +20,8 @@ class StateStore:
         # Raw Kubernetes Service and EndpointSlice manifests, as the API returns them.
         self.services: dict[NamespacedName, dict] = {}
         self.endpoint_slices: dict[NamespacedName, dict] = {}
+        # Secrets as sources/kubernetes.trimmed_secret keeps them: {"type": ..., "data": {key: bytes}}.
+        self.secrets: dict[NamespacedName, dict] = {}
         # What each source could not load (a broken file...), for /status and /metrics.
         self.problems: dict[str, tuple[Finding, ...]] = {}
         self.revision = 0
@@ -48,13 +50,16 @@ class StateStore:
         """No rebuild: there is nothing to build from them."""
         self.problems[source] = problems
 
-    # -- Services and EndpointSlices -------------------------------------------------------
+    # -- Services, EndpointSlices and Secrets----------------------------------------------------
 
     def put_service(self, namespace: str, name: str, manifest: dict | None) -> None:
         self._put_raw(self.services, (namespace, name), manifest)
 
     def put_endpoint_slice(self, namespace: str, name: str, manifest: dict | None) -> None:
         self._put_raw(self.endpoint_slices, (namespace, name), manifest)
+
+    def put_secret(self, namespace: str, name: str, manifest: dict | None) -> None:
+        self._put_raw(self.secrets, (namespace, name), manifest)
 
     def _put_raw(self, table: dict, key: NamespacedName, manifest: dict | None) -> None:
         if manifest is None:

@@ -11,7 +11,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
-from ..ir.ir import ListenerIR, RouteEntryIR
+from ..ir.ir import ListenerIR, RouteEntryIR, TlsHostIR, VirtualHostIR
 from ..api import model
 from ..api.limits import header_value_as_sent
 from .common import duration
@@ -28,11 +28,21 @@ _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
 def translate_route_configuration(listener: ListenerIR) -> route_pb2.RouteConfiguration:
+    """The plain chain's route configuration."""
+    return _route_configuration(listener.name, listener.virtual_hosts)
+
+
+def translate_tls_route_configuration(host: TlsHostIR) -> route_pb2.RouteConfiguration:
+    """An SNI chain's own route configuration: its hostname's virtual host alone."""
+    return _route_configuration(host.route_config, (host.virtual_host,))
+
+
+def _route_configuration(name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration(
-        name=listener.name,
+        name=name,
         virtual_hosts=[
             rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[translate_route(r) for r in vh.routes])
-            for vh in listener.virtual_hosts
+            for vh in virtual_hosts
         ],
     )
 
