@@ -39,7 +39,7 @@ ENV PATH=/app/.venv/bin:$PATH \
 WORKDIR /app
 # A numeric, unprivileged user (Kubernetes' runAsNonRoot can only verify numeric UIDs).
 USER 10001:10001
-# 18000: ADS (gRPC); 18001: /healthz, /readyz, /proxies, /status.
+# 18000: ADS (gRPC); 18001: /healthz, /readyz, /proxies, /status, /metrics.
 EXPOSE 18000 18001
 ENTRYPOINT ["xds-operator"]
 CMD ["serve", "--config", "/config"]

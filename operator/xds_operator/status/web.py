@@ -7,15 +7,20 @@
           and under "problems" (only when there are any) what the sources cannot load now, such as
           an unreadable or broken file, each with its file, line, column, severity and message
 /metrics  Prometheus text format: proxies, builds, xDS responses, ACKs and NACKs, objects by state
+
+JSON answers end with a newline and are indented on request (`?pretty`, `?pretty=true`) or when
+the client is curl or wget, as the Kubernetes API server does; `?pretty=false` turns that off.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Callable
 
 from aiohttp import web
 
+from ..addresses import parse_address
 from ..controlplane.controller import Controller
 from ..api.conditions import ACCEPTED
 from ..translate.resources import PUSH_ORDER, SHORT_NAMES
@@ -34,10 +39,10 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready: no config built yet\n")
 
-    async def proxies(_: web.Request) -> web.Response:
-        return web.json_response(registry.to_list())
+    async def proxies(request: web.Request) -> web.Response:
+        return json_response(request, registry.to_list())
 
-    async def status(_: web.Request) -> web.Response:
+    async def status(request: web.Request) -> web.Response:
         result = controller.result
         body = {}
         if result is not None:
@@ -46,7 +51,7 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
                 body[str(key)] = item.to_status()
         if problems := source_problems(controller):
             body["problems"] = [p.to_dict() for p in problems]
-        return web.json_response(body)
+        return json_response(request, body)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=render_metrics(controller, registry), content_type="text/plain",
@@ -57,6 +62,16 @@ def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[]
                     web.get("/proxies", proxies), web.get("/status", status), web.get("/metrics", metrics)])
     add_debug_routes(app, controller, registry)
     return app
+
+
+def json_response(request: web.Request, body: object) -> web.Response:
+    pretty = request.query.get("pretty")
+    if pretty is None:
+        indent = request.headers.get("User-Agent", "").lower().startswith(("curl/", "wget/"))
+    else:
+        indent = pretty.lower() not in ("false", "0", "no")
+    text = json.dumps(body, indent=2 if indent else None)
+    return web.Response(text=text + "\n", content_type="application/json")
 
 
 def render_metrics(controller: Controller, registry: ProxyRegistry) -> str:
@@ -102,10 +117,10 @@ def source_problems(controller: Controller) -> list[Finding]:
 
 
 async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
-    host, _, port = address.rpartition(":")
+    parsed = parse_address(address, default_host="0.0.0.0")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+    site = web.TCPSite(runner, parsed.host, parsed.port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
     return runner, bound

@@ -1,1 +1,1 @@
-"""The xDS side: immutable per-group snapshots and their cache, the ADS gRPC server, the protocol state of its streams, and the registry of connected proxies."""
+"""The xDS side: immutable per-group snapshots and their cache, the ADS gRPC server, the grpc-free protocol state machines of its streams (SotW and delta), their callbacks, and the registry of connected proxies (one implementation of those callbacks)."""

@@ -48,7 +48,7 @@ class SnapshotCache:
         self._snapshots = {g: s for g, s in snapshots.items() if g in self._watchers}
         for group, watchers in self._watchers.items():
             before, after = old.get(group), self.get(group)
-            if before is None or before.version != after.version:
+            if after is not None and (before is None or before.version != after.version):
                 log.debug("group %r: snapshot %s", group, after.version)
                 for watcher in list(watchers):
                     watcher()

@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from ..translate.resources import SHORT_NAMES
+from .callbacks import NoCallbacks, StreamInfo
 
 
 @dataclass
@@ -16,6 +17,13 @@ class Nack:
     version: str
     message: str
     resources: dict[str, str]  # name -> version of what was rejected
+    at: float
+
+
+@dataclass
+class Rejection:
+    version: str  # the version of the resource Envoy refused
+    message: str
     at: float
 
 
@@ -30,8 +38,10 @@ class ProxyState:
     acked: dict[str, dict[str, str]] = field(default_factory=dict)
     # type URL -> the last NACK, cleared by the next ACK of that type
     nacks: dict[str, Nack] = field(default_factory=dict)
+    # type URL -> resource name -> the version it refused (not sent again), cleared by an ACK of it
+    rejected: dict[str, dict[str, Rejection]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "node": self.node_id,
             "cluster": self.group,
@@ -40,15 +50,18 @@ class ProxyState:
             "acked": {SHORT_NAMES[t]: dict(sorted(v.items())) for t, v in sorted(self.acked.items())},
             "nacks": {SHORT_NAMES[t]: {"version": n.version, "message": n.message, "resources": sorted(n.resources)}
                       for t, n in sorted(self.nacks.items())},
+            "rejected": {SHORT_NAMES[t]: {name: {"version": r.version, "message": r.message}
+                                          for name, r in sorted(rs.items())}
+                         for t, rs in sorted(self.rejected.items()) if rs},
         }
 
 
-class ProxyRegistry:
-    """Connected proxies by stream. Listeners are called after every connect, ACK, NACK and disconnect."""
+class ProxyRegistry(NoCallbacks):
+    """Connected proxies by stream: the stream callbacks that keep the books. Listeners are
+    called after every connect, ACK, NACK, rejection and disconnect."""
 
     def __init__(self) -> None:
         self.proxies: dict[int, ProxyState] = {}
-        self._next_id = 0
         self._listeners: list[Callable[[], None]] = []
         # Totals since start, by type URL (for /metrics).
         self.responses: Counter[str] = Counter()
@@ -62,34 +75,54 @@ class ProxyRegistry:
         for listener in self._listeners:
             listener()
 
-    def connect(self, node_id: str, group: str, protocol: str) -> ProxyState:
-        self._next_id += 1
-        state = self.proxies[self._next_id] = ProxyState(self._next_id, node_id, group, protocol)
+    def on_stream_open(self, stream: StreamInfo) -> None:
+        self.proxies[stream.stream_id] = ProxyState(stream.stream_id, stream.node_id, stream.group, stream.protocol)
         self._changed()
-        return state
 
-    def disconnect(self, proxy: ProxyState) -> None:
-        if self.proxies.pop(proxy.stream_id, None) is not None:
+    def on_stream_closed(self, stream: StreamInfo) -> None:
+        if self.proxies.pop(stream.stream_id, None) is not None:
             self._changed()
 
-    def acked(self, proxy: ProxyState, type_url: str, resources: dict[str, str], *, replace: bool) -> None:
-        """`resources` were ACKed; with `replace` they are the whole state of the type (SotW)."""
+    def on_response(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str],
+                    removed: Sequence[str]) -> None:
+        self.responses[type_url] += 1
+
+    def on_ack(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str],
+               removed: Sequence[str], state: Mapping[str, str] | None) -> None:
+        proxy = self.proxies.get(stream.stream_id)
+        if proxy is None:
+            return
         self.acks[type_url] += 1
         current = proxy.acked.setdefault(type_url, {})
-        if replace:
-            current.clear()
-        current.update(resources)
+        if state is not None:  # (which includes `resources`)
+            current = proxy.acked[type_url] = dict(state)
+        else:
+            current.update(resources.items())
+        for name in removed:
+            current.pop(name, None)
+        rejected = proxy.rejected.get(type_url, {})
+        for name in (*resources, *removed):
+            rejected.pop(name, None)
         proxy.nacks.pop(type_url, None)
         self._changed()
 
-    def removed(self, proxy: ProxyState, type_url: str, names: list[str]) -> None:
-        for name in names:
-            proxy.acked.get(type_url, {}).pop(name, None)
-
-    def nacked(self, proxy: ProxyState, type_url: str, version: str, message: str, resources: dict[str, str]) -> None:
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, message: str,
+                resources: Mapping[str, str]) -> None:
+        proxy = self.proxies.get(stream.stream_id)
+        if proxy is None:
+            return
         self.nacks[type_url] += 1
         proxy.nacks[type_url] = Nack(version, message, dict(resources), time.time())
         self._changed()
 
-    def to_list(self) -> list[dict]:
+    def on_rejected(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str], message: str) -> None:
+        proxy = self.proxies.get(stream.stream_id)
+        if proxy is None:
+            return
+        now = time.time()
+        proxy.rejected.setdefault(type_url, {}).update(
+            {name: Rejection(version, message, now) for name, version in resources.items()})
+        self._changed()
+
+    def to_list(self) -> list[dict[str, object]]:
         return [p.to_dict() for p in sorted(self.proxies.values(), key=lambda p: (p.group, p.node_id, p.stream_id))]

@@ -6,19 +6,27 @@ every process: a restarted server recognises what a reconnecting Envoy already r
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE
 
 WILDCARD = None  # a subscription to every resource of a type
+
+# The version of a set of endpoint sets or route configurations lists a digest per resource,
+# so a SotW client's version says which resources it has (see SotwStream._adopt).
+_DIGEST_CHARS = 8  # 6 bytes of blake2b, base64url
 
 
 @dataclass(frozen=True)
@@ -28,17 +36,41 @@ class VersionedResource:
     message: Message
     packed: any_pb2.Any  # packed once here, then shared by every stream that sends it
 
+    @cached_property
+    def digest(self) -> str:
+        """Of name and version: one entry of the version of a set of them (version_of). Made
+        when first needed (endpoint sets and route configurations only)."""
+        data = hashlib.blake2b(f"{self.name}\0{self.version}".encode(), digest_size=6).digest()
+        return base64.urlsafe_b64encode(data).decode()
+
 
 def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def version_of(resources: Iterable[VersionedResource]) -> str:
-    """The version of a set of resources: changes whenever any member or the membership does."""
+def version_of(type_url: str, resources: Iterable[VersionedResource]) -> str:
+    """The version of a set of resources: changes whenever any member or the membership does.
+
+    Listeners and clusters always travel whole, so one hash names their set. Endpoint sets and
+    route configurations are subscribed to by name, and a SotW client that drops names gets no
+    response (nothing can be removed that way), so it goes on reporting the version of a larger
+    set: their version is the list of the members' digests, from which a restarted server can
+    still tell which of the resources it would send the client already has. It costs 8 bytes per
+    resource in each request, which carries every subscribed name anyway."""
+    ordered = sorted(resources, key=lambda r: r.name)
+    if type_url not in FULL_STATE_TYPES:
+        return "".join(r.digest for r in ordered)
     h = hashlib.blake2b(digest_size=8)
-    for r in sorted(resources, key=lambda r: r.name):
+    for r in ordered:
         h.update(f"{r.name}\0{r.version}\n".encode())
     return h.hexdigest()
+
+
+def digests_in(version: str) -> frozenset[str]:
+    """The resource digests listed in a version of endpoint sets or route configurations."""
+    if len(version) % _DIGEST_CHARS:
+        return frozenset()
+    return frozenset(version[i:i + _DIGEST_CHARS] for i in range(0, len(version), _DIGEST_CHARS))
 
 
 def versioned(type_url: str, name: str, message: Message) -> VersionedResource:
@@ -56,8 +88,8 @@ class ResourceMemo:
     """
 
     def __init__(self) -> None:
-        self._previous: dict[tuple, tuple[Message, VersionedResource]] = {}
-        self._current: dict[tuple, tuple[Message, VersionedResource]] = {}
+        self._previous: dict[tuple[int, str, str], tuple[Message, VersionedResource]] = {}
+        self._current: dict[tuple[int, str, str], tuple[Message, VersionedResource]] = {}
 
     def versioned(self, type_url: str, name: str, message: Message) -> VersionedResource:
         key = (id(message), type_url, name)
@@ -79,11 +111,12 @@ class InconsistentSnapshot(ValueError):
 class Snapshot:
     def __init__(self, resources: Mapping[str, Mapping[str, VersionedResource]]):
         self._resources = MappingProxyType({t: MappingProxyType(dict(resources.get(t, {}))) for t in PUSH_ORDER})
-        self.versions = MappingProxyType({t: version_of(rs.values()) for t, rs in self._resources.items()})
+        self.versions = MappingProxyType({t: version_of(t, rs.values()) for t, rs in self._resources.items()})
         # One version for the whole snapshot, for logs and delta's system_version_info.
         self.version = _digest("".join(self.versions[t] for t in PUSH_ORDER).encode())
         # Versions of named subscriptions: many proxies of a group ask for the same names.
         self._subscription_versions: dict[tuple[str, frozenset[str]], str] = {}
+        self._digests: dict[str, frozenset[str]] = {}
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
@@ -108,15 +141,24 @@ class Snapshot:
         key = (type_url, names)
         version = self._subscription_versions.get(key)
         if version is None:
-            version = self._subscription_versions[key] = version_of(self.select(type_url, names).values())
+            version = self._subscription_versions[key] = version_of(type_url, self.select(type_url, names).values())
         return version
+
+    def digests(self, type_url: str) -> frozenset[str]:
+        """The digests of every resource of a type (made once per snapshot)."""
+        found = self._digests.get(type_url)
+        if found is None:
+            found = self._digests[type_url] = frozenset(r.digest for r in self.resources(type_url).values())
+        return found
 
     def check_consistent(self) -> None:
         """Every route configuration a listener names, and every EDS cluster's endpoints, exist
         (go-control-plane's Consistent()): Envoy would otherwise wait on them forever."""
         missing = []
-        for name, listener in self.resources(LISTENER).items():
-            for chain in listener.message.filter_chains:
+        for name, resource in self.resources(LISTENER).items():
+            listener = resource.message
+            assert isinstance(listener, listener_pb2.Listener)
+            for chain in listener.filter_chains:
                 for f in chain.filters:
                     if f.name == "envoy.filters.network.http_connection_manager":
                         hcm = hcm_pb2.HttpConnectionManager()
@@ -124,9 +166,11 @@ class Snapshot:
                         rds = hcm.rds.route_config_name
                         if rds and rds not in self.resources(ROUTE):
                             missing.append(f"listener {name} names route configuration {rds}, which is missing")
-        for name, cluster in self.resources(CLUSTER).items():
-            if cluster.message.HasField("eds_cluster_config"):
-                eds_name = cluster.message.eds_cluster_config.service_name or name
+        for name, resource in self.resources(CLUSTER).items():
+            cluster = resource.message
+            assert isinstance(cluster, cluster_pb2.Cluster)
+            if cluster.HasField("eds_cluster_config"):
+                eds_name = cluster.eds_cluster_config.service_name or name
                 if eds_name not in self.resources(ENDPOINT):
                     missing.append(f"EDS cluster {name} has no load assignment {eds_name}")
         if missing:
