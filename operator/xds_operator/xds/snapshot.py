@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -20,7 +20,9 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE, SECRET
 
 WILDCARD = None  # a subscription to every resource of a type
 
@@ -159,6 +161,9 @@ class Snapshot:
             listener = resource.message
             assert isinstance(listener, listener_pb2.Listener)
             for chain in listener.filter_chains:
+                if chain.HasField("transport_socket"):
+                    missing.extend(self._missing_secrets(f"listener {name}", chain.transport_socket,
+                                                         tls_pb2.DownstreamTlsContext()))
                 for f in chain.filters:
                     if f.name == "envoy.filters.network.http_connection_manager":
                         hcm = hcm_pb2.HttpConnectionManager()
@@ -169,9 +174,24 @@ class Snapshot:
         for name, resource in self.resources(CLUSTER).items():
             cluster = resource.message
             assert isinstance(cluster, cluster_pb2.Cluster)
+            if cluster.HasField("transport_socket"):
+                missing.extend(self._missing_secrets(f"cluster {name}", cluster.transport_socket,
+                                                     tls_pb2.UpstreamTlsContext()))
             if cluster.HasField("eds_cluster_config"):
                 eds_name = cluster.eds_cluster_config.service_name or name
                 if eds_name not in self.resources(ENDPOINT):
                     missing.append(f"EDS cluster {name} has no load assignment {eds_name}")
         if missing:
             raise InconsistentSnapshot("; ".join(missing))
+
+    def _missing_secrets(self, what: str, socket: Any, context: Any) -> list[str]:
+        """The SDS secrets a TLS transport socket names that the snapshot lacks: Envoy would keep
+        the listener or cluster warming."""
+        socket.typed_config.Unpack(context)
+        common = context.common_tls_context
+        names = [c.name for c in common.tls_certificate_sds_secret_configs]
+        if common.HasField("validation_context_sds_secret_config"):
+            names.append(common.validation_context_sds_secret_config.name)
+        if common.HasField("combined_validation_context"):
+            names.append(common.combined_validation_context.validation_context_sds_secret_config.name)
+        return [f"{what} names secret {n}, which is missing" for n in names if n not in self.resources(SECRET)]
