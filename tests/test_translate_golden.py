@@ -159,6 +159,9 @@ def _static_sds(socket, context, secrets: dict[str, Message]) -> None:
     """SDS references over ADS become references to the bootstrap's static secrets (a name alone)."""
     assert socket.typed_config.Unpack(context)
     common = context.common_tls_context
+    if isinstance(context, tls_pb2.DownstreamTlsContext) and context.require_client_certificate.value:
+        # Without a validation context, Envoy would take any client certificate, or none.
+        assert common.HasField("validation_context_sds_secret_config"), "client validation without a CA"
     configs = list(common.tls_certificate_sds_secret_configs)
     for field in ("validation_context_sds_secret_config",):
         if common.HasField(field):

@@ -109,6 +109,7 @@ class Controller:
         frozen.objects = dict(self.state.objects)
         frozen.services = dict(self.state.services)
         frozen.endpoint_slices = dict(self.state.endpoint_slices)
+        frozen.secrets = dict(self.state.secrets)
         frozen.revision = self.state.revision
         return frozen
 

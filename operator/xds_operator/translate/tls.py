@@ -29,9 +29,11 @@ def downstream_socket(tls: DownstreamTlsIR) -> base_pb2.TransportSocket:
         tls_certificate_sds_secret_configs=[sds(tls.certificate_secret)],
         alpn_protocols=list(tls.alpn),
     )
-    context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
     if tls.ca_secret is not None:
         common.validation_context_sds_secret_config.CopyFrom(sds(tls.ca_secret))
+    # (Built last: the constructor copies `common`.)
+    context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
+    if tls.ca_secret is not None:
         context.require_client_certificate.CopyFrom(wrappers_pb2.BoolValue(value=True))
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
