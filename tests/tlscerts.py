@@ -35,9 +35,11 @@ def _name(common_name: str) -> x509.Name:
 
 
 def make_ca(common_name: str = "test CA", *, not_before: datetime.datetime = NOW - DAY,
-            not_after: datetime.datetime = NOW + 3650 * DAY) -> Issued:
+            not_after: datetime.datetime = NOW + 3650 * DAY, issuer: Issued | None = None) -> Issued:
+    """A self-signed CA, or an intermediate one signed by `issuer`."""
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
+    issuer_name = issuer.cert.subject if issuer is not None else _name(common_name)
+    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(issuer_name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(not_before).not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -45,7 +47,7 @@ def make_ca(common_name: str = "test CA", *, not_before: datetime.datetime = NOW
                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
                                          key_agreement=False, encipher_only=False, decipher_only=False),
                            critical=True)
-            .sign(key, hashes.SHA256()))
+            .sign(issuer.key if issuer is not None else key, hashes.SHA256()))
     return Issued(cert, key)
 
 
