@@ -56,15 +56,16 @@ async def eventually(check, *, timeout: float = 15.0, interval: float = 0.05, wh
 class Httpbin:
     """httpbin under gunicorn. Synchronous, so that one can serve a whole test module."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
         self._log = open(tmp / "httpbin.log", "ab")
-        self._proc = subprocess.Popen(httpbin_command(self.port), stdout=self._log, stderr=self._log,
+        self._proc = subprocess.Popen(httpbin_command(self.port, host), stdout=self._log, stderr=self._log,
                                       start_new_session=True)
         deadline = time.monotonic() + 30
         while True:
             try:
-                if http_get(f"http://127.0.0.1:{self.port}/get")[0] == 200:
+                if http_get(f"http://{host}:{self.port}/get")[0] == 200:
                     break
             except OSError:
                 pass

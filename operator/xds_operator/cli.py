@@ -173,7 +173,8 @@ def parser() -> argparse.ArgumentParser:
                 "applied), an error with --strict; v1 Services and discovery.k8s.io/v1 EndpointSlices in "
                 "the files resolve them. Documents of other kinds are skipped with a note.")
     s.add_argument("paths", nargs="+", help="files or directories")
-    s.add_argument("--strict", action="store_true", help="unresolved references are errors, not warnings")
+    s.add_argument("--strict", action="store_true",
+                   help="unresolved references are errors, not warnings (default: warnings)")
     s.set_defaults(func=_validate)
 
     s = command("demo", "run httpbin, the control plane and a real Envoy locally",

@@ -35,7 +35,7 @@ for bin in etcd kube-apiserver kube-controller-manager kubectl; do
   [ -x "$out/$bin" ] || need+=("$bin")
 done
 if [ ${#need[@]} -gt 0 ]; then
-  echo "building ${need[*]} (Kubernetes $version) into $out; the first build takes about 15 minutes on 2 cores" >&2
+  echo "building ${need[*]} (Kubernetes $version) into $out; the first build takes about 9 minutes on 2 cores" >&2
   for bin in "${need[@]}"; do
     case "$bin" in
       etcd) pkg=./etcd ;;

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import grpc
 from aiohttp import web
@@ -34,6 +35,8 @@ class ControlPlane:
     state: StateStore = field(default_factory=StateStore)
     cache: SnapshotCache = field(default_factory=SnapshotCache)
     registry: ProxyRegistry = field(default_factory=ProxyRegistry)
+    # Sources' own conditions for readiness: each returns why it is not ready, or None.
+    readiness_checks: list[Callable[[], str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.controller = Controller(self.state, self.cache, self.options, debounce=self.debounce)
@@ -44,7 +47,15 @@ class ControlPlane:
         self._tasks: list[asyncio.Task] = []
 
     def ready(self) -> bool:
-        return self._server is not None and self.cache.ready
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        for check in self.readiness_checks:
+            if (reason := check()) is not None:
+                return reason
+        if self._server is None or not self.cache.ready:
+            return "no config built yet"
+        return None
 
     async def start(self, *, initial_quiet: float = 0.0, initial_max_delay: float = 0.0) -> None:
         """Raises UsageError, before anything runs, if the ADS or HTTP port is taken."""
@@ -56,7 +67,8 @@ class ControlPlane:
         self._server, self.xds_port = await start_server(self.xds_address, self.cache, self.registry)
         log.info("ADS server listening on %s (port %d)", self.xds_address, self.xds_port)
         if self.http_address:
-            self._http, self.http_port = await start_http(make_app(self.controller, self.registry, self.ready),
+            self._http, self.http_port = await start_http(make_app(self.controller, self.registry,
+                                                                   self.not_ready_reason),
                                                           self.http_address)
             log.info("HTTP endpoints on %s (port %d): /healthz /readyz /proxies /status /metrics", self.http_address,
                      self.http_port)

@@ -3,7 +3,8 @@
 Usable two ways, with the same handlers:
 - `xds-operator run [--namespace NS]...` (the product's command), and
 - `kopf run -m xds_operator.kube.operator` (what kopf's own tooling and KopfRunner drive),
-  configured by the XDS_OPERATOR_* environment variables.
+  configured by the XDS_OPERATOR_* environment variables (XDS_OPERATOR_NAMESPACES, comma-separated,
+  must name the namespaces given to kopf with -n: /readyz waits for their listing).
 
 Handlers only watch (`on.event`): the operator writes no finalizers and no annotations, not
 even on its own Routes and Backends; it writes their status subresource and Events.
@@ -16,19 +17,36 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import kopf
 
-from ..controlplane.app import ControlPlane
 from ..api.objects import API_GROUP, ObjectKey
-from ..translate import TranslateOptions
-from .client import KubeClient
+from ..controlplane.app import ControlPlane
 from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
+from ..translate import TranslateOptions
+from .client import ExponentialBackoff, KubeClient
+from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
+from .resync import Resync
 from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
 VERSION = "v1alpha1"
+ROUTES = WatchedKind(API_GROUP, VERSION, "routes")
+BACKENDS = WatchedKind(API_GROUP, VERSION, "backends")
+SERVICES = WatchedKind("", "v1", "services")
+ENDPOINT_SLICES = WatchedKind("discovery.k8s.io", "v1", "endpointslices")
+WATCHED = [ROUTES, BACKENDS, SERVICES, ENDPOINT_SLICES]
+# What the operator itself needs (deploy/operator/rbac.yaml grants it): watching, status, Events.
+PERMISSIONS = [Permission(verb, kind.group, kind.plural) for kind in WATCHED for verb in ("list", "watch")] + [
+    Permission("patch", API_GROUP, "routes", "status"),
+    Permission("patch", API_GROUP, "backends", "status"),
+    Permission("create", "", "events"),
+]
+# kopf's own requests (watches, discovery) retry for as long as the API is away, backing off up
+# to 30 s; KubeReadiness says once what is wrong instead of kopf logging each attempt.
+API_RETRIES = ExponentialBackoff(first=0.5, cap=30.0, attempts=None)
 
 
 @dataclass
@@ -36,16 +54,21 @@ class OperatorConfig:
     xds_address: str = "0.0.0.0:18000"
     http_address: str = "0.0.0.0:18001"
     listener_address: str = "0.0.0.0"
+    namespaces: tuple[str, ...] = ()  # empty: the whole cluster
     # The first build waits until the initial listing is in (quiet this long), at most max.
     initial_quiet: float = 0.5
     initial_max_delay: float = 5.0
+    # How often objects deleted while a watch was down (see resync.py) are looked for.
+    resync_interval: float = 30.0
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
         env = os.environ.get
+        namespaces = tuple(n for n in env("XDS_OPERATOR_NAMESPACES", "").split(",") if n)
         return cls(xds_address=env("XDS_OPERATOR_XDS_ADDRESS", cls.xds_address),
                    http_address=env("XDS_OPERATOR_HTTP_ADDRESS", cls.http_address),
-                   listener_address=env("XDS_OPERATOR_LISTENER_ADDRESS", cls.listener_address))
+                   listener_address=env("XDS_OPERATOR_LISTENER_ADDRESS", cls.listener_address),
+                   namespaces=namespaces)
 
 
 @dataclass
@@ -55,70 +78,126 @@ class Operator:
     config: OperatorConfig
     plane: ControlPlane | None = None
     statuses: dict[ObjectKey, dict] = field(default_factory=dict)
+    versions: dict[ObjectKey, str] = field(default_factory=dict)  # resourceVersion, for conditional writes
     connection: kopf.ConnectionInfo | None = None
-    client: KubeClient | None = None
+    readiness: KubeReadiness | None = None
     writer: StatusWriter | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)  # the Kubernetes side, run inside kopf
+    started_by_kopf: bool = False  # then kopf's cleanup stops the control plane too
+    after_cleanup: Callable[[], None] | None = None
 
     async def start(self) -> None:
+        """Starts the control plane (idempotent: `xds-operator run` starts it before kopf)."""
+        if self.plane is not None:
+            return
         self.plane = ControlPlane(xds_address=self.config.xds_address, http_address=self.config.http_address,
                                   options=TranslateOptions(listener_address=self.config.listener_address))
+        self.readiness = KubeReadiness(WATCHED, PERMISSIONS, list(self.config.namespaces))
+        self.plane.readiness_checks.append(self.readiness.reason)
         await self.plane.start(initial_quiet=self.config.initial_quiet,
                                initial_max_delay=self.config.initial_max_delay)
 
-    async def start_status_writer(self) -> None:
-        if self.connection is None:
-            raise RuntimeError("no Kubernetes credentials: kopf has not logged in")
-        self.client = KubeClient(self.connection)
-        self.writer = StatusWriter(self.client, self.plane.state, self.plane.registry, self.plane.cache, self.statuses)
+    def start_kube_side(self, settings: kopf.OperatorSettings) -> None:
+        """Inside kopf's operator (its API client needs kopf's context): readiness and status."""
+        assert self.plane is not None and self.readiness is not None
+        self.readiness.settings = settings
+        client = KubeClient(settings)
+        self.writer = StatusWriter(client, self.plane.state, self.plane.registry, self.plane.cache,
+                                   self.statuses, self.versions)
         self.plane.controller.on_build.append(self.writer.on_build)
-        self.plane.add_task(self.writer.run(), "status-writer")
+        resync = Resync(client, self.plane.state, {"Route": ROUTES, "Backend": BACKENDS, "services": SERVICES,
+                                                   "endpointslices": ENDPOINT_SLICES},
+                        list(self.config.namespaces), interval=self.config.resync_interval)
+        self.tasks = [asyncio.create_task(self.readiness.run(), name="kube-readiness"),
+                      asyncio.create_task(self.writer.run(), name="status-writer"),
+                      asyncio.create_task(resync.run(), name="kube-resync")]
+
+    async def stop_kube_side(self) -> None:
+        # Before kopf exits: it waits 5 s for tasks started during its run that are still alive.
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        if self.plane is not None and self.writer is not None:
+            self.plane.controller.on_build.remove(self.writer.on_build)
+            self.writer = None
 
     async def stop(self) -> None:
+        await self.stop_kube_side()
         if self.plane is not None:
             await self.plane.stop()
-        if self.client is not None:
-            await self.client.close()
+            self.plane = None
+
+
+def find_credentials(settings: kopf.OperatorSettings | None = None) -> kopf.ConnectionInfo | None:
+    """kopf's own defaults: the pod's service account, else the kubeconfig (KUBECONFIG, ~/.kube/config)."""
+    settings = settings or kopf.OperatorSettings()
+    return (kopf.login_with_service_account(settings=settings, logger=log)
+            or kopf.login_with_kubeconfig(settings=settings, logger=log))
 
 
 def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     """Installs the handlers on a kopf registry."""
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs) -> kopf.ConnectionInfo | None:
-        # kopf's own defaults, kept so the status writer can log in the same way.
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo | None:
+        info = find_credentials(settings)
+        if info is None:
+            log.error("no Kubernetes credentials: set KUBECONFIG (or ~/.kube/config), or run in a pod "
+                      "with a service account")
         operator.connection = info
+        if info is not None and operator.readiness is not None:
+            operator.readiness.server = info.server
         return info
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_) -> None:
         settings.posting.level = logging.WARNING  # handler logs are not Events; ours are explicit
         settings.watching.server_timeout = 300
+        settings.networking.error_backoffs = API_RETRIES
+        quiet_kopf_retries()
+        operator.started_by_kopf = operator.plane is None
         await operator.start()
+        operator.start_kube_side(settings)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_) -> None:
-        await operator.stop()
+        if operator.started_by_kopf:
+            await operator.stop()
+        else:
+            await operator.stop_kube_side()
+        if operator.after_cleanup is not None:
+            operator.after_cleanup()
 
-    for plural in ("routes", "backends"):
-        @kopf.on.event(API_GROUP, VERSION, plural, registry=registry)
-        async def on_object(event: dict, body: kopf.Body, **_) -> None:
-            await _ensure_writer(operator)
-            apply_object_event(operator.plane.state, operator.statuses, event["type"] or "ADDED", body)
+    for kind in (ROUTES, BACKENDS):
+        @kopf.on.event(API_GROUP, VERSION, kind.plural, registry=registry)
+        def on_object(event: dict, body: kopf.Body, _plural: str = kind.plural, **_) -> None:
+            event_type = event["type"] or "ADDED"
+            apply_object_event(operator.plane.state, operator.statuses, event_type, body)
+            _saw(operator, _plural, body)
+            meta = body.get("metadata") or {}
+            key = ObjectKey(body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+            if event_type == "DELETED":
+                operator.versions.pop(key, None)
+            else:
+                operator.versions[key] = meta.get("resourceVersion", "")
 
     @kopf.on.event("", "v1", "services", registry=registry)
     def on_service(event: dict, body: kopf.Body, **_) -> None:
         apply_service_event(operator.plane.state, event["type"] or "ADDED", body)
+        _saw(operator, SERVICES.plural, body)
 
     @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
     def on_endpoint_slice(event: dict, body: kopf.Body, **_) -> None:
         apply_endpoint_slice_event(operator.plane.state, event["type"] or "ADDED", body)
+        _saw(operator, ENDPOINT_SLICES.plural, body)
 
 
-async def _ensure_writer(operator: Operator) -> None:
-    # Started on the first object event: by then kopf has logged in.
-    if operator.writer is None:
-        await operator.start_status_writer()
+def _saw(operator: Operator, plural: str, body: kopf.Body) -> None:
+    # After the state store has it: "listed" means the state holds the listing.
+    if operator.readiness is not None:
+        meta = body.get("metadata") or {}
+        operator.readiness.saw(plural, meta.get("namespace", ""), meta.get("name", ""))
 
 
 # `kopf run -m xds_operator.kube.operator` uses kopf's default registry and the environment.
@@ -128,12 +207,40 @@ register(kopf.get_default_registry(), OPERATOR)
 
 def run_operator(args: argparse.Namespace) -> int:
     """`xds-operator run`: the same handlers, configured from the command line."""
+    try:
+        credentials = find_credentials()
+    except Exception as exc:  # a kubeconfig that cannot be read or parsed
+        log.error("cannot read the Kubernetes credentials: %s", exc)
+        return 1
+    if credentials is None:
+        log.error("no Kubernetes credentials: set KUBECONFIG (or ~/.kube/config), or run in a pod "
+                  "with a service account")
+        return 1
     OPERATOR.config = OperatorConfig(xds_address=args.xds_address, http_address=args.http_address,
-                                     listener_address=args.listener_address)
-    asyncio.run(kopf.operator(
-        registry=kopf.get_default_registry(),
-        standalone=args.standalone,
-        namespaces=args.namespace or [],
-        clusterwide=not args.namespace,
-    ))
+                                     listener_address=args.listener_address, namespaces=tuple(args.namespace))
+
+    async def main() -> None:
+        # The control plane starts before kopf and stops after it, so kopf's stop does not wait
+        # for the servers' tasks.
+        await OPERATOR.start()
+        assert OPERATOR.readiness is not None
+        OPERATOR.readiness.server = credentials.server
+        kopf_run = asyncio.create_task(kopf.operator(
+            registry=kopf.get_default_registry(), standalone=args.standalone,
+            namespaces=args.namespace or [], clusterwide=not args.namespace))
+        # After its cleanup kopf gives requests still retrying (e.g. discovery of an API server that
+        # is away) 5 s to finish; there is nothing left worth waiting for, so it is cancelled.
+        def cancel_soon() -> None:
+            asyncio.get_running_loop().call_later(0.2, kopf_run.cancel)
+
+        OPERATOR.after_cleanup = cancel_soon
+        try:
+            await kopf_run
+        except asyncio.CancelledError:
+            if not kopf_run.cancelled():
+                raise
+        finally:
+            await OPERATOR.stop()
+
+    asyncio.run(main())
     return 0

@@ -3,6 +3,10 @@
 Runs after every build and every proxy ACK/NACK/connect/disconnect, debounced, so a burst of
 ACKs from many proxies becomes one pass. A condition that turns False for a rejection
 (invalid spec, NACK) is also posted as a Warning Event.
+
+Writes are conditional on the resourceVersion last seen: a concurrent writer makes the server
+answer 409 Conflict, and the writer re-reads the object, recomputes (keeping the new
+lastTransitionTimes) and writes again, backing off. 429 and 5xx are retried by the client.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Iterator
 
 from ..ir.builder import BuildResult
 from ..xds.cache import SnapshotCache
@@ -17,11 +22,13 @@ from ..api.objects import API_VERSION, ObjectKey
 from ..sources.state import StateStore
 from ..status.report import ObjectReport, proxy_groups, reports
 from ..xds.proxies import ProxyRegistry
-from .client import KubeClient
+from .client import WRITE_BACKOFF, Conflict, ExponentialBackoff, KubeClient
 
 log = logging.getLogger(__name__)
 
 PLURALS = {"Route": "routes", "Backend": "backends"}
+PREFIX = f"/apis/{API_VERSION}"
+WRITERS = 8  # status writes in flight at once
 # (condition, reason) pairs that are posted as Warning Events: a rejected spec, a NACK.
 WARNINGS = {("Accepted", "Invalid"), ("Programmed", "Rejected")}
 
@@ -45,13 +52,18 @@ def _comparable(status: dict) -> dict:
 
 class StatusWriter:
     def __init__(self, client: KubeClient, state: StateStore, registry: ProxyRegistry, cache: SnapshotCache,
-                 current: dict[ObjectKey, dict], *, debounce: float = 0.05) -> None:
+                 current: dict[ObjectKey, dict], versions: dict[ObjectKey, str], *, debounce: float = 0.05,
+                 backoff: ExponentialBackoff = WRITE_BACKOFF) -> None:
         self.client = client
         self.state = state
         self.registry = registry
         self.cache = cache
-        self.current = current  # the status each object has in the API, kept up to date by the watch
+        # The status and resourceVersion each object has in the API, kept up to date by the watch.
+        self.current = current
+        self.versions = versions
         self.debounce = debounce
+        self.backoff = backoff
+        self.conflicts = 0
         self.result: BuildResult | None = None
         self.writes = 0
         self._dirty = asyncio.Event()
@@ -62,15 +74,21 @@ class StatusWriter:
         self._dirty.set()
 
     async def run(self) -> None:
+        failures: Iterator[float] = iter(())
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self.debounce)
             self._dirty.clear()
             try:
                 await self.write_changed()
-            except Exception:
-                log.exception("status pass failed; retrying")
-                await asyncio.sleep(1)
+                failures = iter(())
+            except Exception as exc:  # the client has retried already; the next pass tries again, later
+                delay = next(failures, None)
+                if delay is None:
+                    failures = iter(ExponentialBackoff(first=1.0, cap=30.0, attempts=None))
+                    delay = next(failures)
+                log.error("writing status failed (%s); next try in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
                 self._dirty.set()
 
     async def write_changed(self) -> None:
@@ -79,19 +97,57 @@ class StatusWriter:
         # Computed off the event loop, on copies: with many objects and proxies it takes a while.
         groups = proxy_groups(self.registry, self.cache, copy=True)
         computed = await asyncio.to_thread(reports, self.result, groups)
-        for key, report in computed.items():
+        # Side by side, a few at a time: one object whose writes are backing off (429, 409) must
+        # not hold up the others'.
+        slots = asyncio.Semaphore(WRITERS)
+
+        async def write_one(key: ObjectKey, report: ObjectReport) -> None:
             obj = self.state.objects.get(key)
             if obj is None:
-                continue  # deleted since the build
-            current = self.current.get(key, {})
+                return  # deleted since the build
+            before = self.current.get(key, {})
+            if _comparable(desired_status(report, before)) == _comparable(before):
+                return
+            async with slots:
+                written = await self._write(key, report, before)
+            if written is not None:
+                self.writes += 1
+                await self._post_warnings(key, obj.uid, before, written)
+
+        outcomes = await asyncio.gather(*(write_one(k, r) for k, r in computed.items()), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
+
+    async def _write(self, key: ObjectKey, report: ObjectReport, current: dict) -> dict | None:
+        """Writes the report's status if it differs from `current`; the status written, or None."""
+        plural = PLURALS[key.kind]
+        retries = iter(self.backoff)
+        while True:
             status = desired_status(report, current)
             if _comparable(status) == _comparable(current):
+                return None
+            try:
+                body = await self.client.patch_status(PREFIX, plural, key.namespace, key.name, status,
+                                                      self.versions.get(key))
+            except Conflict:
+                self.conflicts += 1
+                delay = next(retries, None)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                fresh = await self.client.get(PREFIX, plural, key.namespace, key.name)
+                if fresh is None:
+                    return None
+                current = dict(fresh.get("status") or {})
+                self.current[key] = current
+                self.versions[key] = fresh["metadata"]["resourceVersion"]
                 continue
-            if not await self.client.patch_status(API_VERSION, PLURALS[key.kind], key.namespace, key.name, status):
-                continue
-            self.writes += 1
+            if body is None:
+                return None  # deleted meanwhile
             self.current[key] = status
-            await self._post_warnings(key, obj.uid, current, status)
+            self.versions[key] = body["metadata"]["resourceVersion"]
+            return status
 
     async def _post_warnings(self, key: ObjectKey, uid: str, before: dict, after: dict) -> None:
         old = {c.get("type"): c for c in before.get("conditions") or []}
@@ -102,6 +158,7 @@ class StatusWriter:
             if previous and previous.get("reason") == condition["reason"] and \
                     previous.get("message") == condition["message"]:
                 continue
-            await self.client.post_event(api_version=API_VERSION, kind=key.kind, namespace=key.namespace,
-                                         name=key.name, uid=uid, type_="Warning", reason=condition["reason"],
-                                         message=f"{condition['type']}: {condition['message']}")
+            involved = {"apiVersion": API_VERSION, "kind": key.kind, "namespace": key.namespace, "name": key.name,
+                        "uid": uid}
+            await self.client.post_warning(involved, condition["reason"],
+                                           f"{condition['type']}: {condition['message']}")

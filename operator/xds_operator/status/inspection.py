@@ -7,7 +7,6 @@ endpoints (status/debug.py) call them on live data, `xds-operator diff` on files
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ from ..translate.resources import (
     SHORT_NAMES,
 )
 from ..xds.proxies import ProxyState
-from ..xds.snapshot import Snapshot
+from ..xds.snapshot import Snapshot, version_of_pairs
 from .report import _proxy_verdict, _resources_of
 
 DEFAULT_GROUP = "default"  # the node.cluster of an Envoy bootstrap that names none (xds-operator bootstrap)
@@ -77,30 +76,27 @@ def target_groups(result: BuildResult, also: Iterable[str] = ()) -> list[str]:
 
 # -- proxy status -------------------------------------------------------------------------------
 
-def set_version(resources: Mapping[str, str]) -> str:
-    """The version of a set of (name, version) pairs: the same hash as xds.snapshot.version_of,
-    so a proxy that runs an earlier snapshot's resources shows that snapshot's type version."""
-    h = hashlib.blake2b(digest_size=8)
-    for name in sorted(resources):
-        h.update(f"{name}\0{resources[name]}\n".encode())
-    return h.hexdigest()
-
-
 def proxy_status(proxy: ProxyState, snapshot: Snapshot) -> JSON:
     """One proxy's state per type: SYNCED (it ACKed exactly what its group's snapshot holds),
-    NACKED (its last response of the type was rejected) or STALE (anything else: an older
+    NACKED (its last response of the type was rejected, or it refused a resource of the snapshot) or STALE (anything else: an older
     version, or a response not yet answered)."""
     types: JSON = {}
     for type_url in PUSH_ORDER:
         acked = proxy.acked.get(type_url, {})
         nack = proxy.nacks.get(type_url)
         expected = {n: r.version for n, r in snapshot.resources(type_url).items()}
+        # A NACK isolated down to single resources leaves the rest ACKed: the type is NACKED as long
+        # as a resource of the snapshot is refused at the version the snapshot holds.
+        refused = {name: r for name, r in proxy.rejected.get(type_url, {}).items() if expected.get(name) == r.version}
         if nack is not None:
-            entry = {"state": NACKED, "version": nack.version or set_version(nack.resources), "message": nack.message}
+            entry = {"state": NACKED, "version": nack.version or version_of_pairs(type_url, nack.resources), "message": nack.message}
+        elif refused:
+            entry = {"state": NACKED, "version": version_of_pairs(type_url, acked),
+                     "message": "; ".join(f"{name}: {r.message}" for name, r in sorted(refused.items()))}
         elif acked == expected:
             entry = {"state": SYNCED, "version": snapshot.versions[type_url]}
         else:
-            entry = {"state": STALE, "version": set_version(acked), "expected": snapshot.versions[type_url]}
+            entry = {"state": STALE, "version": version_of_pairs(type_url, acked), "expected": snapshot.versions[type_url]}
         types[SHORT_NAMES[type_url]] = entry
     return {**proxy.to_dict(), "group": proxy.group, "types": types}
 

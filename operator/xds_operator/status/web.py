@@ -1,7 +1,8 @@
 """The HTTP side: probes for Kubernetes and what the control plane knows, as JSON for people.
 
 /healthz  the process is alive and its event loop answers
-/readyz   a first config is built and the ADS server listens
+/readyz   a first config is built and the ADS server listens (and the sources are ready: for
+          Kubernetes, the initial listing of every watched kind is in); else 503 and why
 /proxies  connected Envoys: node, cluster, protocol, ACKed versions, last NACK
 /status   every Route and Backend with its conditions and proxy counts, as Kubernetes would show;
           and under "problems" (only when there are any) what the sources cannot load now, such as
@@ -30,14 +31,16 @@ from ..sources.findings import Finding
 from ..xds.proxies import ProxyRegistry
 
 
-def make_app(controller: Controller, registry: ProxyRegistry, ready: Callable[[], bool]) -> web.Application:
+def make_app(controller: Controller, registry: ProxyRegistry,
+             not_ready: Callable[[], str | None]) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready():
+        reason = not_ready()
+        if reason is None:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: no config built yet\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")
 
     async def proxies(request: web.Request) -> web.Response:
         return json_response(request, registry.to_list())

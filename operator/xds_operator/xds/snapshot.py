@@ -42,8 +42,12 @@ class VersionedResource:
     def digest(self) -> str:
         """Of name and version: one entry of the version of a set of them (version_of). Made
         when first needed (endpoint sets and route configurations only)."""
-        data = hashlib.blake2b(f"{self.name}\0{self.version}".encode(), digest_size=6).digest()
-        return base64.urlsafe_b64encode(data).decode()
+        return _pair_digest(self.name, self.version)
+
+
+def _pair_digest(name: str, version: str) -> str:
+    data = hashlib.blake2b(f"{name}\0{version}".encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(data).decode()
 
 
 def _digest(data: bytes) -> str:
@@ -59,12 +63,18 @@ def version_of(type_url: str, resources: Iterable[VersionedResource]) -> str:
     set: their version is the list of the members' digests, from which a restarted server can
     still tell which of the resources it would send the client already has. It costs 8 bytes per
     resource in each request, which carries every subscribed name anyway."""
-    ordered = sorted(resources, key=lambda r: r.name)
     if type_url not in FULL_STATE_TYPES:
-        return "".join(r.digest for r in ordered)
+        return "".join(r.digest for r in sorted(resources, key=lambda r: r.name))  # digests are cached
+    return version_of_pairs(type_url, {r.name: r.version for r in resources})
+
+
+def version_of_pairs(type_url: str, versions: Mapping[str, str]) -> str:
+    """version_of for resources known only by name and version (what a proxy ACKed)."""
+    if type_url not in FULL_STATE_TYPES:
+        return "".join(_pair_digest(name, versions[name]) for name in sorted(versions))
     h = hashlib.blake2b(digest_size=8)
-    for r in ordered:
-        h.update(f"{r.name}\0{r.version}\n".encode())
+    for name in sorted(versions):
+        h.update(f"{name}\0{versions[name]}\n".encode())
     return h.hexdigest()
 
 
