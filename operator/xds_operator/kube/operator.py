@@ -23,7 +23,8 @@ import kopf
 
 from ..api.objects import API_GROUP, ObjectKey
 from ..controlplane.app import ControlPlane
-from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
+from ..sources.kubernetes import (apply_endpoint_slice_event, apply_object_event, apply_secret_event,
+                                  apply_service_event)
 from ..translate import TranslateOptions
 from .client import ExponentialBackoff, KubeClient
 from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
@@ -37,7 +38,10 @@ ROUTES = WatchedKind(API_GROUP, VERSION, "routes")
 BACKENDS = WatchedKind(API_GROUP, VERSION, "backends")
 SERVICES = WatchedKind("", "v1", "services")
 ENDPOINT_SLICES = WatchedKind("discovery.k8s.io", "v1", "endpointslices")
-WATCHED = [ROUTES, BACKENDS, SERVICES, ENDPOINT_SLICES]
+# Certificates for TLS Routes and Backends; only kubernetes.io/tls Secrets and those with a ca.crt
+# are kept (sources/kubernetes.kept_secret).
+SECRETS = WatchedKind("", "v1", "secrets")
+WATCHED = [ROUTES, BACKENDS, SERVICES, ENDPOINT_SLICES, SECRETS]
 # What the operator itself needs (deploy/operator/rbac.yaml grants it): watching, status, Events.
 PERMISSIONS = [Permission(verb, kind.group, kind.plural) for kind in WATCHED for verb in ("list", "watch")] + [
     Permission("patch", API_GROUP, "routes", "status"),
@@ -106,7 +110,7 @@ class Operator:
                                    self.statuses, self.versions)
         self.plane.controller.on_build.append(self.writer.on_build)
         resync = Resync(client, self.plane.state, {"Route": ROUTES, "Backend": BACKENDS, "services": SERVICES,
-                                                   "endpointslices": ENDPOINT_SLICES},
+                                                   "endpointslices": ENDPOINT_SLICES, "secrets": SECRETS},
                         list(self.config.namespaces), interval=self.config.resync_interval)
         self.tasks = [asyncio.create_task(self.readiness.run(), name="kube-readiness"),
                       asyncio.create_task(self.writer.run(), name="status-writer"),
@@ -191,6 +195,11 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     def on_endpoint_slice(event: dict, body: kopf.Body, **_) -> None:
         apply_endpoint_slice_event(operator.plane.state, event["type"] or "ADDED", body)
         _saw(operator, ENDPOINT_SLICES.plural, body)
+
+    @kopf.on.event("", "v1", "secrets", registry=registry)
+    def on_secret(event: dict, body: kopf.Body, **_) -> None:
+        apply_secret_event(operator.plane.state, event["type"] or "ADDED", body)
+        _saw(operator, SECRETS.plural, body)
 
 
 def _saw(operator: Operator, plural: str, body: kopf.Body) -> None:

@@ -56,6 +56,32 @@ def trimmed_secret(body: dict) -> dict:
     return {"type": body.get("type") or "Opaque", "data": data}
 
 
+# What the operator reads of a Secret; the rest (and every unrelated Secret: clusters hold thousands
+# of Helm release Secrets) is never kept.
+SECRET_KEYS = ("tls.crt", "tls.key", "ca.crt")
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+
+def kept_secret(body: dict) -> dict | None:
+    """A watched Secret as the state store keeps it: kubernetes.io/tls ones and those with a
+    ca.crt (the only other kind a Route or Backend can use), with just those keys; None for
+    every other Secret."""
+    data = body.get("data") or {}
+    type_ = body.get("type") or "Opaque"
+    if type_ != TLS_SECRET_TYPE and "ca.crt" not in data:
+        return None
+    try:
+        return trimmed_secret({"type": type_, "data": {k: data[k] for k in SECRET_KEYS if k in data}})
+    except InvalidSecretData:
+        return None  # the API server stores only base64: not reached
+
+
+def apply_secret_event(state: StateStore, event_type: str, body: dict) -> None:
+    meta = body.get("metadata") or {}
+    manifest = None if event_type == "DELETED" else kept_secret(body)
+    state.put_secret(meta.get("namespace", ""), meta.get("name", ""), manifest)
+
+
 def apply_service_event(state: StateStore, event_type: str, body: dict) -> None:
     meta = body.get("metadata") or {}
     manifest = None if event_type == "DELETED" else trimmed_service(body)
