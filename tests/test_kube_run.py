@@ -97,4 +97,4 @@ async def test_readyz_waits_for_the_initial_listing_of_every_kind(kube, monkeypa
                 await asyncio.sleep(0.02)
         assert any(status == 503 for status, _ in samples), samples  # it did wait
         assert len(operator.plane.state.objects) == count
-        assert operator.readiness.listed == {"routes", "backends", "services", "endpointslices", "secrets"}
+        assert operator.readiness.listed == {"routes", "backends", "services", "endpointslices"}

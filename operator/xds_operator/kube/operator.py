@@ -23,12 +23,12 @@ import kopf
 
 from ..api.objects import API_GROUP, ObjectKey
 from ..controlplane.app import ControlPlane
-from ..sources.kubernetes import (apply_endpoint_slice_event, apply_object_event, apply_secret_event,
-                                  apply_service_event)
+from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
 from ..translate import TranslateOptions
 from .client import ExponentialBackoff, KubeClient
 from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
 from .resync import Resync
+from .secrets import SecretWatch
 from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,13 @@ ROUTES = WatchedKind(API_GROUP, VERSION, "routes")
 BACKENDS = WatchedKind(API_GROUP, VERSION, "backends")
 SERVICES = WatchedKind("", "v1", "services")
 ENDPOINT_SLICES = WatchedKind("discovery.k8s.io", "v1", "endpointslices")
-# Certificates for TLS Routes and Backends; only kubernetes.io/tls Secrets and those with a ca.crt
-# are kept (sources/kubernetes.kept_secret).
-SECRETS = WatchedKind("", "v1", "secrets")
-WATCHED = [ROUTES, BACKENDS, SERVICES, ENDPOINT_SLICES, SECRETS]
+WATCHED = [ROUTES, BACKENDS, SERVICES, ENDPOINT_SLICES]
 # What the operator itself needs (deploy/operator/rbac.yaml grants it): watching, status, Events.
 PERMISSIONS = [Permission(verb, kind.group, kind.plural) for kind in WATCHED for verb in ("list", "watch")] + [
     Permission("patch", API_GROUP, "routes", "status"),
     Permission("patch", API_GROUP, "backends", "status"),
     Permission("create", "", "events"),
-]
+] + [Permission(verb, "", "secrets") for verb in ("get", "list", "watch")]  # kube/secrets.py, not kopf
 # kopf's own requests (watches, discovery) retry for as long as the API is away, backing off up
 # to 30 s; KubeReadiness says once what is wrong instead of kopf logging each attempt.
 API_RETRIES = ExponentialBackoff(first=0.5, cap=30.0, attempts=None)
@@ -87,6 +84,7 @@ class Operator:
     readiness: KubeReadiness | None = None
     writer: StatusWriter | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)  # the Kubernetes side, run inside kopf
+    secrets_listed: Callable[[], str | None] | None = None  # the Secret watch's readiness check
     started_by_kopf: bool = False  # then kopf's cleanup stops the control plane too
     after_cleanup: Callable[[], None] | None = None
 
@@ -110,9 +108,15 @@ class Operator:
                                    self.statuses, self.versions)
         self.plane.controller.on_build.append(self.writer.on_build)
         resync = Resync(client, self.plane.state, {"Route": ROUTES, "Backend": BACKENDS, "services": SERVICES,
-                                                   "endpointslices": ENDPOINT_SLICES, "secrets": SECRETS},
+                                                   "endpointslices": ENDPOINT_SLICES},
                         list(self.config.namespaces), interval=self.config.resync_interval)
+        secrets = SecretWatch(settings, self.plane.state, list(self.config.namespaces),
+                              refresh=self.config.resync_interval)
+        self.secrets_listed = lambda: (None if secrets.listed.is_set()
+                                       else "waiting for the initial listing of kubernetes.io/tls Secrets")
+        self.plane.readiness_checks.append(self.secrets_listed)
         self.tasks = [asyncio.create_task(self.readiness.run(), name="kube-readiness"),
+                      asyncio.create_task(secrets.run(), name="secret-watch"),
                       asyncio.create_task(self.writer.run(), name="status-writer"),
                       asyncio.create_task(resync.run(), name="kube-resync")]
 
@@ -122,6 +126,8 @@ class Operator:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        if self.plane is not None and self.secrets_listed in self.plane.readiness_checks:
+            self.plane.readiness_checks.remove(self.secrets_listed)
         if self.plane is not None and self.writer is not None:
             self.plane.controller.on_build.remove(self.writer.on_build)
             self.writer = None
@@ -195,11 +201,6 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     def on_endpoint_slice(event: dict, body: kopf.Body, **_) -> None:
         apply_endpoint_slice_event(operator.plane.state, event["type"] or "ADDED", body)
         _saw(operator, ENDPOINT_SLICES.plural, body)
-
-    @kopf.on.event("", "v1", "secrets", registry=registry)
-    def on_secret(event: dict, body: kopf.Body, **_) -> None:
-        apply_secret_event(operator.plane.state, event["type"] or "ADDED", body)
-        _saw(operator, SECRETS.plural, body)
 
 
 def _saw(operator: Operator, plural: str, body: kopf.Body) -> None:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class Resync:
     client: KubeClient
     state: StateStore
-    kinds: dict[str, WatchedKind]  # by the state's name of it: "Route", "Backend", "services", "endpointslices", "secrets"
+    kinds: dict[str, WatchedKind]  # by the state's name of it: "Route", "Backend", "services", "endpointslices"
     namespaces: list[str]
     interval: float = 30.0
 
@@ -43,8 +43,6 @@ class Resync:
             return set(self.state.services)
         if name == "endpointslices":
             return set(self.state.endpoint_slices)
-        if name == "secrets":
-            return set(self.state.secrets)
         return {(key.namespace, key.name) for key in self.state.objects if key.kind == name}
 
     async def prune(self) -> int:
@@ -67,7 +65,5 @@ class Resync:
             self.state.put_service(namespace, object_name, None)
         elif name == "endpointslices":
             self.state.put_endpoint_slice(namespace, object_name, None)
-        elif name == "secrets":
-            self.state.put_secret(namespace, object_name, None)
         else:
             self.state.delete(ObjectKey(name, namespace, object_name))

@@ -76,12 +76,6 @@ def kept_secret(body: dict) -> dict | None:
         return None  # the API server stores only base64: not reached
 
 
-def apply_secret_event(state: StateStore, event_type: str, body: dict) -> None:
-    meta = body.get("metadata") or {}
-    manifest = None if event_type == "DELETED" else kept_secret(body)
-    state.put_secret(meta.get("namespace", ""), meta.get("name", ""), manifest)
-
-
 def apply_service_event(state: StateStore, event_type: str, body: dict) -> None:
     meta = body.get("metadata") or {}
     manifest = None if event_type == "DELETED" else trimmed_service(body)
