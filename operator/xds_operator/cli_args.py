@@ -46,7 +46,7 @@ listener_ip = _from_value_error(_ip_address, "IP address")  # Envoy's listeners 
 
 
 def _listener_port(text: str) -> int:
-    from .api.validation import MIN_LISTENER_PORT  # here: the other commands need not import validation
+    from .api.route_spec import MIN_LISTENER_PORT  # here: the other commands need not import the API
 
     port = parse_port(text)
     if port < MIN_LISTENER_PORT:  # the demo's Route would be refused, and Envoy would never listen
