@@ -176,6 +176,8 @@ async def test_sni_wildcard_shared_port_and_rotation_without_draining(tls_stack:
     # Plain HTTP on the same port; TLS for a name no chain has is refused.
     assert plain_get(s.port, PLAIN_HOST) == (200, b"plain")
     assert refused(s.port, "unknown.example.test", context)
+    # Programmed judges a TLS Route on its SNI route configuration and its certificate.
+    await eventually(lambda: s.status("a")["Programmed"]["status"] == "True", what="Route a programmed")
 
     # Rotation: an open connection keeps working, the next handshake sees the new certificate,
     # and the listener is not modified (so nothing drains).
