@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.realprocs import Envoy  # noqa: E402
+from tests.sabotage import route_translator_with_a_bad_regex  # noqa: E402
 
 from xds_operator.api.objects import API_VERSION, UserObject  # noqa: E402
 from xds_operator.controlplane.app import ControlPlane  # noqa: E402
@@ -35,18 +36,9 @@ NS = "bench"
 
 
 def _sabotage() -> None:
-    real_route = route_translation.translate_route
-
-    def bad_route(entry):  # type: ignore[no-untyped-def]
-        translated = real_route(entry)
-        if not entry.match.path.value.startswith("/broken"):
-            return translated
-        broken = type(translated)()
-        broken.CopyFrom(translated)
-        broken.match.safe_regex.regex = "(unclosed"
-        return broken
-
-    route_translation.translate_route = bad_route  # type: ignore[assignment]
+    """Routes whose path starts with /broken are translated so that Envoy refuses them."""
+    route_translation.translate_route = route_translator_with_a_bad_regex(  # type: ignore[assignment]
+        lambda entry: entry.match.path.value.startswith("/broken"))
 
 
 def _route(name: str, port: int, path: str, generation: int) -> UserObject:

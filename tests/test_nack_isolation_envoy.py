@@ -18,9 +18,9 @@ from xds_operator.api.objects import API_VERSION, UserObject
 from xds_operator.controlplane.app import ControlPlane
 from xds_operator.dev.processes import free_port
 from xds_operator.translate import TranslateOptions
-from xds_operator.translate import routes as route_translation
 
 from .realprocs import Envoy, eventually, http_get
+from .sabotage import translate_route_with_a_bad_regex
 
 NS = "nack-iso"
 
@@ -42,16 +42,8 @@ def route(name: str, port: int, to: str) -> UserObject:
 def sabotage(monkeypatch, *, route_name: str, backend_name: str) -> None:
     """Route `route_name` gets a regex RE2 refuses; Backend `backend_name` an endpoint port
     past 65535 (a proto constraint): each makes Envoy reject the one resource it is in."""
-    real_route, real_assignment = route_translation.translate_route, translation.translate_load_assignment
-
-    def bad_route(entry):
-        translated = real_route(entry)
-        if entry.source.name != route_name:
-            return translated
-        broken = type(translated)()
-        broken.CopyFrom(translated)
-        broken.match.safe_regex.regex = "(unclosed"
-        return broken
+    real_assignment = translation.translate_load_assignment
+    translate_route_with_a_bad_regex(monkeypatch, route_name)
 
     def bad_assignment(cluster):
         translated = real_assignment(cluster)
@@ -62,7 +54,6 @@ def sabotage(monkeypatch, *, route_name: str, backend_name: str) -> None:
         broken.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value = 70000
         return broken
 
-    monkeypatch.setattr(route_translation, "translate_route", bad_route)
     monkeypatch.setattr(translation, "translate_load_assignment", bad_assignment)
 
 

@@ -20,6 +20,7 @@ from xds_operator.translate import TranslateOptions
 from xds_operator.translate import routes as route_translation
 
 from .realprocs import Envoy, eventually, http_get
+from .sabotage import route_translator_with_a_bad_regex
 from .test_nack_isolation_envoy import backend, programmed
 
 NS = "nack-iso"
@@ -33,25 +34,12 @@ def route(name: str, port: int, path: str, generation: int) -> UserObject:
                                           "backends": [{"name": "web"}]}]}})
 
 
-def sabotage(monkeypatch) -> None:
-    real_route = route_translation.translate_route
-
-    def bad_route(entry):
-        translated = real_route(entry)
-        if not entry.match.path.value.startswith("/broken"):
-            return translated
-        broken = type(translated)()
-        broken.CopyFrom(translated)
-        broken.match.safe_regex.regex = "(unclosed"
-        return broken
-
-    monkeypatch.setattr(route_translation, "translate_route", bad_route)
-
-
 @pytest.mark.parametrize("api_type", ["GRPC", "DELTA_GRPC"])
 async def test_the_route_to_blame_is_found_and_held_back(api_type, monkeypatch, tmp_path, httpbin):
     port = free_port()
-    sabotage(monkeypatch)
+    # Routes whose path starts with /broken are translated so that Envoy refuses them.
+    monkeypatch.setattr(route_translation, "translate_route",
+                        route_translator_with_a_bad_regex(lambda entry: entry.match.path.value.startswith("/broken")))
     plane = ControlPlane(xds_address="127.0.0.1:0", http_address="127.0.0.1:0", debounce=0.01,
                          options=TranslateOptions(listener_address="127.0.0.1"))
     generations: dict[str, int] = {}
