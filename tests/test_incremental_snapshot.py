@@ -120,3 +120,61 @@ def test_incremental_group_configs_match_fresh_ones_for_every_group() -> None:
             snapshot = Snapshot.from_config(result.config_for(group), OPTIONS, memo)
             assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for(group), OPTIONS)))
         memo.rotate()
+
+
+def test_builds_with_tls_match_fresh_ones() -> None:
+    """TLS and plain Routes on one port, a TLS Backend: a plain edit takes the incremental path
+    and keeps the SNI chains and secrets; a TLS Route's edit, a rotated, a broken and a restored
+    Secret, and a TLS Backend's edit are built whole. Each gives what a fresh build gives."""
+    from xds_operator.sources.kubernetes import trimmed_secret
+
+    from .tlscerts import ca_secret, make_ca, make_leaf, tls_secret
+
+    ca = make_ca()
+
+    def certificate(*names: str) -> dict[str, object]:
+        return trimmed_secret(tls_secret("cert", make_leaf(ca, *names), namespace="ns"))
+
+    def tls_route(marker: str) -> UserObject:
+        return UserObject(ObjectKey("Route", "ns", "secure"), {
+            "port": 8443, "hostnames": ["a.example.com", "b.example.com"], "tls": {"certificateRef": {"name": "cert"}},
+            "rules": [{"backends": [{"name": "b0"}], "responseHeaders": {"set": [{"name": "x-marker", "value": marker}]}}]})
+
+    def plain_route(marker: str) -> UserObject:
+        obj = route(1, marker=marker)
+        return UserObject(obj.key, {**obj.spec, "port": 8443})
+
+    def tls_backend(sni: str) -> UserObject:
+        return UserObject(ObjectKey("Backend", "ns", "b0"), {
+            "endpoints": [{"address": "10.0.0.1", "port": 443}], "tls": {"sni": sni, "caCertificateRef": {"name": "ca"}}})
+
+    state = StateStore()
+    state.put_secret("ns", "cert", certificate("a.example.com", "b.example.com"))
+    state.put_secret("ns", "ca", trimmed_secret(ca_secret("ca", ca, namespace="ns")))
+    state.put(tls_backend("one.internal"))
+    state.put(backend(1))
+    state.put(tls_route("a"))
+    state.put(plain_route("a"))
+    builder, memo = Builder(), ResourceMemo()
+    Snapshot.from_config(builder.build(state).config_for("default"), OPTIONS, memo)
+    memo.rotate()
+    edits = [
+        (lambda: state.put(plain_route("b")), True),
+        (lambda: state.put(tls_route("b")), False),
+        (lambda: state.put_secret("ns", "cert", certificate("a.example.com", "b.example.com")), False),  # rotated
+        (lambda: state.put_secret("ns", "cert", {"type": "kubernetes.io/tls", "data": {}}), False),  # broken
+        (lambda: state.put(plain_route("c")), True),  # beside a TLS Route that is left out
+        (lambda: state.put_secret("ns", "cert", certificate("*.example.com")), False),  # restored
+        (lambda: state.put(tls_backend("two.internal")), False),
+    ]
+    for edit, incremental in edits:
+        edit()
+        result = builder.build(state)
+        assert (result.changed_routes is not None) is incremental
+        fresh = Builder().build(state)
+        assert result.statuses == fresh.statuses
+        assert result.config_for("default") == fresh.config_for("default")
+        snapshot = Snapshot.from_config(result.config_for("default"), OPTIONS, memo)
+        snapshot.check_consistent()
+        assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for("default"), OPTIONS)))
+        memo.rotate()

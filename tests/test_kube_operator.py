@@ -162,3 +162,57 @@ async def test_namespaced_operator_sees_only_its_namespaces(kube, monkeypatch):
         await asyncio.sleep(0.3)
         assert set(operator.plane.cache.get("any").resources(CLUSTER)) == {f"{shop}/web"}
         assert not (await kube.get("routes", "web", other)).get("status")  # not its business
+
+
+async def test_tls_secrets_from_the_api_become_sds_and_status(kube, monkeypatch):
+    """A TLS Route's Secret from the API: served over SDS, rotated in place; a broken one is
+    InvalidCertificateRef; an Opaque CA Secret a Route names is read; other Secrets are not kept
+    (kube/secrets.py: the TLS watch is filtered by the API server)."""
+    from xds_operator.translate.resources import SECRET
+
+    from .tlscerts import make_ca, make_leaf, tls_secret
+
+    ns = kube.namespace
+    ca = make_ca()
+    first, second = make_leaf(ca, "shop.example.com"), make_leaf(ca, "shop.example.com")
+    async with running_operator(kube, monkeypatch) as operator:
+        await kube.create(tls_secret("shop", first, namespace=ns))
+        await kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                           "metadata": {"name": "helm-release", "namespace": ns}, "stringData": {"release": "x" * 100}})
+        await kube.create(route("shop", port=15443, hostnames=["shop.example.com"],
+                                tls={"certificateRef": {"name": "shop"}},
+                                rules=[{"directResponse": {"status": 200}}]))
+        await kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                           "metadata": {"name": "clients", "namespace": ns}, "stringData": {"ca.crt": ca.cert_pem.decode()}})
+        await kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                           "metadata": {"name": "unused-ca", "namespace": ns}, "stringData": {"ca.crt": ca.cert_pem.decode()}})
+        await kube.create(route("mtls", port=15443, hostnames=["mtls.example.com"],
+                                tls={"certificateRef": {"name": "shop"},
+                                     "clientValidation": {"caCertificateRef": {"name": "clients"}}},
+                                rules=[{"directResponse": {"status": 200}}]))
+
+        def served(snapshot, cert) -> bool:
+            secret = snapshot.resources(SECRET).get(f"tls/{ns}/shop")
+            return secret is not None and secret.message.tls_certificate.certificate_chain.inline_string == \
+                cert.cert_pem.decode()
+
+        await snapshot_when(operator, lambda s: served(s, first) and "https-15443/shop.example.com" in s.resources(ROUTE))
+        await kube.wait_for("routes", "shop", condition=has_condition("ResolvedRefs", "True"))
+        await kube.wait_for("routes", "mtls", condition=has_condition("ResolvedRefs", "True"))
+        await snapshot_when(operator, lambda s: f"ca/{ns}/clients" in s.resources(SECRET))
+        # Neither the Helm release nor the CA bundle no Route names is kept.
+        assert set(operator.plane.state.secrets) == {(ns, "shop"), (ns, "clients")}
+
+        await kube.patch("secrets", "shop", {"data": tls_secret("shop", second)["data"]})
+        await snapshot_when(operator, lambda s: served(s, second))
+
+        await kube.patch("secrets", "shop", {"data": {"tls.key": tls_secret("x", first)["data"]["tls.key"]}})
+        obj = await kube.wait_for("routes", "shop",
+                                  condition=has_condition("ResolvedRefs", "False", "InvalidCertificateRef"))
+        refs = next(c for c in obj["status"]["conditions"] if c["type"] == "ResolvedRefs")
+        assert refs["message"] == (f"spec.tls.certificateRef: Secret {ns}/shop: tls.key does not match the "
+                                   "certificate in tls.crt")
+        await snapshot_when(operator, lambda s: not s.resources(SECRET) and not s.resources(LISTENER))  # both Routes out
+        await kube.delete("secrets", "shop")
+        await kube.wait_for("routes", "shop", condition=lambda o: has_condition("ResolvedRefs", "False")(o) and any(
+            c["message"].endswith("not found") for c in o["status"]["conditions"]))

@@ -31,6 +31,7 @@ import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -38,9 +39,10 @@ from xds_operator.api.objects import API_VERSION, UserObject
 from xds_operator.dev.processes import envoy_binary
 from xds_operator.ir.builder import Builder, BuildResult
 from xds_operator.ir.ir import to_data
+from xds_operator.sources.kubernetes import trimmed_secret
 from xds_operator.sources.state import StateStore
 from xds_operator.translate import translate
-from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
 from xds_operator.xds.snapshot import Snapshot
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -66,6 +68,8 @@ def load_case(text: str) -> tuple[StateStore, list[str]]:
             state.put_service(namespace, meta["name"], doc)
         elif kind == "EndpointSlice":
             state.put_endpoint_slice(namespace, meta["name"], doc)
+        elif kind == "Secret":
+            state.put_secret(namespace, meta["name"], trimmed_secret(doc))
         else:
             raise ValueError(f"unexpected document in a golden input: {kind!r}")
     found = _GROUPS.search(text)
@@ -91,6 +95,7 @@ def resources_data(resources: dict[str, dict[str, Message]]) -> dict:
                                                                         preserving_proto_field_name=True)))
                         for name in sorted(resources[t])]
         for t in PUSH_ORDER
+        if t != SECRET or resources[t]  # (cases without TLS have no Secret section)
     }
 
 
@@ -129,10 +134,17 @@ def static_bootstrap(resources: dict[str, dict[str, Message]]) -> bootstrap_pb2.
                 assert route_name in routes, f"listener {name} names a missing route configuration {route_name}"
                 hcm.route_config.CopyFrom(routes[route_name])  # a oneof: replaces rds
                 f.typed_config.Pack(hcm)
+        for chain in listener.filter_chains:
+            if chain.HasField("transport_socket"):
+                _static_sds(chain.transport_socket, tls_pb2.DownstreamTlsContext(), resources[SECRET])
+    for name in sorted(resources[SECRET]):
+        bootstrap.static_resources.secrets.add().CopyFrom(resources[SECRET][name])
     endpoints = resources[ENDPOINT]
     for name in sorted(resources[CLUSTER]):
         cluster = bootstrap.static_resources.clusters.add()
         cluster.CopyFrom(resources[CLUSTER][name])
+        if cluster.HasField("transport_socket"):
+            _static_sds(cluster.transport_socket, tls_pb2.UpstreamTlsContext(), resources[SECRET])
         if cluster.type == cluster_pb2.Cluster.EDS:
             eds_name = cluster.eds_cluster_config.service_name or name
             assert eds_name in endpoints, f"EDS cluster {name} has no load assignment"
@@ -141,6 +153,28 @@ def static_bootstrap(resources: dict[str, dict[str, Message]]) -> bootstrap_pb2.
             cluster.load_assignment.CopyFrom(endpoints[eds_name])
     assert set(endpoints) <= set(resources[CLUSTER]), "load assignments without a cluster"
     return bootstrap
+
+
+def _static_sds(socket, context, secrets: dict[str, Message]) -> None:
+    """SDS references over ADS become references to the bootstrap's static secrets (a name alone)."""
+    assert socket.typed_config.Unpack(context)
+    common = context.common_tls_context
+    if isinstance(context, tls_pb2.DownstreamTlsContext) and context.require_client_certificate.value:
+        # Without a validation context, Envoy would take any client certificate, or none.
+        assert common.HasField("validation_context_sds_secret_config"), "client validation without a CA"
+    configs = list(common.tls_certificate_sds_secret_configs)
+    for field in ("validation_context_sds_secret_config",):
+        if common.HasField(field):
+            configs.append(getattr(common, field))
+    if common.HasField("combined_validation_context"):
+        configs.append(common.combined_validation_context.validation_context_sds_secret_config)
+    assert (not common.tls_certificates and not common.HasField("validation_context")) or \
+        common.validation_context.HasField("system_root_certs"), "certificates travel over SDS, never inline"
+    for config in configs:
+        assert config.sds_config.HasField("ads"), "secrets come over ADS"
+        assert config.name in secrets, f"SDS secret {config.name} is missing"
+        config.ClearField("sds_config")
+    socket.typed_config.Pack(context)
 
 
 def envoy_validate(bootstrap: bootstrap_pb2.Bootstrap, path: Path) -> subprocess.CompletedProcess:

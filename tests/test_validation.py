@@ -187,7 +187,7 @@ def test_backend_exactly_one_target(spec, message):
 @pytest.mark.parametrize("spec, path, message", [
     ({"endpoints": EP, "protocl": "HTTP2"}, "spec.protocl",
      "unknown field (expected one of: circuitBreaker, connectTimeout, dns, endpoints, healthCheck, loadBalancer, "
-     "outlierDetection, protocol, service)"),
+     "outlierDetection, protocol, service, tls)"),
     ({"endpoints": [{"address": "10.0.0.1", "port": 80, "weight": 1}]}, "spec.endpoints[0].weight",
      "unknown field (expected one of: address, port)"),
     ({"endpoints": EP, "healthCheck": {"intervall": "1s"}}, "spec.healthCheck.intervall",
@@ -435,7 +435,7 @@ def test_route_top_level_errors():
     assert err({"proxies": [""], "rules": rules}) == ("spec.proxies[0]", "must not be empty")
     assert err({"proxies": [1], "rules": rules}) == ("spec.proxies[0]", "must be a string, not an integer")
     assert err({"rules": rules, "gateway": "x"}) == ("spec.gateway",
-                                                     "unknown field (expected one of: hostnames, port, proxies, rules)")
+                                                     "unknown field (expected one of: hostnames, port, proxies, rules, tls)")
     assert err(None) == ("spec", "is required")
     assert err(["rules"]) == ("spec", "must be an object, not a list")
     assert only_error(route({"rules": ["x"]})) == ("spec.rules[0]", "must be an object, not a string")

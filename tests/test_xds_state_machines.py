@@ -14,21 +14,25 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import duration_pb2
 from google.rpc import status_pb2
 
-from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from xds_operator.xds.callbacks import NoCallbacks, StreamInfo
 from xds_operator.xds.delta import DeltaStream
 from xds_operator.xds.snapshot import Snapshot
 from xds_operator.xds.sotw import SotwStream
 
-TYPES = {"CDS": CLUSTER, "EDS": ENDPOINT, "LDS": LISTENER, "RDS": ROUTE}
+TYPES = {"SDS": SECRET, "CDS": CLUSTER, "EDS": ENDPOINT, "LDS": LISTENER, "RDS": ROUTE}
 SHORT = {v: k for k, v in TYPES.items()}
 
 
 def _message(short: str, name: str, variant: int):
+    if short == "SDS":
+        return secret_pb2.Secret(name=name, generic_secret=secret_pb2.GenericSecret(
+            secret={"inline_string": f"v{variant}"}))
     if short == "CDS":
         return cluster_pb2.Cluster(name=name, connect_timeout=duration_pb2.Duration(seconds=variant))
     if short == "EDS":
@@ -148,7 +152,8 @@ class Driver:
 
 
 def _name(packed) -> str:
-    for message_class in (cluster_pb2.Cluster, listener_pb2.Listener, route_pb2.RouteConfiguration):
+    for message_class in (cluster_pb2.Cluster, listener_pb2.Listener, route_pb2.RouteConfiguration,
+                          secret_pb2.Secret):
         if packed.type_url.endswith(message_class.DESCRIPTOR.full_name):
             message = message_class()
             packed.Unpack(message)
@@ -349,3 +354,39 @@ def test_delta_a_single_rejected_resource_reaches_the_callbacks_once():
     driver = run(True, DELTA_CASES["a NACK of several clusters is narrowed down, for full-state types too"][:4])
     assert driver.callbacks.rejected == {"CDS": {"a": BASE.resources(CLUSTER)["a"].version}}
     assert driver.callbacks.acked["CDS"] == {"b": BASE.resources(CLUSTER)["b"].version}
+
+
+# == SDS: certificates before what uses them ===================================================
+
+TLS = snap(SDS={"tls/a": 1}, CDS={"a": 1}, EDS={"a": 1}, LDS={"l1": 1}, RDS={"l1": 1})
+
+
+def _synced(delta: bool) -> Driver:
+    """A client with TLS's secrets, clusters, endpoints, listeners and routes ACKed."""
+    return run(delta, [
+        (Req("CDS"), [("CDS", ["a"])]),
+        (Req("LDS"), []),
+        (Req("EDS", ("a",)), [("EDS", ["a"])]),
+        (Req("CDS"), []),
+        (Req("EDS", ("a",)), [("LDS", ["l1"])]),
+        (Req("SDS", ("tls/a",)), [("SDS", ["tls/a"])]),  # the listener names it: the client asks
+        (Req("RDS", ("l1",)), [("RDS", ["l1"])]),
+        (Req("LDS"), []),
+        (Req("SDS", ("tls/a",)), []),
+        (Req("RDS", ("l1",)), []),
+    ], TLS)
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_a_rotated_secret_goes_before_the_listener_that_changes_with_it(delta: bool) -> None:
+    driver = _synced(delta)
+    rotated = snap(SDS={"tls/a": 2}, CDS={"a": 1}, EDS={"a": 1}, LDS={"l1": 2}, RDS={"l1": 1})
+    assert driver.step(Change(rotated)) == [("SDS", ["tls/a"])]  # the listener waits for its ACK
+    assert driver.step(Req("SDS", ("tls/a",))) == [("LDS", ["l1"])]
+
+
+def test_delta_removes_a_secret_only_after_the_listeners_that_used_it() -> None:
+    driver = _synced(True)
+    gone = snap(CDS={"a": 1}, EDS={"a": 1}, LDS={"l1": 2}, RDS={"l1": 1})
+    assert driver.step(Change(gone)) == [("LDS", ["l1"])]  # the secret stays while l1 may name it
+    assert driver.step(Req("LDS")) == [("SDS", [], ["tls/a"])]

@@ -81,19 +81,25 @@ def _validate(args: argparse.Namespace) -> int:
         key = definition.obj.key
         status = result.statuses.get(key)
         if status is None:
-            continue  # a Service or EndpointSlice
+            continue  # a Service, EndpointSlice or Secret
         for error in status.errors:
             findings.append(definition.finding(error.path, f"{key}: {error}"))
+        for warning in status.warnings:
+            field_path, _, message = warning.partition(": ")
+            findings.append(definition.finding(field_path, f"{key}: {message}", Severity.WARNING))
         for condition in status.conditions:
             if condition.status or condition.type == ACCEPTED:
                 continue
+            # A Secret that is there but unusable is an error wherever it is applied.
+            invalid = condition.reason == "InvalidCertificateRef"
             # Unresolved references: the Backend or Service may well exist where this is applied.
             for part in condition.message.split("; "):
                 field_path, colon, _ = part.partition(": ")
                 if not colon or " " in field_path or not field_path.startswith("spec"):
                     field_path = "spec.service" if key.kind == "Backend" else "spec"
+                severity = Severity.ERROR if invalid and not part.endswith(" not found") else unresolved
                 findings.append(definition.finding(
-                    field_path, f"{key}: {part} ({condition.type}={condition.reason})", unresolved))
+                    field_path, f"{key}: {part} ({condition.type}={condition.reason})", severity))
     findings.sort(key=lambda f: f.sort_key())
     for finding in findings:
         print(finding)

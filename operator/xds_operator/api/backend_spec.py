@@ -7,6 +7,7 @@ from typing import Any
 
 from . import model
 from .fields import DNS_LABEL, DNS_NAME, PATH, Fields
+from .route_spec import secret_ref
 from .schema import Duration, Enum, Integer, IntOrString, List, Object, Rule, String
 
 PROTOCOLS = ("HTTP1", "HTTP2")
@@ -109,6 +110,26 @@ _OUTLIER_DETECTION = Object(
     }, build=lambda v: model.OutlierDetection(v["consecutive5xx"], v["interval"], v["baseEjectionTime"],
                                               v["maxEjectionPercent"]))
 
+_TLS = Object(
+    "Connect to the endpoints over TLS (Envoy UpstreamTlsContext). The server's certificate is verified against "
+    "caCertificateRef, or the system's CA bundle when unset. The ALPN offered follows protocol (h2 for HTTP2, "
+    "http/1.1 for HTTP1). Secrets are sent over SDS; a missing or invalid one sets ResolvedRefs=False "
+    "(InvalidCertificateRef) and the cluster is left out.", {
+        "sni": String("The server name sent in the TLS handshake (SNI), a lower-case DNS name. Unset: the dns "
+                      "hostname for dns targets, none otherwise.", min_length=1, max_length=253, pattern=DNS_NAME,
+                      what="a lower-case DNS name (RFC 1123)"),
+        "caCertificateRef": secret_ref("A Secret whose ca.crt holds the CA certificates that sign the server's "
+                                       "certificate, PEM. Unset: the system's CA bundle."),
+        "clientCertificateRef": secret_ref("A Secret of type kubernetes.io/tls (tls.crt, tls.key) presented to "
+                                           "the server as client certificate (mutual TLS)."),
+        "subjectAltNames": List(
+            "The server certificate must carry one of these DNS subject alternative names (exact). Empty: any "
+            "name the CA vouches for. At most 16.",
+            String("A DNS name.", min_length=1, max_length=253, pattern=DNS_NAME,
+                   what="a lower-case DNS name (RFC 1123)"), max_items=16),
+    }, build=lambda v: model.BackendTLS(v["sni"], v["caCertificateRef"], v["clientCertificateRef"],
+                                        tuple(v["subjectAltNames"])))
+
 BACKEND_SPEC = Object(
     "Where the upstream is, and how Envoy talks to it. Exactly one of service, endpoints or dns.", {
         "service": _SERVICE,
@@ -126,8 +147,9 @@ BACKEND_SPEC = Object(
         "healthCheck": _HEALTH_CHECK,
         "circuitBreaker": _CIRCUIT_BREAKER,
         "outlierDetection": _OUTLIER_DETECTION,
+        "tls": _TLS,
     }, rules=[Rule("(has(self.service) ? 1 : 0) + (has(self.endpoints) ? 1 : 0) + (has(self.dns) ? 1 : 0) == 1",
                    "exactly one of service, endpoints or dns must be set", check=_exactly_one_target)],
     build=lambda v: model.BackendSpec(v["service"], v["endpoints"], v["dns"], v["protocol"], v["loadBalancer"],
                                       v["connectTimeout"], v["healthCheck"], v["circuitBreaker"],
-                                      v["outlierDetection"]))
+                                      v["outlierDetection"], v["tls"]))

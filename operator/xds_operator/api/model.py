@@ -55,6 +55,16 @@ class OutlierDetection:
 
 
 @dataclass(frozen=True)
+class BackendTLS:
+    """TLS from Envoy to the Backend's endpoints. Secret names are in the Backend's namespace."""
+
+    sni: str | None = None
+    ca_certificate_ref: str | None = None  # a Secret with ca.crt; None: the system's CA bundle
+    client_certificate_ref: str | None = None  # a kubernetes.io/tls Secret: mTLS
+    subject_alt_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     service: ServiceRef | None = None
     endpoints: tuple[StaticEndpoint, ...] = ()
@@ -65,6 +75,7 @@ class BackendSpec:
     health_check: HealthCheck | None = None
     circuit_breaker: CircuitBreaker | None = None
     outlier_detection: OutlierDetection | None = None
+    tls: BackendTLS | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +170,19 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class RouteTLS:
+    """TLS termination for a Route's hostnames on its port. Secret names are in the Route's namespace."""
+
+    certificate_ref: str  # a kubernetes.io/tls Secret (tls.crt, tls.key)
+    ca_certificate_ref: str | None = None  # a Secret with ca.crt: clients must present a certificate it signed
+    min_version: str = "1.2"
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
+
+
+@dataclass(frozen=True)
 class RouteSpec:
     port: int = DEFAULT_LISTENER_PORT
     hostnames: tuple[str, ...] = ("*",)
     proxies: tuple[str, ...] = ()
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    tls: RouteTLS | None = None

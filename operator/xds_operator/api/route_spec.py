@@ -311,6 +311,53 @@ _RULE = Object(
                                v["rewrite"], v["requestHeaders"], v["responseHeaders"], v["redirect"],
                                v["directResponse"], v["mirror"]))
 
+def secret_ref(description: str) -> Object:
+    """A reference to a Secret in the referring object's namespace, by name (Gateway API's
+    SecretObjectReference without kind, group or namespace)."""
+    return Object(description, {
+        "name": String("The Secret's name (a lower-case DNS name, RFC 1123), in the same namespace.", min_length=1,
+                       max_length=253, pattern=DNS_NAME, what=_DNS_WHAT),
+    }, required=("name",), build=lambda v: v["name"])
+
+
+TLS_VERSIONS = ("1.2", "1.3")
+ALPN_PROTOCOLS = ("h2", "http/1.1")
+
+
+def _tls_needs_named_hosts(spec: dict[str, Any]) -> str | None:
+    if spec.get("tls") is None:
+        return None
+    hostnames = spec.get("hostnames")
+    if not isinstance(hostnames, list) or not hostnames or "*" in hostnames:
+        return 'tls needs hostnames, exact or "*.suffix" ("*" cannot be matched by SNI)'
+    return None
+
+
+_ROUTE_TLS = Object(
+    "Terminate TLS for this Route's hostnames on its port (HTTPS). Each hostname becomes its own Envoy filter "
+    "chain, chosen by the client's SNI, with its own route configuration: a change or a broken certificate for one "
+    "hostname touches no other. The certificate is sent to Envoy over SDS (never inline), so rotating the Secret "
+    "drains no connection. TLS and plain Routes may share a port: Envoy tells them apart by the first bytes (TLS "
+    "inspector); a TLS client whose SNI names no TLS hostname of the port is refused. A missing or invalid Secret "
+    "sets ResolvedRefs=False (reason InvalidCertificateRef) and leaves only this Route's TLS hostnames out.", {
+        "certificateRef": secret_ref(
+            "The Secret of type kubernetes.io/tls holding the certificate chain (tls.crt, leaf first) and its "
+            "private key (tls.key), PEM. It must be valid now and its names should cover the hostnames (a "
+            "certificate expiring within 14 days, or not covering a hostname, is a warning in ResolvedRefs)."),
+        "clientValidation": Object(
+            "Require clients to present a certificate signed by a CA in this bundle (mutual TLS). Unset: no client "
+            "certificate is asked for.", {
+                "caCertificateRef": secret_ref("A Secret whose ca.crt holds the trusted CA certificates, PEM."),
+            }, required=("caCertificateRef",), build=lambda v: v["caCertificateRef"]),
+        "minVersion": Enum("The lowest TLS version accepted: 1.2 (default) or 1.3.", TLS_VERSIONS, default="1.2"),
+        "alpn": List("The application protocols offered by ALPN, in order of preference (default h2, http/1.1).",
+                     Enum("h2 or http/1.1.", ALPN_PROTOCOLS), min_items=1, max_items=2, list_type="set",
+                     too_few="must name at least one protocol", duplicate="lists a protocol more than once",
+                     default=list(ALPN_PROTOCOLS)),
+    }, required=("certificateRef",),
+    build=lambda v: model.RouteTLS(v["certificateRef"], v["clientValidation"], v["minVersion"], tuple(v["alpn"]))
+    if v["certificateRef"] else None)
+
 ROUTE_SPEC = Object("What the Route routes, and how.", {
     "port": Integer("The port of the Envoy listener that serves this Route (1024-65535; default 15001). Routes on "
                     "the same port share one listener and one route configuration; their hostnames become its "
@@ -330,6 +377,10 @@ ROUTE_SPEC = Object("What the Route routes, and how.", {
                   "regular expressions; more specific header, query and method matches first; ties by "
                   "namespace/name and rule order.", _RULE, min_items=1, max_items=MAX_RULES,
                   too_few="is required: a Route needs at least one rule"),
+    "tls": _ROUTE_TLS,
 }, required=("rules",),
+    rules=[Rule("!has(self.tls) || (has(self.hostnames) && size(self.hostnames) > 0 && !('*' in self.hostnames))",
+                'tls needs hostnames, exact or "*.suffix" ("*" cannot be matched by SNI)', ".hostnames",
+                _tls_needs_named_hosts)],
     build=lambda v: model.RouteSpec(v["port"], v["hostnames"] or ("*",), tuple(sorted(set(v["proxies"]))),
-                                    v["rules"]))
+                                    v["rules"], v["tls"]))

@@ -129,6 +129,7 @@ class Controller:
         frozen.objects = dict(self.state.objects)
         frozen.services = dict(self.state.services)
         frozen.endpoint_slices = dict(self.state.endpoint_slices)
+        frozen.secrets = dict(self.state.secrets)
         return frozen
 
     def rebuild_soon(self) -> None:

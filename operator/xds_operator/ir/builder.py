@@ -7,6 +7,7 @@ serving the previous good version (and says so in the status) instead of droppin
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 from dataclasses import dataclass, field
 from itertools import compress
@@ -19,8 +20,21 @@ from ..api.fields import FieldError
 from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
-from .ir import ClusterIR, Endpoint, ProxyConfigIR, RouteEntryIR, VirtualHostIR, cluster_name, route_entry_name
+from .certificates import covers, now_utc
+from .ir import (
+    ClusterIR,
+    DownstreamTlsIR,
+    Endpoint,
+    ProxyConfigIR,
+    RouteEntryIR,
+    SecretIR,
+    UpstreamTlsIR,
+    VirtualHostIR,
+    cluster_name,
+    route_entry_name,
+)
 from .proxy_config import GroupConfig, full_config, updated_config
+from .secrets import UnusableSecret, ca_secret, tls_secret
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)
@@ -37,9 +51,13 @@ class BuiltRoute:
     hostnames: tuple[str, ...]
     proxies: tuple[str, ...]
     entries: tuple[RouteEntryIR, ...]
+    tls: DownstreamTlsIR | None = None
+    secrets: tuple[SecretIR, ...] = ()
+    # A TLS Route whose Secrets cannot be used: its hostnames are left out, on every chain.
+    left_out: bool = False
 
     def applies_to(self, group: str) -> bool:
-        return not self.proxies or group in self.proxies
+        return not self.left_out and (not self.proxies or group in self.proxies)
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,7 @@ class ObjectStatus:
     generation: int
     conditions: tuple[Condition, ...]
     errors: tuple[FieldError, ...] = ()
+    warnings: tuple[str, ...] = ()  # "field.path: message", also in the ResolvedRefs message
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -58,6 +77,7 @@ class BuildResult:
     clusters: dict[str, ClusterIR] = field(default_factory=dict)
     statuses: dict[ObjectKey, ObjectStatus] = field(default_factory=dict)
     routes_by_key: dict[ObjectKey, BuiltRoute] = field(default_factory=dict)
+    secrets: dict[str, SecretIR] = field(default_factory=dict)  # of the clusters, by SDS name
 
     # Virtual hosts by hostname and route entries, made by config_for of this build and of the one
     # before: an unchanged virtual host is the very same object, so its translation is reused.
@@ -84,7 +104,7 @@ class BuildResult:
                                       self.routes_by_key, self.clusters if self.clusters_changed else None,
                                       self._virtual_host)
             if made is None:
-                made = full_config(self.routes, group, self.clusters, self._virtual_host)
+                made = full_config(self.routes, group, self.clusters, self.secrets, self._virtual_host)
             self.configs[group] = made
         return made.config
 
@@ -105,7 +125,8 @@ _Validated = tuple[model.RouteSpec | model.BackendSpec | None, Condition, tuple[
 class _ClusterMemo:
     spec: model.BackendSpec
     obj: UserObject
-    cluster: ClusterIR
+    cluster: ClusterIR | None  # None: its TLS Secrets cannot be used
+    secrets: tuple[SecretIR, ...]
     status: ObjectStatus
 
 
@@ -115,6 +136,7 @@ class _RouteMemo:
     obj: UserObject
     referenced: tuple[str, ...]  # cluster names, in the order of `present`
     present: tuple[bool, ...]
+    secrets: tuple[object, ...]  # the contents of the Secrets its TLS references
     route: BuiltRoute
     status: ObjectStatus
 
@@ -154,6 +176,7 @@ class Builder:
         self._objects: dict[ObjectKey, UserObject] = {}
         self._services: dict[tuple[str, str], dict[str, Any]] = {}
         self._slices: dict[tuple[str, str], dict[str, Any]] = {}
+        self._secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self._virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
@@ -165,16 +188,19 @@ class Builder:
         self._objects = dict(state.objects)
         self._services = dict(state.services)
         self._slices = dict(state.endpoint_slices)
+        self._secrets = dict(state.secrets)
         return result
 
     def _incremental(self, state: StateStore, result: BuildResult) -> bool:
         """Redoes only the objects that changed since the last build, into `result`; False
         (and `result` untouched) when the change is not one it handles: objects added or
-        deleted, Services or EndpointSlices changed, an object's spec appearing or going."""
+        deleted, Services, EndpointSlices or Secrets changed, an object's spec appearing or going,
+        or a changed object with TLS (before or after: its Secrets and SNI chains are made whole)."""
         previous = self._previous
         objects = state.objects
         before = self._objects
-        if previous is None or state.services != self._services or state.endpoint_slices != self._slices:
+        if (previous is None or state.services != self._services or state.endpoint_slices != self._slices
+                or state.secrets != self._secrets):
             return False
         # The same keys in the same order (the usual case) compare by identity, without hashing,
         # and then the objects pairwise, in C.
@@ -191,6 +217,9 @@ class Builder:
             self._validated_memo[key] = (obj, outcome)  # so that a full build reuses it
             if (outcome[0] is None) != (earlier_spec is None):
                 return False
+            if getattr(outcome[0], "tls", None) is not None or getattr(earlier_spec, "tls", None) is not None:
+                return False
+        now = now_utc()
         clusters = dict(previous.clusters)
         statuses = dict(previous.statuses)
         routes_by_key = dict(previous.routes_by_key)
@@ -202,23 +231,26 @@ class Builder:
             if spec is None:
                 statuses[key] = self._status(obj, validated, None)
             elif isinstance(spec, model.BackendSpec):
-                cluster, refs = _cluster(state, {}, key, spec) if spec.service is None else _cluster(
-                    state, slices_by_service(state), key, spec)
-                entry = self._cluster_memo[key] = _ClusterMemo(spec, obj, cluster, self._status(obj, validated, refs))
+                slices = {} if spec.service is None else slices_by_service(state)
+                cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, now)
+                assert cluster is not None  # no TLS (see above): nothing to leave it out for
+                entry = self._cluster_memo[key] = _ClusterMemo(spec, obj, cluster, secrets,
+                                                               self._status(obj, validated, refs, warnings))
                 clusters[cluster.name] = cluster
                 statuses[key] = entry.status
                 result.clusters_changed = True
             else:
                 # What a Route references exists as before: no spec appeared or went.
-                route, refs = _route(key, spec, clusters)
+                route, refs, warnings = _route(state, key, spec, clusters, now)
                 referenced = _referenced_clusters(key, spec)
                 present = tuple(name in clusters for name in referenced)
-                self._route_memo[key] = _RouteMemo(spec, obj, referenced, present, route,
-                                                   self._status(obj, validated, refs))
+                self._route_memo[key] = _RouteMemo(spec, obj, referenced, present, (), route,
+                                                   self._status(obj, validated, refs, warnings))
                 routes_by_key[key] = route
                 statuses[key] = self._route_memo[key].status
                 changed_routes.append(key)
         result.clusters, result.statuses, result.routes_by_key = clusters, statuses, routes_by_key
+        result.secrets = previous.secrets  # no Secret and no TLS object changed
         if changed_routes:
             result.routes = tuple(map(routes_by_key.__getitem__, map(attrgetter("key"), previous.routes)))
         else:
@@ -247,6 +279,7 @@ class Builder:
         self._validated_memo = validated_memo
 
         slices = slices_by_service(state) if state.endpoint_slices else {}
+        now = now_utc()
         cluster_memo: dict[ObjectKey, _ClusterMemo] = {}
         previous_clusters = self._cluster_memo
         statuses = result.statuses
@@ -254,13 +287,17 @@ class Builder:
             if isinstance(spec, model.BackendSpec):
                 obj = objects[key]
                 hit = previous_clusters.get(key)
-                if spec.service is None and hit is not None and hit.spec is spec and hit.obj is obj:
+                if (spec.service is None and spec.tls is None and hit is not None and hit.spec is spec
+                        and hit.obj is obj):
                     entry = hit  # static endpoints or DNS: depends on the spec alone
                 else:
-                    cluster, refs = _cluster(state, slices, key, spec)
-                    entry = _ClusterMemo(spec, obj, cluster, self._status(obj, validated_memo[key][1], refs))
+                    cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, now)
+                    entry = _ClusterMemo(spec, obj, cluster, secrets,
+                                         self._status(obj, validated_memo[key][1], refs, warnings))
                 cluster_memo[key] = entry
-                result.clusters[entry.cluster.name] = entry.cluster
+                if entry.cluster is not None:
+                    result.clusters[entry.cluster.name] = entry.cluster
+                    result.secrets.update((s.name, s) for s in entry.secrets)
                 statuses[key] = entry.status
         routes = []
         route_memo: dict[ObjectKey, _RouteMemo] = {}
@@ -274,12 +311,14 @@ class Builder:
                 referenced = route_hit.referenced if route_hit is not None and same_spec else _referenced_clusters(
                     key, spec)
                 present = tuple(name in clusters for name in referenced)
-                if route_hit is not None and same_spec and route_hit.present == present and route_hit.obj is obj:
+                secret_contents = _referenced_secrets(state, key, spec)
+                if (route_hit is not None and same_spec and route_hit.present == present and route_hit.obj is obj
+                        and route_hit.secrets == secret_contents):
                     route_entry = route_hit
                 else:
-                    route, refs = _route(key, spec, clusters)
-                    route_entry = _RouteMemo(spec, obj, referenced, present, route,
-                                             self._status(obj, validated_memo[key][1], refs))
+                    route, refs, warnings = _route(state, key, spec, clusters, now)
+                    route_entry = _RouteMemo(spec, obj, referenced, present, secret_contents, route,
+                                             self._status(obj, validated_memo[key][1], refs, warnings))
                 route_memo[key] = route_entry
                 routes.append(route_entry.route)
                 statuses[key] = route_entry.status
@@ -292,10 +331,11 @@ class Builder:
                 statuses[key] = self._status(objects[key], validated_memo[key][1], None)
 
     @staticmethod
-    def _status(obj: UserObject, validated: _Validated, refs: Condition | None) -> ObjectStatus:
+    def _status(obj: UserObject, validated: _Validated, refs: Condition | None,
+                warnings: tuple[str, ...] = ()) -> ObjectStatus:
         _, accepted, errors = validated
         conditions = (accepted,) if refs is None else (accepted, refs)
-        return ObjectStatus(obj.generation, conditions, errors)
+        return ObjectStatus(obj.generation, conditions, errors, warnings)
 
     def _validated(self, obj: UserObject) -> _Validated:
         spec, errors = validate(obj)
@@ -311,9 +351,56 @@ class Builder:
         return None, Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
 
 
-def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
-             spec: model.BackendSpec) -> tuple[ClusterIR, Condition]:
-    refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
+
+def _resolved(warnings: list[str]) -> Condition:
+    message = "all references resolved"
+    if warnings:
+        message += "; warning: " + "; warning: ".join(warnings)
+    return Condition(RESOLVED_REFS, True, "ResolvedRefs", message)
+
+
+def _invalid_certificate(problems: list[str]) -> Condition:
+    return Condition(RESOLVED_REFS, False, "InvalidCertificateRef", "; ".join(problems))
+
+
+def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, now: datetime.datetime,
+                  problems: list[str], warnings: list[str]) -> tuple[UpstreamTlsIR | None, list[SecretIR]]:
+    tls = spec.tls
+    if tls is None:
+        return None, []
+    secrets = []
+    names: dict[str, str | None] = {"ca": None, "client": None}
+    for what, ref, path in (("ca", tls.ca_certificate_ref, "spec.tls.caCertificateRef"),
+                            ("client", tls.client_certificate_ref, "spec.tls.clientCertificateRef")):
+        if ref is None:
+            continue
+        try:
+            if what == "ca":
+                secret, found = ca_secret(state, key.namespace, ref, now)
+            else:
+                secret, _, found = tls_secret(state, key.namespace, ref, now)
+        except UnusableSecret as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        warnings.extend(f"{path}: {w}" for w in found)
+        secrets.append(secret)
+        names[what] = secret.name
+    sni = tls.sni or (spec.dns.hostname if spec.dns is not None else None)
+    alpn = ("h2",) if spec.protocol == "HTTP2" else ("http/1.1",)
+    return UpstreamTlsIR(sni, names["ca"], names["client"], tls.subject_alt_names, alpn), secrets
+
+
+def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey, spec: model.BackendSpec,
+             now: datetime.datetime) -> tuple[ClusterIR | None, Condition, tuple[SecretIR, ...], tuple[str, ...]]:
+    """The cluster (None when its TLS Secrets cannot be used), ResolvedRefs, secrets, warnings."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    tls, secrets = _upstream_tls(state, key, spec, now, problems, warnings)
+    if problems:
+        return None, _invalid_certificate(problems), (), ()
+    for warning in warnings:
+        log.warning("%s: %s", key, warning)
+    refs = _resolved(warnings)
     endpoints: tuple[Endpoint, ...] = ()
     if spec.service is not None:
         try:
@@ -335,8 +422,9 @@ def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey,
         health_check=spec.health_check,
         circuit_breaker=spec.circuit_breaker,
         outlier_detection=spec.outlier_detection,
+        tls=tls,
     )
-    return cluster, refs
+    return cluster, refs, tuple(secrets), tuple(warnings)
 
 
 def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> tuple[str, ...]:
@@ -348,7 +436,57 @@ def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> tuple[str, ..
     return tuple(cluster_name(ObjectKey("Backend", key.namespace, n)) for n in names)
 
 
-def _route(key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR]) -> tuple[BuiltRoute, Condition]:
+def _referenced_secrets(state: StateStore, key: ObjectKey, spec: model.RouteSpec) -> tuple[object, ...]:
+    """What a Route's TLS depends on besides its spec: the Secrets' contents."""
+    if spec.tls is None:
+        return ()
+    return tuple(state.secrets.get((key.namespace, name))
+                 for name in (spec.tls.certificate_ref, spec.tls.ca_certificate_ref) if name is not None)
+
+
+def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, now: datetime.datetime,
+                    problems: list[str], warnings: list[str]) -> tuple[DownstreamTlsIR | None, list[SecretIR]]:
+    tls = spec.tls
+    if tls is None:
+        return None, []
+    secrets = []
+    try:
+        certificate, pair, found = tls_secret(state, key.namespace, tls.certificate_ref, now)
+    except UnusableSecret as exc:
+        problems.append(f"spec.tls.certificateRef: {exc}")
+    else:
+        secrets.append(certificate)
+        warnings.extend(f"spec.tls.certificateRef: {w}" for w in found)
+        uncovered = [h for h in spec.hostnames if not covers(pair.names, h)]
+        if uncovered:
+            warnings.append(f"spec.hostnames: the certificate of Secret {joined(key.namespace, tls.certificate_ref)} "
+                            f"does not cover {', '.join(uncovered)} (it names {', '.join(pair.names) or 'nothing'})")
+    ca_name = None
+    if tls.ca_certificate_ref is not None:
+        try:
+            ca, found = ca_secret(state, key.namespace, tls.ca_certificate_ref, now)
+        except UnusableSecret as exc:
+            problems.append(f"spec.tls.clientValidation.caCertificateRef: {exc}")
+        else:
+            secrets.append(ca)
+            ca_name = ca.name
+            warnings.extend(f"spec.tls.clientValidation.caCertificateRef: {w}" for w in found)
+    if problems:
+        return None, []
+    return DownstreamTlsIR(secrets[0].name, ca_name, tls.min_version, tls.alpn), secrets
+
+
+def _route(state: StateStore, key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR],
+           now: datetime.datetime) -> tuple[BuiltRoute, Condition, tuple[str, ...]]:
+    tls_problems: list[str] = []
+    warnings: list[str] = []
+    tls, secrets = _downstream_tls(state, key, spec, now, tls_problems, warnings)
+    if tls_problems:
+        log.error("%s: TLS hostnames left out: %s", key, "; ".join(tls_problems))
+        return (BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, (), left_out=True),
+                _invalid_certificate(tls_problems), ())
+    for warning in warnings:
+        log.warning("%s: %s", key, warning)
     problems: list[str] = []
 
     def resolve(name: str, path: str) -> str | None:
@@ -372,8 +510,6 @@ def _route(key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR]
         action = dataclasses.replace(rule, matches=(), backends=backends, mirror=mirror)
         for m, match in enumerate(rule.matches):
             entries.append(RouteEntryIR(route_entry_name(key, r, m), key, match, action))
-    if problems:
-        refs = Condition(RESOLVED_REFS, False, "BackendNotFound", "; ".join(problems))
-    else:
-        refs = Condition(RESOLVED_REFS, True, "ResolvedRefs", "all references resolved")
-    return BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, tuple(entries)), refs
+    refs = Condition(RESOLVED_REFS, False, "BackendNotFound", "; ".join(problems)) if problems else _resolved(warnings)
+    built = BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, tuple(entries), tls, tuple(secrets))
+    return built, refs, tuple(warnings)

@@ -21,6 +21,26 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class SecretIR:
+    """One SDS resource: a certificate and its key, or a CA bundle to validate peers with."""
+
+    name: str  # tls_secret_name() or ca_secret_name()
+    source: ObjectKey  # the Kubernetes Secret
+    certificate_chain: str = ""
+    private_key: str = dataclasses.field(default="", repr=False, metadata={"redact": True})
+    trusted_ca: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamTlsIR:
+    sni: str | None
+    ca_secret: str | None  # None: the system's CA bundle
+    client_secret: str | None
+    subject_alt_names: tuple[str, ...]
+    alpn: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ClusterIR:
     name: str
     source: ObjectKey
@@ -33,6 +53,7 @@ class ClusterIR:
     health_check: model.HealthCheck | None = None
     circuit_breaker: model.CircuitBreaker | None = None
     outlier_detection: model.OutlierDetection | None = None
+    tls: UpstreamTlsIR | None = None
 
 
 @dataclass(frozen=True)
@@ -53,11 +74,33 @@ class VirtualHostIR:
 
 
 @dataclass(frozen=True)
-class ListenerIR:
-    name: str  # also the name of its RouteConfiguration
-    port: int
-    virtual_hosts: tuple[VirtualHostIR, ...]
+class DownstreamTlsIR:
+    """How one SNI hostname's filter chain terminates TLS."""
+
+    certificate_secret: str
+    ca_secret: str | None  # set: a client certificate signed by it is required
+    min_version: str
+    alpn: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TlsHostIR:
+    """One SNI hostname of a listener: its own filter chain and route configuration."""
+
+    hostname: str
+    route_config: str  # tls_route_config_name()
+    tls: DownstreamTlsIR
+    virtual_host: VirtualHostIR
     sources: tuple[ObjectKey, ...]
+
+
+@dataclass(frozen=True)
+class ListenerIR:
+    name: str  # also the name of the plain chain's RouteConfiguration
+    port: int
+    virtual_hosts: tuple[VirtualHostIR, ...]  # of the plain (not TLS) chain
+    sources: tuple[ObjectKey, ...]  # the plain Routes: none, no plain chain (a TLS-only port)
+    tls_hosts: tuple[TlsHostIR, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +109,7 @@ class ProxyConfigIR:
 
     listeners: tuple[ListenerIR, ...] = ()
     clusters: tuple[ClusterIR, ...] = ()
+    secrets: tuple[SecretIR, ...] = ()
 
 
 def to_data(value: Any) -> Any:
@@ -74,6 +118,8 @@ def to_data(value: Any) -> Any:
         out = {}
         for f in dataclasses.fields(value):
             v = to_data(getattr(value, f.name))
+            if v and f.metadata.get("redact"):
+                v = "(redacted)"
             if v not in (None, [], {}, ()):
                 out[f.name] = v
         return out
@@ -84,6 +130,20 @@ def to_data(value: Any) -> Any:
 
 def listener_name(port: int) -> str:
     return f"http-{port}"
+
+
+def tls_route_config_name(port: int, hostname: str) -> str:
+    return f"https-{port}/{hostname}"
+
+
+def tls_secret_name(namespace: str, name: str) -> str:
+    """The SDS name of a kubernetes.io/tls Secret's certificate and key."""
+    return joined("tls", namespace, name)
+
+
+def ca_secret_name(namespace: str, name: str) -> str:
+    """The SDS name of a Secret's ca.crt, as a validation context."""
+    return joined("ca", namespace, name)
 
 
 def cluster_name(key: ObjectKey) -> str:

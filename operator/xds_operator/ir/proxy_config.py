@@ -13,7 +13,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..api.objects import ObjectKey
-from .ir import ClusterIR, ListenerIR, ProxyConfigIR, RouteEntryIR, VirtualHostIR, listener_name
+from .ir import (
+    ClusterIR,
+    DownstreamTlsIR,
+    ListenerIR,
+    ProxyConfigIR,
+    RouteEntryIR,
+    SecretIR,
+    TlsHostIR,
+    VirtualHostIR,
+    listener_name,
+    tls_route_config_name,
+)
 
 if TYPE_CHECKING:
     from .builder import BuiltRoute
@@ -32,50 +43,79 @@ class GroupConfig:
 
 
 def full_config(routes: Iterable[BuiltRoute], group: str, clusters: Mapping[str, ClusterIR],
-                virtual_host: VirtualHostMaker) -> GroupConfig:
+                cluster_secrets: Mapping[str, SecretIR], virtual_host: VirtualHostMaker) -> GroupConfig:
+    """`cluster_secrets`: the SDS secrets of the clusters' upstream TLS, by name."""
     by_port: dict[int, dict[str, list[RouteEntryIR]]] = {}
     host_routes: dict[HostKey, list[ObjectKey]] = {}
     # The routes are in key order (the Builder lists them so), so each port's sources are too.
     sources: dict[int, list[ObjectKey]] = {}
+    # TLS: per port and SNI hostname, the settings of the first Route (by key) and every
+    # Route's entries for it (not in host_routes/positions: updated_config makes TLS whole).
+    tls_by_port: dict[int, dict[str, tuple[DownstreamTlsIR, list[RouteEntryIR], list[ObjectKey]]]] = {}
+    secrets: dict[str, SecretIR] = {}
     used_clusters: set[str] = set()
     for route in routes:
         if not route.applies_to(group):
             continue
-        sources.setdefault(route.port, []).append(route.key)
-        hosts = by_port.setdefault(route.port, {})
-        # A Route whose rules were all left out adds no virtual host: an empty one would
-        # answer 404 for its hostnames instead of letting them fall through to "*".
-        for hostname in route.hostnames if route.entries else ():
-            hosts.setdefault(hostname, []).extend(route.entries)
-            host_routes.setdefault((route.port, hostname), []).append(route.key)
+        if route.tls is not None:
+            hosts_tls = tls_by_port.setdefault(route.port, {})
+            for hostname in route.hostnames if route.entries else ():
+                _, tls_entries, keys = hosts_tls.setdefault(hostname, (route.tls, [], []))
+                tls_entries.extend(route.entries)
+                keys.append(route.key)
+            secrets.update((s.name, s) for s in route.secrets)
+        else:
+            sources.setdefault(route.port, []).append(route.key)
+            hosts = by_port.setdefault(route.port, {})
+            # A Route whose rules were all left out adds no virtual host: an empty one would
+            # answer 404 for its hostnames instead of letting them fall through to "*".
+            for hostname in route.hostnames if route.entries else ():
+                hosts.setdefault(hostname, []).extend(route.entries)
+                host_routes.setdefault((route.port, hostname), []).append(route.key)
         used_clusters.update(used_by(route.entries))
     listeners = []
     positions: dict[HostKey, tuple[int, int]] = {}
-    for listener_index, (port, hosts) in enumerate(sorted(by_port.items())):
-        ordered = sorted(hosts.items(), key=_host_order)
+    for listener_index, port in enumerate(sorted(by_port.keys() | tls_by_port.keys())):
+        ordered = sorted(by_port.get(port, {}).items(), key=_host_order)
         for vh_index, (host, _) in enumerate(ordered):
             positions[(port, host)] = (listener_index, vh_index)
         listeners.append(ListenerIR(
             name=listener_name(port),
             port=port,
             virtual_hosts=tuple(virtual_host(host, entries) for host, entries in ordered),
-            sources=tuple(sources[port]),
+            sources=tuple(sources.get(port, ())),
+            tls_hosts=tuple(
+                TlsHostIR(host, tls_route_config_name(port, host), tls, virtual_host(host, tls_entries),
+                          tuple(sorted(keys)))
+                for host, (tls, tls_entries, keys) in sorted(tls_by_port.get(port, {}).items())
+            ),
         ))
-    config = ProxyConfigIR(listeners=tuple(listeners),
-                           clusters=tuple(clusters[name] for name in sorted(used_clusters)))
+    cluster_list = tuple(clusters[name] for name in sorted(used_clusters))
+    for cluster in cluster_list:
+        secrets.update((s, cluster_secrets[s]) for s in _secrets_of(cluster))
+    config = ProxyConfigIR(listeners=tuple(listeners), clusters=cluster_list,
+                           secrets=tuple(secrets[name] for name in sorted(secrets)))
     return GroupConfig(config, {k: tuple(v) for k, v in host_routes.items()}, positions)
+
+
+def _secrets_of(cluster: ClusterIR) -> list[str]:
+    tls = cluster.tls
+    return [] if tls is None else [s for s in (tls.ca_secret, tls.client_secret) if s is not None]
 
 
 def updated_config(base: GroupConfig, group: str, changed: Iterable[ObjectKey],
                    before: Mapping[ObjectKey, BuiltRoute], after: Mapping[ObjectKey, BuiltRoute],
                    clusters: Mapping[str, ClusterIR] | None, virtual_host: VirtualHostMaker) -> GroupConfig | None:
     """`base` with the virtual hosts of the changed Routes made again; None if a change moves
-    a Route (port, hostnames, groups, whether it has any rule) or changes the clusters it uses:
-    then the caller makes the config whole. `clusters` is given when a Backend changed."""
+    a Route (port, hostnames, groups, whether it has any rule) or changes the clusters it uses,
+    or if a Route with TLS changed (its SNI chains and Secrets are made whole): then the caller
+    makes the config whole. `clusters` is given when a Backend changed."""
     touched: dict[HostKey, None] = {}
     for key in changed:
         old, new = before.get(key), after.get(key)
         if old is None or new is None or old.applies_to(group) != new.applies_to(group):
+            return None
+        if old.tls is not None or new.tls is not None or old.left_out or new.left_out:
             return None
         if not new.applies_to(group):
             continue
@@ -96,11 +136,12 @@ def updated_config(base: GroupConfig, group: str, changed: Iterable[ObjectKey],
     for listener_index, hosts in virtual_hosts.items():
         old_listener = listeners[listener_index]
         listeners[listener_index] = ListenerIR(old_listener.name, old_listener.port, tuple(hosts),
-                                               old_listener.sources)
+                                               old_listener.sources, old_listener.tls_hosts)
     cluster_list = base.config.clusters
     if clusters is not None:
         cluster_list = tuple(clusters[c.name] for c in cluster_list)
-    return GroupConfig(ProxyConfigIR(listeners=tuple(listeners), clusters=cluster_list),
+    # The Builder builds whole when a Secret or a TLS Backend changed: the secrets are as before.
+    return GroupConfig(ProxyConfigIR(listeners=tuple(listeners), clusters=cluster_list, secrets=base.config.secrets),
                        base.host_routes, base.positions)
 
 

@@ -34,6 +34,7 @@ from .client import ExponentialBackoff, KubeClient
 from .leader import ELECTION_BACKOFF, LeaderElector, LeaderTimings, default_identity
 from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
 from .resync import Resync
+from .secrets import SecretWatch
 from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ PERMISSIONS = [Permission(verb, kind.group, kind.plural) for kind in WATCHED for
     Permission("patch", API_GROUP, "routes", "status"),
     Permission("patch", API_GROUP, "backends", "status"),
     Permission("create", "", "events"),
-]
+] + [Permission(verb, "", "secrets") for verb in ("get", "list", "watch")]  # kube/secrets.py, not kopf
 # kopf's own requests (watches, discovery) retry for as long as the API is away, backing off up
 # to 30 s; KubeReadiness says once what is wrong instead of kopf logging each attempt.
 API_RETRIES = ExponentialBackoff(first=0.5, cap=30.0, attempts=None)
@@ -98,6 +99,7 @@ class Operator:
     publisher: AckPublisher | None = None
     records: AckRecords | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the Kubernetes side, run inside kopf
+    secrets_listed: Callable[[], str | None] | None = None  # the Secret watch's readiness check
     started_by_kopf: bool = False  # then kopf's cleanup stops the control plane too
     after_cleanup: Callable[[], None] | None = None
 
@@ -147,7 +149,13 @@ class Operator:
         resync = Resync(client, self.plane.state, {"Route": ROUTES, "Backend": BACKENDS, "services": SERVICES,
                                                    "endpointslices": ENDPOINT_SLICES},
                         list(self.config.namespaces), interval=self.config.resync_interval)
+        secrets = SecretWatch(settings, self.plane.state, list(self.config.namespaces),
+                              refresh=self.config.resync_interval)
+        self.secrets_listed = lambda: (None if secrets.listed.is_set()
+                                       else "waiting for the initial listing of kubernetes.io/tls Secrets")
+        self.plane.readiness_checks.append(self.secrets_listed)
         self.tasks = [asyncio.create_task(self.readiness.run(), name="kube-readiness"),
+                      asyncio.create_task(secrets.run(), name="secret-watch"),
                       asyncio.create_task(self.writer.run(), name="status-writer"),
                       asyncio.create_task(resync.run(), name="kube-resync")]
         if self.elector is not None and self.publisher is not None and self.records is not None:
@@ -186,6 +194,8 @@ class Operator:
             await self.elector.release()
         if self.publisher is not None:
             await self.publisher.remove()
+        if self.plane is not None and self.secrets_listed in self.plane.readiness_checks:
+            self.plane.readiness_checks.remove(self.secrets_listed)
         if self.plane is not None and self.writer is not None:
             self.plane.controller.on_build.remove(self.writer.on_build)
             self.writer = None

@@ -1,4 +1,4 @@
-"""The file source: Routes and Backends (and the Services and EndpointSlices they resolve against)
+"""The file source: Routes and Backends (and the Services, EndpointSlices and Secrets they resolve against)
 from YAML files, a directory tree of them, or several of either.
 
 Nothing a file contains stops the source: each problem becomes a Finding at its file, line and
@@ -40,7 +40,7 @@ from ..api.objects import API_GROUP, API_VERSION, KINDS, ObjectKey, UserObject
 from ..collector import collector_paused
 from . import yamldocs
 from .findings import Finding, Severity
-from .kubernetes import trimmed_endpoint_slice, trimmed_service
+from .kubernetes import InvalidSecretData, trimmed_endpoint_slice, trimmed_secret, trimmed_service
 from .state import StateStore
 from .yamldocs import NULL_TAG, DocumentError, Position
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # The Kubernetes kinds endpoint resolution reads, besides this API's own, and their apiVersion.
-CORE_KINDS = {"Service": "v1", "EndpointSlice": "discovery.k8s.io/v1"}
+CORE_KINDS = {"Service": "v1", "EndpointSlice": "discovery.k8s.io/v1", "Secret": "v1"}
 
 Stamp = tuple[int, int, int, int]  # mtime_ns, size, inode, mode (a chmod can make a file readable)
 Order = tuple[int, tuple[str, ...]]  # root index, then path components: Path order, without Paths
@@ -228,12 +228,15 @@ def _definition(path: str, index: int, node: Node, keep_positions: bool) -> Defi
     if kind in KINDS:
         obj = UserObject(key, doc.get("spec"), origin=origin)
     else:
-        errors = (_service_errors if kind == "Service" else _endpoint_slice_errors)(doc)
+        errors = _CORE_ERRORS[kind](doc)
         if errors:
             where = yamldocs.positions(node) if positions is None else positions
             line_column = yamldocs.place(where, errors[0].path, start)
             raise _Refused(f"{key}: {errors[0]}", line_column, key=key)
-        manifest = trimmed_service(doc) if kind == "Service" else trimmed_endpoint_slice(doc)
+        try:
+            manifest = _CORE_TRIMMED[kind](doc)
+        except InvalidSecretData as exc:
+            raise _Refused(f"{key}: {exc}", start, key=key) from None
         obj = UserObject(key, manifest, origin=origin)
     return Definition(obj, path, start, index, positions)
 
@@ -365,6 +368,27 @@ def _endpoint_slice_errors(doc: dict[str, Any]) -> list[FieldError]:
         elif conditions and not isinstance(conditions.get("ready", True), (bool, type(None))):
             f.error(f"endpoints[{i}].conditions.ready", "must be true or false")
     return f.errors
+
+
+def _secret_errors(doc: dict[str, Any]) -> list[FieldError]:
+    f = Fields()
+    f.string(doc.get("type"), "type")
+    for name in ("data", "stringData"):
+        values = doc.get(name)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            f.error(name, "must be a map of strings")
+            continue
+        for k, v in values.items():
+            f.string(v, f"{name}.{k}", max_len=1 << 20)
+    return f.errors
+
+
+_CORE_ERRORS = {"Service": _service_errors, "EndpointSlice": _endpoint_slice_errors, "Secret": _secret_errors}
+_CORE_TRIMMED = {"Service": trimmed_service, "EndpointSlice": trimmed_endpoint_slice, "Secret": trimmed_secret}
+_PUT = {"Service": StateStore.put_service, "EndpointSlice": StateStore.put_endpoint_slice,
+        "Secret": StateStore.put_secret}
 
 
 # -- finding the files -------------------------------------------------------------------------
@@ -589,17 +613,13 @@ class FileSource:
         for obj in changes.puts:
             if obj.key.kind in KINDS:
                 self.state.put(obj)
-            elif obj.key.kind == "Service":
-                self.state.put_service(obj.key.namespace, obj.key.name, obj.spec)
             else:
-                self.state.put_endpoint_slice(obj.key.namespace, obj.key.name, obj.spec)
+                _PUT[obj.key.kind](self.state, obj.key.namespace, obj.key.name, obj.spec)
         for key in changes.deletes:
             if key.kind in KINDS:
                 self.state.delete(key)
-            elif key.kind == "Service":
-                self.state.put_service(key.namespace, key.name, None)
             else:
-                self.state.put_endpoint_slice(key.namespace, key.name, None)
+                _PUT[key.kind](self.state, key.namespace, key.name, None)
         if changes.problems is not None:
             self.state.set_problems("files", changes.problems)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +38,44 @@ def trimmed_endpoint_slice(body: Mapping[str, Any]) -> dict[str, Any]:
         "endpoints": [{"addresses": list(e.get("addresses") or []), "conditions": dict(e.get("conditions") or {})}
                       for e in body.get("endpoints") or []],
     }
+
+
+class InvalidSecretData(ValueError):
+    """A Secret's data value that is not base64 (the API server refuses it; a file may have it)."""
+
+
+def trimmed_secret(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A Secret's type and data, decoded: `data` is base64, `stringData` plain text that wins
+    over a `data` key of the same name (as the API server merges them on write)."""
+    data: dict[str, bytes] = {}
+    for key, value in (body.get("data") or {}).items():
+        try:
+            data[str(key)] = base64.b64decode(str(value or ""), validate=True)
+        except binascii.Error:
+            raise InvalidSecretData(f"data.{key} is not base64") from None
+    for key, value in (body.get("stringData") or {}).items():
+        data[str(key)] = str(value or "").encode()
+    return {"type": body.get("type") or "Opaque", "data": data}
+
+
+# What the operator reads of a Secret; the rest (and every unrelated Secret: clusters hold thousands
+# of Helm release Secrets) is never kept.
+SECRET_KEYS = ("tls.crt", "tls.key", "ca.crt")
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+
+def kept_secret(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A watched Secret as the state store keeps it: kubernetes.io/tls ones and those with a
+    ca.crt (the only other kind a Route or Backend can use), with just those keys; None for
+    every other Secret."""
+    data = body.get("data") or {}
+    type_ = body.get("type") or "Opaque"
+    if type_ != TLS_SECRET_TYPE and "ca.crt" not in data:
+        return None
+    try:
+        return trimmed_secret({"type": type_, "data": {k: data[k] for k in SECRET_KEYS if k in data}})
+    except InvalidSecretData:
+        return None  # the API server stores only base64: not reached
 
 
 def apply_service_event(state: StateStore, event_type: str, body: Mapping[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """The state store: every input the build needs, fed by the sources, read by the controller.
 
 Sources (file watcher, Kubernetes handlers) only put and delete here; they never build.
-Each change calls the listeners, which schedule a (debounced) rebuild.
+Each change bumps `revision` (the Secret reader polls it) and calls the listeners, which schedule a (debounced) rebuild.
 """
 
 from __future__ import annotations
@@ -21,14 +21,18 @@ class StateStore:
         # Raw Kubernetes Service and EndpointSlice manifests, as the API returns them.
         self.services: dict[NamespacedName, dict[str, Any]] = {}
         self.endpoint_slices: dict[NamespacedName, dict[str, Any]] = {}
+        # Secrets as sources/kubernetes.trimmed_secret keeps them: {"type": ..., "data": {key: bytes}}.
+        self.secrets: dict[NamespacedName, dict[str, Any]] = {}
         # What each source could not load (a broken file...), for /status and /metrics.
         self.problems: dict[str, tuple[Finding, ...]] = {}
+        self.revision = 0
         self._listeners: list[Callable[[], None]] = []
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 
     def _changed(self) -> None:
+        self.revision += 1
         for listener in self._listeners:
             listener()
 
@@ -47,13 +51,16 @@ class StateStore:
         """No rebuild: there is nothing to build from them."""
         self.problems[source] = problems
 
-    # -- Services and EndpointSlices -------------------------------------------------------
+    # -- Services, EndpointSlices and Secrets----------------------------------------------------
 
     def put_service(self, namespace: str, name: str, manifest: dict[str, Any] | None) -> None:
         self._put_raw(self.services, (namespace, name), manifest)
 
     def put_endpoint_slice(self, namespace: str, name: str, manifest: dict[str, Any] | None) -> None:
         self._put_raw(self.endpoint_slices, (namespace, name), manifest)
+
+    def put_secret(self, namespace: str, name: str, manifest: dict[str, Any] | None) -> None:
+        self._put_raw(self.secrets, (namespace, name), manifest)
 
     def _put_raw(self, table: dict[NamespacedName, dict[str, Any]], key: NamespacedName, manifest: dict[str, Any] | None) -> None:
         if manifest is None:

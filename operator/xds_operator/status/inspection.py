@@ -16,13 +16,14 @@ from google.protobuf.message import Message
 
 from ..api.objects import ObjectKey
 from ..ir.builder import BuildResult
-from ..ir.ir import cluster_name, listener_name
+from ..ir.ir import cluster_name, listener_name, tls_route_config_name
 from ..translate.resources import (
     CLUSTER,
     ENDPOINT,
     LISTENER,
     PUSH_ORDER,
     ROUTE,
+    SECRET,
     SHORT_NAMES,
 )
 from ..xds.proxies import ProxyState
@@ -122,7 +123,8 @@ def explain(key: ObjectKey, result: BuildResult, snapshots: Mapping[str, Snapsho
             continue
         found["group"] = group
         found["snapshot"] = snapshot.version
-        expected = [(t, r["name"], r["version"]) for t in PUSH_ORDER for r in found["resources"][SHORT_NAMES[t]]]
+        expected = [(t, r["name"], r["version"]) for t in PUSH_ORDER
+                    for r in found["resources"].get(SHORT_NAMES[t], [])]
         found["proxies"] = [_verdict(p, expected) for p in sorted(proxies.get(group, []), key=lambda p: p.node_id)]
         groups.append(found)
     return {"object": str(key), "groups": groups}
@@ -146,14 +148,34 @@ def _route_in_group(key: ObjectKey, result: BuildResult, group: str, snapshot: S
         return None
     name = listener_name(route.port)
     own = {e.name for e in route.entries}
-    config = cast(route_pb2.RouteConfiguration, snapshot.resources(ROUTE)[name].message)
-    # The route configuration cut down to this Route's entries, each with its place in the
-    # virtual host's precedence order (which the other Routes on the port share).
-    narrowed = type(config)()
+    # A TLS Route's entries are in the route configuration of each of its SNI hostnames.
+    config_names = [name] if route.tls is None else [tls_route_config_name(route.port, h) for h in route.hostnames]
+    positions: list[JSON] = []
+    clusters: set[str] = set()
+    rds = [_entry(snapshot, ROUTE, config_name, _narrowed(cast(route_pb2.RouteConfiguration, snapshot.resources(ROUTE)[config_name].message), own,
+                                                          positions, clusters))
+           for config_name in config_names if config_name in snapshot.resources(ROUTE)]
+    clusters &= set(snapshot.resources(CLUSTER))
+    return {
+        "listener": name,
+        "precedence": positions,
+        "resources": {
+            "SDS": [_entry(snapshot, SECRET, s.name) for s in route.secrets if s.name in snapshot.resources(SECRET)],
+            "CDS": [_entry(snapshot, CLUSTER, c) for c in sorted(clusters)],
+            "EDS": [_entry(snapshot, ENDPOINT, c) for c in sorted(clusters) if c in snapshot.resources(ENDPOINT)],
+            "LDS": [_entry(snapshot, LISTENER, name)],
+            "RDS": rds,
+        },
+    }
+
+
+def _narrowed(config: route_pb2.RouteConfiguration, own: set[str], positions: list[JSON],
+              clusters: set[str]) -> route_pb2.RouteConfiguration:
+    """The route configuration cut down to this Route's entries, each with its place in the
+    virtual host's precedence order (which the other Routes on the port share)."""
+    narrowed = route_pb2.RouteConfiguration()
     narrowed.CopyFrom(config)
     del narrowed.virtual_hosts[:]
-    positions = []
-    clusters: set[str] = set()
     for vhost in config.virtual_hosts:
         mine = [(i, r) for i, r in enumerate(vhost.routes) if r.name in own]
         if not mine:
@@ -166,17 +188,7 @@ def _route_in_group(key: ObjectKey, result: BuildResult, group: str, snapshot: S
                           "positions": [i + 1 for i, _ in mine]})
         for _, r in mine:
             clusters.update(_clusters_of(r))
-    clusters &= set(snapshot.resources(CLUSTER))
-    return {
-        "listener": name,
-        "precedence": positions,
-        "resources": {
-            "CDS": [_entry(snapshot, CLUSTER, c) for c in sorted(clusters)],
-            "EDS": [_entry(snapshot, ENDPOINT, c) for c in sorted(clusters) if c in snapshot.resources(ENDPOINT)],
-            "LDS": [_entry(snapshot, LISTENER, name)],
-            "RDS": [_entry(snapshot, ROUTE, name, narrowed)],
-        },
-    }
+    return narrowed
 
 
 def _clusters_of(route: route_components_pb2.Route) -> set[str]:

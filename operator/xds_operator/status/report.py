@@ -17,8 +17,8 @@ from typing import Any
 from ..api.conditions import ACCEPTED, PROGRAMMED, Condition
 from ..api.objects import ObjectKey
 from ..ir.builder import BuildResult
-from ..ir.ir import cluster_name, listener_name
-from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from ..ir.ir import cluster_name, listener_name, tls_route_config_name
+from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry, ProxyState
 from ..xds.snapshot import Snapshot
@@ -54,11 +54,16 @@ def _resources_of(key: ObjectKey, result: BuildResult) -> list[tuple[str, str]] 
         if cluster is None:
             return None
         types = [CLUSTER, ENDPOINT] if cluster.discovery == "EDS" else [CLUSTER]
-        return [(t, cluster.name) for t in types]
+        tls = cluster.tls
+        secrets = [] if tls is None else [(SECRET, s) for s in (tls.ca_secret, tls.client_secret) if s]
+        return [(t, cluster.name) for t in types] + secrets
     route = result.routes_by_key.get(key)
-    if route is None:
+    if route is None or route.left_out:
         return None
     name = listener_name(route.port)
+    if route.tls is not None:  # its own route configuration per hostname, and its certificates
+        return [(LISTENER, name), *((ROUTE, tls_route_config_name(route.port, h)) for h in route.hostnames),
+                *((SECRET, s.name) for s in route.secrets)]
     return [(LISTENER, name), (ROUTE, name)]
 
 

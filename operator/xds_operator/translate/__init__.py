@@ -9,13 +9,14 @@ from google.protobuf.message import Message
 from ..ir.ir import ProxyConfigIR
 from .clusters import translate_cluster, translate_load_assignment
 from .listeners import translate_listener
-from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from .routes import translate_route_configuration
+from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from .routes import translate_route_configuration, translate_tls_route_configuration
+from .secrets import translate_secret
 
 # The translators are looked up here at call time (translate(), Snapshot.from_config), so that
 # tests can replace one for a run.
 __all__ = ["TranslateOptions", "translate", "translate_cluster", "translate_listener", "translate_load_assignment",
-           "translate_route_configuration"]
+           "translate_route_configuration", "translate_secret", "translate_tls_route_configuration"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,16 @@ class TranslateOptions:
 
 def translate(config: ProxyConfigIR, options: TranslateOptions = TranslateOptions()) -> dict[str, dict[str, Message]]:  # noqa: B008 (frozen)
     """Every resource of a proxy group's config, by type URL and resource name."""
+    routes = {ln.name: translate_route_configuration(ln) for ln in config.listeners if ln.sources}
+    routes.update((h.route_config, translate_tls_route_configuration(h)) for ln in config.listeners
+                  for h in ln.tls_hosts)
     return {
+        SECRET: {s.name: translate_secret(s) for s in config.secrets},
         CLUSTER: {c.name: translate_cluster(c) for c in config.clusters},
         ENDPOINT: {c.name: translate_load_assignment(c) for c in config.clusters if c.discovery == "EDS"},
-        LISTENER: {ln.name: translate_listener(ln.name, ln.port, options.listener_address) for ln in config.listeners},
-        ROUTE: {ln.name: translate_route_configuration(ln) for ln in config.listeners},
+        LISTENER: {ln.name: translate_listener(ln.name, ln.port, options.listener_address,
+                                               tuple((h.hostname, h.route_config, h.tls) for h in ln.tls_hosts),
+                                               bool(ln.sources))
+                   for ln in config.listeners},
+        ROUTE: routes,
     }

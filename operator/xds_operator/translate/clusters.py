@@ -12,6 +12,7 @@ from google.protobuf import wrappers_pb2
 
 from ..ir.ir import ClusterIR, Endpoint
 from .common import ads_config_source, duration, pack
+from .tls import upstream_socket
 
 Cluster = cluster_pb2.Cluster
 _LB = {
@@ -42,6 +43,8 @@ def translate_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
                 http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
         cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
             pack(options))
+    if ir.tls is not None:
+        cluster.transport_socket.CopyFrom(upstream_socket(ir.tls))
     if (hc := ir.health_check) is not None:
         cluster.health_checks.append(health_check_pb2.HealthCheck(
             timeout=duration(hc.timeout_ms),

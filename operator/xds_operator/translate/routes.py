@@ -14,7 +14,7 @@ from google.protobuf import wrappers_pb2
 
 from ..api import model
 from ..api.limits import header_value_as_sent
-from ..ir.ir import ListenerIR, RouteEntryIR, VirtualHostIR
+from ..ir.ir import ListenerIR, RouteEntryIR, TlsHostIR, VirtualHostIR
 from .common import duration
 
 _REDIRECT_CODES = {
@@ -29,8 +29,18 @@ _ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
 def translate_route_configuration(listener: ListenerIR) -> route_pb2.RouteConfiguration:
+    """The plain chain's route configuration."""
+    return _route_configuration(listener.name, listener.virtual_hosts)
+
+
+def translate_tls_route_configuration(host: TlsHostIR) -> route_pb2.RouteConfiguration:
+    """An SNI chain's own route configuration: its hostname's virtual host alone."""
+    return _route_configuration(host.route_config, (host.virtual_host,))
+
+
+def _route_configuration(name: str, virtual_hosts: tuple[VirtualHostIR, ...]) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration(
-        name=listener.name, virtual_hosts=[translate_virtual_host(vh) for vh in listener.virtual_hosts])
+        name=name, virtual_hosts=[translate_virtual_host(vh) for vh in virtual_hosts])
 
 
 def translate_virtual_host(vh: VirtualHostIR) -> rc.VirtualHost:

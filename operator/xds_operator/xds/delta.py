@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, SHORT_NAMES
+from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, SECRET, SHORT_NAMES
 from .snapshot import WILDCARD, Snapshot, VersionedResource
 from .stream import StreamBase, split_in_halves
 
@@ -170,8 +170,9 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             if not updates and not removed:
                 ts.nothing_due_at = snapshot.versions[type_url]
                 return None
-            # Stale clusters and their endpoints go only after the routes that used them (make-before-break).
-            if type_url in (CLUSTER, ENDPOINT) and removed and not self._routing_converged(snapshot):
+            # Stale clusters, their endpoints and certificates go only after the listeners and
+            # routes that used them (make-before-break): a secret still referenced is never removed.
+            if type_url in (SECRET, CLUSTER, ENDPOINT) and removed and not self._routing_converged(snapshot):
                 removed = []
         if not updates and not removed:
             return None

@@ -21,18 +21,19 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from .. import translate as translation  # its functions looked up at call time (tests patch them there)
 from ..ir.ir import ClusterIR, ListenerIR, ProxyConfigIR, VirtualHostIR
 from ..translate import TranslateOptions
-from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE
+from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE, SECRET
 from ..translate.routes import route_configuration_bytes, translate_virtual_host, virtual_host_record
 
 _MESSAGE_TYPES: dict[str, type[Message]] = {
     CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
-    LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration,
+    LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration, SECRET: secret_pb2.Secret,
 }
 
 WILDCARD = None  # a subscription to every resource of a type
@@ -246,16 +247,27 @@ class Snapshot:
         memo = memo if memo is not None else ResourceMemo()
         address = options.listener_address
         cluster_set = memo.cluster_set(config.clusters)
+        # As translate(): a plain route configuration where a listener has plain Routes, one per
+        # SNI hostname of its TLS Routes (each a single virtual host, translated whole).
+        routes = {ln.name: versioned_bytes(ROUTE, ln.name, memo.route_configuration(ln))
+                  for ln in config.listeners if ln.sources}
+        routes.update((h.route_config, memo.versioned(ROUTE, h.route_config,
+                                                      translation.translate_tls_route_configuration(h)))
+                      for ln in config.listeners for h in ln.tls_hosts)
         snapshot = cls({
+            SECRET: {s.name: memo.versioned(SECRET, s.name, translation.translate_secret(s)) for s in config.secrets},
             CLUSTER: cluster_set[0],
             ENDPOINT: cluster_set[1],
             LISTENER: {ln.name: memo.versioned(
-                LISTENER, ln.name, translation.translate_listener(ln.name, ln.port, address))
+                LISTENER, ln.name, translation.translate_listener(
+                    ln.name, ln.port, address, tuple((h.hostname, h.route_config, h.tls) for h in ln.tls_hosts),
+                    bool(ln.sources)))
                        for ln in config.listeners},
-            ROUTE: {ln.name: versioned_bytes(ROUTE, ln.name, memo.route_configuration(ln)) for ln in config.listeners},
+            ROUTE: routes,
         }, known_versions={CLUSTER: cluster_set[2], ENDPOINT: cluster_set[3]})
-        # Made from the very clusters they fill: every EDS cluster has its endpoint set.
-        snapshot._clusters_consistent = True
+        # Made from the very clusters they fill: every EDS cluster has its endpoint set. A TLS
+        # cluster's secrets are still checked (check_consistent).
+        snapshot._clusters_consistent = not any(c.tls is not None for c in config.clusters)
         return snapshot
 
     def resources(self, type_url: str) -> Mapping[str, VersionedResource]:
@@ -293,6 +305,9 @@ class Snapshot:
             listener = resource.message
             assert isinstance(listener, listener_pb2.Listener)
             for chain in listener.filter_chains:
+                if chain.HasField("transport_socket"):
+                    missing.extend(self._missing_secrets(f"listener {name}", chain.transport_socket,
+                                                         tls_pb2.DownstreamTlsContext()))
                 for f in chain.filters:
                     if f.name == "envoy.filters.network.http_connection_manager":
                         hcm = hcm_pb2.HttpConnectionManager()
@@ -303,9 +318,24 @@ class Snapshot:
         for name, resource in () if self._clusters_consistent else self.resources(CLUSTER).items():
             cluster = resource.message
             assert isinstance(cluster, cluster_pb2.Cluster)
+            if cluster.HasField("transport_socket"):
+                missing.extend(self._missing_secrets(f"cluster {name}", cluster.transport_socket,
+                                                     tls_pb2.UpstreamTlsContext()))
             if cluster.HasField("eds_cluster_config"):
                 eds_name = cluster.eds_cluster_config.service_name or name
                 if eds_name not in self.resources(ENDPOINT):
                     missing.append(f"EDS cluster {name} has no load assignment {eds_name}")
         if missing:
             raise InconsistentSnapshot("; ".join(missing))
+
+    def _missing_secrets(self, what: str, socket: Any, context: Any) -> list[str]:
+        """The SDS secrets a TLS transport socket names that the snapshot lacks: Envoy would keep
+        the listener or cluster warming."""
+        socket.typed_config.Unpack(context)
+        common = context.common_tls_context
+        names = [c.name for c in common.tls_certificate_sds_secret_configs]
+        if common.HasField("validation_context_sds_secret_config"):
+            names.append(common.validation_context_sds_secret_config.name)
+        if common.HasField("combined_validation_context"):
+            names.append(common.combined_validation_context.validation_context_sds_secret_config.name)
+        return [f"{what} names secret {n}, which is missing" for n in names if n not in self.resources(SECRET)]

@@ -27,7 +27,7 @@ from typing import Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
-from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
 from .callbacks import StreamCallbacks, StreamInfo
 from .snapshot import Snapshot
 
@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 
 SnapshotSource = Callable[[], Snapshot | None]
 
-# What each type waits for (besides the ACK of its own last response) before it is sent.
-_WAITS_FOR: dict[str, tuple[str, ...]] = {CLUSTER: (), ENDPOINT: (), LISTENER: (CLUSTER, ENDPOINT),
-                                          ROUTE: (CLUSTER, ENDPOINT)}
+# What each type waits for (besides the ACK of its own last response) before it is sent: the
+# certificates (SDS) a cluster or listener uses go first, so a rotated or new certificate is in
+# place before what names it changes.
+_WAITS_FOR: dict[str, tuple[str, ...]] = {SECRET: (), CLUSTER: (SECRET,), ENDPOINT: (),
+                                          LISTENER: (SECRET, CLUSTER, ENDPOINT), ROUTE: (CLUSTER, ENDPOINT)}
 
 
 class TypeState(Protocol):

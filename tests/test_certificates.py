@@ -1,0 +1,196 @@
+"""Certificate checks before anything is sent (ir/certificates.py, ir/secrets.py), Secrets in the
+file source, and what `validate` says of them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from xds_operator.api.objects import ObjectKey
+from xds_operator.ir.builder import Builder
+from xds_operator.ir.certificates import InvalidSecret, covers, key_pair, now_utc
+from xds_operator.sources.files import FileSource
+from xds_operator.sources.kubernetes import trimmed_secret
+from xds_operator.sources.state import StateStore
+
+from .tlscerts import DAY, NOW, make_ca, make_leaf, tls_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+CA = make_ca()
+LEAF = make_leaf(CA, "shop.example.com")
+OTHER = make_leaf(CA, "other.example.com")
+INTERMEDIATE = make_ca("intermediate", issuer=CA)
+CHAINED = make_leaf(INTERMEDIATE, "chained.example.com")
+
+
+def _rsa_1024_key() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+BAD_PAIRS = {
+    "not PEM": (b"hello", LEAF.key_pem, "tls.crt holds no PEM certificate"),
+    "broken PEM": (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", LEAF.key_pem,
+                   "tls.crt does not parse as PEM certificates"),
+    "no key": (LEAF.cert_pem, b"", "tls.key holds no PEM private key"),
+    "broken key": (LEAF.cert_pem, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                   "tls.key does not parse as an unencrypted PEM private key"),
+    "key of another certificate": (LEAF.cert_pem, OTHER.key_pem, "tls.key does not match the certificate in tls.crt"),
+    "chain out of order": (CHAINED.cert_pem + CA.cert_pem + INTERMEDIATE.cert_pem, CHAINED.key_pem,
+                           "tls.crt is not in order: certificate 1 (CN=chained.example.com) is not signed by "
+                           "certificate 2 (CN=test CA)"),
+    "intermediate missing": (CHAINED.cert_pem + CA.cert_pem, CHAINED.key_pem,
+                             "tls.crt is not in order: certificate 1 (CN=chained.example.com) is not signed by "
+                             "certificate 2 (CN=test CA)"),
+    "expired": ((e := make_leaf(CA, "old.example.com", not_before=NOW - 10 * DAY, not_after=NOW - DAY)).cert_pem,
+                e.key_pem, "certificate 1 of tls.crt (CN=old.example.com) expired on"),
+    "not yet valid": ((f := make_leaf(CA, "new.example.com", not_before=NOW + DAY)).cert_pem, f.key_pem,
+                      "certificate 1 of tls.crt (CN=new.example.com) is not valid before"),
+    "RSA 1024": (LEAF.cert_pem, _rsa_1024_key(), "is an RSA key of 1024 bits"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PAIRS))
+def test_unusable_key_pairs_are_refused_with_the_reason(case: str) -> None:
+    chain, key, reason = BAD_PAIRS[case]
+    with pytest.raises(InvalidSecret) as caught:
+        key_pair(chain, key, now_utc())
+    assert reason in str(caught.value)
+
+
+def test_a_chain_in_order_is_accepted_and_names_come_from_the_leaf() -> None:
+    pair = key_pair(CHAINED.cert_pem + INTERMEDIATE.cert_pem + CA.cert_pem, CHAINED.key_pem, now_utc())
+    assert pair.names == ("chained.example.com",)
+
+
+@pytest.mark.parametrize("names,hostname,covered", [
+    (("shop.example.com",), "shop.example.com", True),
+    (("shop.example.com",), "www.shop.example.com", False),
+    (("*.example.com",), "shop.example.com", True),
+    (("*.example.com",), "a.shop.example.com", False),  # a wildcard is one label (RFC 6125)
+    (("*.example.com",), "example.com", False),
+    (("*.example.com",), "*.example.com", True),
+    (("shop.example.com",), "*.example.com", False),
+])
+def test_names_cover_hostnames(names: tuple[str, ...], hostname: str, covered: bool) -> None:
+    assert covers(names, hostname) is covered
+
+
+def _route_state(secret: dict | None, hostnames: list[str], *, extra: list[dict] = ()) -> StateStore:
+    from xds_operator.api.objects import UserObject
+    state = StateStore()
+    if secret is not None:
+        state.put_secret("default", secret["metadata"]["name"], trimmed_secret(secret))
+    for doc in extra:
+        state.put_secret("default", doc["metadata"]["name"], trimmed_secret(doc))
+    state.put(UserObject(ObjectKey("Route", "default", "r"), {
+        "port": 8443, "hostnames": hostnames, "tls": {"certificateRef": {"name": "cert"}},
+        "rules": [{"directResponse": {"status": 200}}]}))
+    state.put(UserObject(ObjectKey("Route", "default", "plain"), {
+        "port": 8443, "rules": [{"directResponse": {"status": 200}}]}))
+    return state
+
+
+def _refs(state: StateStore) -> tuple[str, str, str, tuple[str, ...]]:
+    result = Builder().build(state)
+    status = result.statuses[ObjectKey("Route", "default", "r")]
+    refs = status.condition("ResolvedRefs")
+    assert refs is not None
+    return refs.status, refs.reason, refs.message, status.warnings
+
+
+def test_expiring_soon_and_uncovered_hostnames_are_warnings() -> None:
+    soon = make_leaf(CA, "shop.example.com", not_after=NOW + 5 * DAY)
+    status, reason, message, warnings = _refs(_route_state(tls_secret("cert", soon),
+                                                           ["shop.example.com", "x.test"]))
+    assert (status, reason) == (True, "ResolvedRefs")
+    assert re.fullmatch(r"spec.tls.certificateRef: the certificate of Secret default/cert expires in [45] days, on "
+                        r"\S+ \S+ UTC", warnings[0]), warnings
+    assert warnings[1] == ("spec.hostnames: the certificate of Secret default/cert does not cover x.test (it names "
+                           "shop.example.com)")
+    assert message == "all references resolved; warning: " + "; warning: ".join(warnings)
+
+
+@pytest.mark.parametrize("secret,problem", [
+    (None, "Secret default/cert not found"),
+    ({**tls_secret("cert", LEAF), "type": "Opaque"}, "Secret default/cert is of type Opaque, not kubernetes.io/tls"),
+    ({**tls_secret("cert", LEAF), "data": {}}, "Secret default/cert has no tls.crt and no tls.key"),
+    ({**tls_secret("cert", LEAF), "data": {"tls.crt": tls_secret("x", LEAF)["data"]["tls.crt"],
+                                           "tls.key": tls_secret("x", OTHER)["data"]["tls.key"]}},
+     "Secret default/cert: tls.key does not match the certificate in tls.crt"),
+])
+def test_an_unusable_secret_leaves_out_only_its_routes_tls_hostnames(secret: dict | None, problem: str) -> None:
+    state = _route_state(secret, ["shop.example.com"])
+    status, reason, message, _ = _refs(state)
+    assert (status, reason, message) == (False, "InvalidCertificateRef", f"spec.tls.certificateRef: {problem}")
+    config = Builder().build(state).config_for("default")
+    (listener,) = config.listeners
+    assert listener.tls_hosts == () and config.secrets == ()
+    assert [vh.name for vh in listener.virtual_hosts] == ["*"]  # the plain Route on the port still serves
+
+
+def test_secret_rotation_changes_the_secret_only() -> None:
+    from xds_operator.translate import translate
+    from xds_operator.translate.resources import LISTENER, ROUTE, SECRET
+    state = _route_state(tls_secret("cert", LEAF), ["shop.example.com"])
+    builder = Builder()
+    before = translate(builder.build(state).config_for("default"))
+    state.put_secret("default", "cert", trimmed_secret(tls_secret("cert", make_leaf(CA, "shop.example.com"))))
+    after = translate(builder.build(state).config_for("default"))
+    assert before[LISTENER] == after[LISTENER] and before[ROUTE] == after[ROUTE]
+    assert before[SECRET] != after[SECRET] and set(after[SECRET]) == {"tls/default/cert"}
+
+
+# -- Secrets in files ------------------------------------------------------------------------------
+
+SECRETS_FILE = """\
+apiVersion: v1
+kind: Secret
+metadata: {name: by-data, namespace: ns}
+type: kubernetes.io/tls
+data: {"tls.crt": aGVsbG8=, "tls.key": a2V5}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: by-string-data, namespace: ns}
+data: {ca.crt: aGVsbG8=}
+stringData: {ca.crt: "plain text wins"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: broken, namespace: ns}
+data: {ca.crt: "not base64!"}
+"""
+
+
+def test_file_source_reads_secrets(tmp_path: Path) -> None:
+    (tmp_path / "secrets.yaml").write_text(SECRETS_FILE)
+    state = StateStore()
+    source = FileSource(tmp_path, state)
+    source.scan()
+    assert state.secrets == {
+        ("ns", "by-data"): {"type": "kubernetes.io/tls", "data": {"tls.crt": b"hello", "tls.key": b"key"}},
+        ("ns", "by-string-data"): {"type": "Opaque", "data": {"ca.crt": b"plain text wins"}},
+    }
+    (finding,) = source.findings()
+    assert (finding.line, finding.message) == (13, "Secret/ns/broken: data.ca.crt is not base64")
+
+
+def test_validate_reports_certificate_problems_and_warnings() -> None:
+    result = subprocess.run([sys.executable, "-m", "xds_operator.cli", "validate", str(ROOT / "tests/golden/tls.in.yaml")],
+                            capture_output=True, text=True, timeout=60)
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    assert ("error: Route/web/bad: spec.tls.certificateRef: Secret web/mismatched: tls.key does not match the "
+            "certificate in tls.crt (ResolvedRefs=InvalidCertificateRef)") in out
+    assert "warning: Route/web/missing: spec.tls.certificateRef: Secret web/nope not found" in out
+    assert ("warning: Route/web/uncovered: the certificate of Secret web/shop does not cover other.test (it names "
+            "shop.example.com)") in out
+    assert out.splitlines()[-1].endswith("1 error, 2 warnings")
