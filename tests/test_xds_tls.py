@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 
 from xds_operator.api.objects import API_VERSION, UserObject
 from xds_operator.controlplane.app import ControlPlane
+from xds_operator.dev.processes import envoy_binary
 from xds_operator.translate.resources import CLUSTER, LISTENER
 from xds_operator.xds.channel_tls import ReloadingTls, TlsFilesError, XdsTlsFiles, load
 from xds_operator.xds.peer_group import group_uri, groups_named, refusal
 
+from .test_cli import cli, one_line_error
 from .tlscerts import DAY, NOW, Issued, make_ca, make_leaf
 from .xds_client import AdsClient, resource_names
 from .xds_pki import XdsPki, served_certificate
@@ -257,3 +261,76 @@ async def test_rotation_keeps_open_streams_and_new_handshakes_get_the_new_certif
     plane.state.put(manifest("Route", "edge", {"port": 10080, "proxies": ["edge"], "rules": [{"backends": [{"name": "b"}]}]}))
     assert resource_names(await ads.expect(CLUSTER, timeout=5)) == ["t/b"]
     assert list(plane.registry.proxies.values()) == [proxy]
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+def only_line(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 1 and one line on stderr naming the problem, no traceback."""
+    line = one_line_error(result, 1, *needles)
+    assert result.stderr.strip() == line, result.stderr
+    return line
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_bad_tls_files_are_one_line_and_exit_1(tmp_path: Path, ca: Issued, command: str):
+    good, other = make_leaf(ca, "xds.test"), make_leaf(ca, "xds.test")
+    files = files_with(tmp_path, good.cert_pem, other.key_pem)
+    (tmp_path / "config").mkdir()
+    base = [command, "--xds-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0"]
+    if command == "serve":
+        base += ["--config", str(tmp_path / "config")]
+    missing = tmp_path / "missing.crt"
+    only_line(cli(*base, "--xds-tls-cert", str(missing), "--xds-tls-key", str(files.key)),
+              f"xds-operator {command}: error: --xds-tls-cert {missing}: No such file or directory")
+    only_line(cli(*base, "--xds-tls-cert", str(files.cert), "--xds-tls-key", str(files.key)),
+              f"--xds-tls-key {files.key} does not match the certificate in --xds-tls-cert {files.cert}")
+    (tmp_path / "junk.pem").write_text("not PEM\n")
+    (tmp_path / "good.key").write_bytes(good.key_pem)
+    only_line(cli(*base, "--xds-tls-cert", str(files.cert), "--xds-tls-key", str(tmp_path / "good.key"),
+                  "--xds-client-ca", str(tmp_path / "junk.pem")),
+              f"--xds-client-ca {tmp_path / 'junk.pem'} holds no PEM certificate")
+    only_line(cli(*base, "--xds-tls-cert", str(files.cert)), "--xds-tls-cert and --xds-tls-key go together")
+    only_line(cli(*base, "--xds-client-ca", str(files.cert)), "--xds-client-ca needs --xds-tls-cert and --xds-tls-key")
+
+
+def test_bootstrap_renders_the_transport_socket_envoy_accepts(tmp_path: Path):
+    pki = XdsPki(tmp_path)
+    cert, key = pki.client_files("edge", pki.client("edge"))
+    result = cli("bootstrap", "--node-cluster", "edge", "--xds-address", "xds.example:18000",
+                 "--xds-tls-ca", str(pki.server_ca_file), "--xds-client-cert", str(cert), "--xds-client-key", str(key))
+    assert result.returncode == 0, result.stderr
+    [cluster] = yaml.safe_load(result.stdout)["static_resources"]["clusters"]
+    assert cluster["transport_socket"] == {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "xds.example",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{"certificate_chain": {"filename": str(cert)}, "private_key": {"filename": str(key)}}],
+            "validation_context": {"trusted_ca": {"filename": str(pki.server_ca_file)},
+                                   "match_typed_subject_alt_names": [{"san_type": "DNS",
+                                                                      "matcher": {"exact": "xds.example"}}]}}}}
+    path = tmp_path / "envoy.yaml"
+    path.write_text(result.stdout)
+    check = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # An IP address is matched as one and sent as no SNI; without a client certificate, none is sent.
+    by_ip = yaml.safe_load(cli("bootstrap", "--xds-address", "10.0.0.1:18000", "--xds-tls-ca", "/ca.crt").stdout)
+    context = by_ip["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    assert "sni" not in context and "tls_certificates" not in context["common_tls_context"]
+    assert context["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.0.0.1"}}]
+    named = yaml.safe_load(cli("bootstrap", "--xds-address", "10.0.0.1:18000", "--xds-tls-ca", "/ca.crt",
+                               "--xds-server-name", "xds-operator.xds-operator.svc").stdout)
+    assert named["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["sni"] == \
+        "xds-operator.xds-operator.svc"
+
+
+def test_bootstrap_tls_options_that_do_not_go_together():
+    only_line(cli("bootstrap", "--xds-client-cert", "/c.crt", "--xds-client-key", "/c.key"),
+              "need --xds-tls-ca")
+    only_line(cli("bootstrap", "--xds-tls-ca", "/ca.crt", "--xds-client-cert", "/c.crt"),
+              "--xds-client-cert and --xds-client-key go together")
+
