@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,13 +17,15 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from xds_operator.api.objects import API_VERSION, UserObject
+from xds_operator.cli import parser
 from xds_operator.controlplane.app import ControlPlane
 from xds_operator.dev.processes import envoy_binary
 from xds_operator.translate.resources import CLUSTER, LISTENER
 from xds_operator.xds.channel_tls import ReloadingTls, TlsFilesError, XdsTlsFiles, load
 from xds_operator.xds.peer_group import group_uri, groups_named, refusal
 
-from .test_cli import cli, one_line_error
+from .test_cli import REPO, cli, one_line_error
+from .test_deploy_manifests import kubectl
 from .tlscerts import DAY, NOW, Issued, make_ca, make_leaf
 from .xds_client import AdsClient, resource_names
 from .xds_pki import XdsPki, served_certificate
@@ -334,3 +337,24 @@ def test_bootstrap_tls_options_that_do_not_go_together():
     only_line(cli("bootstrap", "--xds-tls-ca", "/ca.crt", "--xds-client-cert", "/c.crt"),
               "--xds-client-cert and --xds-client-key go together")
 
+
+
+def test_the_deploy_component_passes_the_mounted_secret_to_run(tmp_path: Path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    deploy = Path(os.path.relpath(REPO / "deploy", overlay))
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [str(deploy / "operator")], "components": [str(deploy / "components" / "ads-mtls")]}))
+    rendered = subprocess.run([kubectl(), "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    [deployment] = [d for d in yaml.safe_load_all(rendered.stdout) if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = parser().parse_args(container["args"])
+    assert (args.command, args.standalone, args.leader_elect) == ("run", True, True)
+    [mount] = container["volumeMounts"]
+    [volume] = pod["volumes"]
+    assert volume == {"name": mount["name"], "secret": {"secretName": "xds-operator-xds-tls"}}
+    folder = Path(mount["mountPath"])
+    assert (args.xds_tls_cert, args.xds_tls_key, args.xds_client_ca) == (
+        str(folder / "tls.crt"), str(folder / "tls.key"), str(folder / "ca.crt"))
