@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,17 +91,23 @@ def stamp(files: XdsTlsFiles) -> Stamp | None:
 
 
 class ReloadingTls:
-    """The newest good TlsMaterial of `files`, re-read only when their stamp changes."""
+    """The newest good TlsMaterial of `files`, re-read only when their stamp changes. `changed` may be
+    called from grpc's threads, several handshakes at once: one of them reads the files."""
 
     def __init__(self, files: XdsTlsFiles) -> None:
         self.files = files
         self._stamp = stamp(files)
         self.current = load(files)  # raises TlsFilesError: bad files at start stop the server
         self._refused: Stamp | None | object = _NONE  # the stamp of files found bad (None: unreadable)
+        self._lock = threading.Lock()
 
     def changed(self) -> TlsMaterial | None:
         """New material if the files changed and are good; None if unchanged or bad (then the
         error is logged once per change of the files, and the last good material keeps serving)."""
+        with self._lock:
+            return self._reload()
+
+    def _reload(self) -> TlsMaterial | None:
         now = stamp(self.files)
         if now == self._stamp or now == self._refused:
             return None
