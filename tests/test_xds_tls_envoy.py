@@ -123,14 +123,16 @@ async def test_an_envoy_without_a_client_certificate_gets_nothing(mtls: MtlsStac
     assert mtls.body() is None
 
 
-async def test_an_envoy_with_another_groups_certificate_gets_permission_denied(mtls: MtlsStack):
-    envoy = await mtls.envoy("sneaky-1", mtls.pki.client("payments")).start(wait_ready=False)
-    await eventually(lambda: "proxy sneaky-1 (cluster 'edge') refused over sotw" in mtls.serve_log(), timeout=30,
-                     what="the server refusing the stream")
+@pytest.mark.parametrize("api_type, protocol", [("GRPC", "sotw"), ("DELTA_GRPC", "delta")], ids=["sotw", "delta"])
+async def test_an_envoy_with_another_groups_certificate_gets_permission_denied(mtls: MtlsStack, api_type: str,
+                                                                               protocol: str):
+    envoy = await mtls.envoy("sneaky-1", mtls.pki.client("payments"), api_type=api_type).start(wait_ready=False)
+    await eventually(lambda: f"proxy sneaky-1 (cluster 'edge') refused over {protocol}" in mtls.serve_log(),
+                     timeout=30, what="the server refusing the stream")
     line = next(line for line in mtls.serve_log().splitlines() if "proxy sneaky-1" in line)
     assert "spiffe://xds-operator/xds-group/payments" in line and "WARNING" in line
     # Envoy was told why (gRPC status 7, PERMISSION_DENIED) and got nothing.
-    await eventually(lambda: re.search(r"gRPC config stream to xds-operator closed[^\n]*: 7, ", envoy_log(envoy)),
+    await eventually(lambda: re.search(r"config stream to xds-operator closed[^\n]*: 7, ", envoy_log(envoy)),
                      what="Envoy logging PERMISSION_DENIED", timeout=10)
     assert updates(envoy) == {}
     assert mtls.server.get_json("/proxies") == []
