@@ -4,19 +4,22 @@ the same XdsClientTls the --xds-tls-ca/--xds-client-cert/--xds-client-key option
 
 An Envoy with its group's certificate gets its config and serves traffic; one without a client
 certificate gets no handshake; one whose certificate names another group gets PERMISSION_DENIED
-and nothing; the server's certificate rotates under an open stream without dropping it.
+and nothing; the server's certificate rotates under an open stream without dropping it. And
+`xds-operator run` over mTLS with Routes from a real API server.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from xds_operator.dev.processes import free_port
+from xds_operator.dev.processes import Process, free_port, wait_http
 
+from .kubeops import route
 from .realprocs import Envoy, ServeProcess, eventually, http_get
 from .tlscerts import Issued
 from .xds_pki import SERVER_NAME, XdsPki, served_certificate
@@ -168,3 +171,37 @@ async def test_rotating_the_servers_certificate_keeps_envoys_stream(mtls: MtlsSt
     assert stats[XDS + "upstream_cx_destroy"] == 0
     assert len(mtls.connected_lines("edge-1")) == 1
     assert not {k: v for k, v in updates(envoy).items() if k.endswith("update_rejected")}
+
+
+async def test_run_serves_ads_over_mtls_from_the_kubernetes_api(kube, tmp_path: Path):
+    """`xds-operator run --xds-tls-cert ... --xds-client-ca ...`: a Route from the API reaches an
+    Envoy with its group's certificate; one with another group's is refused."""
+    pki = XdsPki(tmp_path / "pki")
+    listener_port, xds_port, http_port = free_port(), free_port(), free_port()
+    await kube.create(route("edge", kube.namespace, port=listener_port, proxies=[GROUP],
+                            rules=[{"directResponse": {"status": 200, "body": "from the API"}}]))
+    command = [sys.executable, "-m", "xds_operator.cli", "run", "--standalone", "--namespace", kube.namespace,
+               "--xds-address", f"127.0.0.1:{xds_port}", "--http-address", f"127.0.0.1:{http_port}",
+               "--listener-address", "127.0.0.1", *pki.serve_args()]
+    log = tmp_path / "operator.log"
+    operator = await Process("xds-operator run", command, log_path=log,
+                             env={"KUBECONFIG": str(kube.kubeconfig)}).start()
+    envoys = []
+    try:
+        await wait_http(f"http://127.0.0.1:{http_port}/readyz", process=operator)
+        assert "ADS server listening on 127.0.0.1:" in log.read_text() and ", over mTLS" in log.read_text()
+        envoys.append(envoy := Envoy(tmp_path, xds_port, node_cluster=GROUP, node_id="edge-1",
+                                     xds_tls=pki.envoy_tls(pki.client(GROUP), name="edge-1")))
+        await envoy.start()
+        assert await eventually(lambda: http_get(f"http://127.0.0.1:{listener_port}/")[2] == b"from the API",
+                                what="the API's Route through Envoy")
+        envoys.append(sneaky := Envoy(tmp_path, xds_port, node_cluster=GROUP, node_id="sneaky-1",
+                                      xds_tls=pki.envoy_tls(pki.client("payments"), name="sneaky-1")))
+        await sneaky.start(wait_ready=False)
+        await eventually(lambda: "proxy sneaky-1 (cluster 'edge') refused over sotw" in log.read_text(),
+                         what="the operator refusing the other group's certificate")
+        assert updates(sneaky) == {}
+    finally:
+        for envoy in envoys:
+            await envoy.stop()
+        await operator.stop()
