@@ -14,11 +14,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xds_operator.bootstrap import BootstrapParams, render_bootstrap
+from xds_operator.bootstrap import BootstrapParams, XdsClientTls, render_bootstrap
 from xds_operator.dev.processes import Process, envoy_command, free_port, httpbin_command, wait_http
 
 
@@ -79,18 +79,21 @@ class Envoy:
     """A real Envoy whose bootstrap points at an xDS server on 127.0.0.1:`xds_port`."""
 
     def __init__(self, tmp: Path, xds_port: int, *, api_type: str = "GRPC", node_cluster: str = "test",
-                 node_id: str = "envoy-1") -> None:
+                 node_id: str = "envoy-1", xds_tls: XdsClientTls | None = None) -> None:
         self.admin_port = free_port()
         self.bootstrap = tmp / f"envoy-{node_id}.yaml"
         self.bootstrap.write_text(render_bootstrap(BootstrapParams(
             node_id=node_id, node_cluster=node_cluster, xds_port=xds_port, admin_port=self.admin_port,
-            api_type=api_type)))
+            api_type=api_type, xds_tls=xds_tls)))
         self.process = Process(f"envoy {node_id}", envoy_command(self.bootstrap, log_level="info"),
                                log_path=tmp / f"envoy-{node_id}.log")
 
-    async def start(self) -> Envoy:
+    async def start(self, *, wait_ready: bool = True) -> Envoy:
+        """Starts Envoy and waits until it is ready (its first config is in), or with `wait_ready`
+        False only until its admin interface answers (for an Envoy that is to get no config)."""
         await self.process.start()
-        await wait_http(f"{self.admin_url}/ready", process=self.process, timeout=30)
+        await wait_http(f"{self.admin_url}/{'ready' if wait_ready else 'server_info'}", process=self.process,
+                        timeout=30)
         return self
 
     async def stop(self) -> None:
@@ -112,17 +115,18 @@ class Envoy:
 class ServeProcess:
     """`xds-operator serve` as users run it, on fixed ports chosen once so it can be restarted."""
 
-    def __init__(self, tmp: Path, config: Path) -> None:
+    def __init__(self, tmp: Path, config: Path, *, args: Sequence[str] = ()) -> None:
         self.xds_port = free_port()
         self.http_port = free_port()
         self.config = config
+        self.args = list(args)  # more options of `serve`
         self.log_path = tmp / "serve.log"
         self.process: Process | None = None
 
     async def start(self) -> ServeProcess:
         command = [sys.executable, "-m", "xds_operator.cli", "serve", "--config", str(self.config),
                    "--xds-address", f"127.0.0.1:{self.xds_port}", "--http-address", f"127.0.0.1:{self.http_port}",
-                   "--listener-address", "127.0.0.1"]
+                   "--listener-address", "127.0.0.1", *self.args]
         self.process = await Process("xds-operator serve", command, log_path=self.log_path).start()
         await wait_http(f"http://127.0.0.1:{self.http_port}/readyz", process=self.process)
         return self

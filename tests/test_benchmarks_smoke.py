@@ -23,6 +23,8 @@ SMOKE = {
                      r"one Route edited -> snapshot +[\d.]+ ms"],
     # A real Envoy, httpbin and `serve`, 3 edits at 10 Routes.
     "edit_latency.py": [r"median \d+ ms +p99 \d+ ms +max \d+ ms"],
+    "xds_tls.py": [r"certificate fetch per handshake, unchanged +[\d.]+ us wall +[\d.]+ us CPU",
+                   r"first CDS response, mTLS +median +[\d.]+ ms"],
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -52,15 +54,20 @@ def make_ca(common_name: str = "test CA", *, not_before: datetime.datetime = NOW
 
 
 def make_leaf(ca: Issued, *names: str, not_before: datetime.datetime = NOW - DAY,
-              not_after: datetime.datetime = NOW + 365 * DAY, client: bool = False) -> Issued:
+              not_after: datetime.datetime = NOW + 365 * DAY, client: bool = False,
+              uris: Sequence[str] = (), ips: Sequence[str] = ()) -> Issued:
+    """A leaf signed by `ca` for DNS `names` (and URI and IP address SANs)."""
     key = ec.generate_private_key(ec.SECP256R1())
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     builder = (x509.CertificateBuilder().subject_name(_name(names[0] if names else "client"))
                .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(not_before).not_valid_after(not_after)
                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    sans += [x509.UniformResourceIdentifier(u) for u in uris]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 

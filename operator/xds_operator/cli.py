@@ -8,9 +8,10 @@ import importlib.metadata
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .addresses import Address, UsageError, check_free, parse_address
-from .bootstrap import BootstrapParams, render_bootstrap
+from .bootstrap import BootstrapParams, XdsClientTls, render_bootstrap
 from .cli_args import (
     LOG_LEVELS,
     client_address,
@@ -26,7 +27,30 @@ from .cli_args import (
 from .inspect import add_commands as add_inspection_commands
 from .stop_signals import StopSignals, catch_early, ignore_stop_signals
 
+if TYPE_CHECKING:
+    from .xds.channel_tls import XdsTlsFiles
+
 HTTP_ENDPOINTS = "/healthz, /readyz, /proxies, /status and /metrics"
+
+
+def xds_tls_files(args: argparse.Namespace) -> XdsTlsFiles | None:
+    """serve's and run's --xds-tls-cert/--xds-tls-key/--xds-client-ca, checked: the files are
+    read and verified here, so a bad one is one line before anything starts (UsageError)."""
+    from .xds.channel_tls import ReloadingTls, TlsFilesError, XdsTlsFiles
+
+    if args.xds_tls_cert is None and args.xds_tls_key is None:
+        if args.xds_client_ca is not None:
+            raise UsageError("--xds-client-ca needs --xds-tls-cert and --xds-tls-key (the server's own certificate)")
+        return None
+    if args.xds_tls_cert is None or args.xds_tls_key is None:
+        raise UsageError("--xds-tls-cert and --xds-tls-key go together: give both, or neither for plaintext ADS")
+    files = XdsTlsFiles(Path(args.xds_tls_cert), Path(args.xds_tls_key),
+                        Path(args.xds_client_ca) if args.xds_client_ca is not None else None)
+    try:
+        ReloadingTls(files)
+    except TlsFilesError as exc:
+        raise UsageError(str(exc)) from None
+    return files
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -38,10 +62,11 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.exists():
         print(f"xds-operator serve: error: --config {config}: no such file or directory", file=sys.stderr)
         return 2
+    xds_tls = xds_tls_files(args)
 
     async def main() -> None:
         plane = ControlPlane(xds_address=args.xds_address, http_address=args.http_address,
-                             options=TranslateOptions(listener_address=args.listener_address))
+                             options=TranslateOptions(listener_address=args.listener_address), xds_tls=xds_tls)
         source = FileSource(config, plane.state, interval=args.poll_interval)
         source.scan()
         await plane.start()
@@ -129,8 +154,20 @@ def _bootstrap(args: argparse.Namespace) -> int:
     sys.stdout.write(render_bootstrap(BootstrapParams(
         node_id=args.node_id, node_cluster=args.node_cluster, xds_host=xds.host, xds_port=xds.port,
         admin_address=args.admin_address, admin_port=args.admin_port,
-        api_type="DELTA_GRPC" if args.delta else "GRPC")))
+        api_type="DELTA_GRPC" if args.delta else "GRPC", xds_tls=_bootstrap_tls(args, xds))))
     return 0
+
+
+def _bootstrap_tls(args: argparse.Namespace, xds: Address) -> XdsClientTls | None:
+    if args.xds_tls_ca is None:
+        if args.xds_client_cert or args.xds_client_key or args.xds_server_name:
+            raise UsageError("--xds-client-cert, --xds-client-key and --xds-server-name need --xds-tls-ca "
+                             "(the CA Envoy verifies the server with)")
+        return None
+    if (args.xds_client_cert is None) != (args.xds_client_key is None):
+        raise UsageError("--xds-client-cert and --xds-client-key go together: give both, or neither")
+    return XdsClientTls(ca=args.xds_tls_ca, server_name=args.xds_server_name or xds.host,
+                        client_cert=args.xds_client_cert, client_key=args.xds_client_key)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -139,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
     # Before kopf starts: a busy port is one line here, not an error inside kopf's startup handler.
     check_free(args.xds_address, "the ADS port; choose another with --xds-address")
     check_free(args.http_address, "the HTTP port; choose another with --http-address")
-    return run_operator(args)
+    return run_operator(args, xds_tls_files(args))
 
 
 async def _until_signalled() -> None:
@@ -167,6 +204,16 @@ def parser() -> argparse.ArgumentParser:
                        help=f"address of {HTTP_ENDPOINTS} (default %(default)s)")
         s.add_argument("--listener-address", type=listener_ip, default="0.0.0.0", metavar="IP",
                        help="the IP address Envoy listeners bind (default %(default)s)")
+        tls = s.add_argument_group(
+            "ADS over TLS", "Serve ADS over TLS; with --xds-client-ca, only to proxies whose client certificate that "
+            "CA signed and whose URI SAN spiffe://<trust domain>/xds-group/<node.cluster> names the group they ask "
+            "for. The files are re-read when they change (new connections get the new ones, open streams stay).")
+        tls.add_argument("--xds-tls-cert", metavar="FILE",
+                         help="the server's PEM certificate chain, leaf first (default: plaintext ADS)")
+        tls.add_argument("--xds-tls-key", metavar="FILE", help="the PEM private key of --xds-tls-cert")
+        tls.add_argument("--xds-client-ca", metavar="FILE",
+                         help="PEM CA certificates of the proxies' client certificates: given, every proxy needs one "
+                              "(default: no client certificates)")
 
     s = command("serve", "serve Routes and Backends from YAML files (reloaded on change)")
     s.add_argument("--config", required=True, help="a YAML file or a directory of them")
@@ -220,6 +267,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--admin-port", type=port_number, default=9901, metavar="PORT",
                    help="Envoy's admin port (default %(default)s)")
     s.add_argument("--delta", action="store_true", help="use incremental (delta) xDS (default: state of the world)")
+    tls = s.add_argument_group(
+        "ADS over TLS", "Paths as Envoy will see them (read by Envoy at start, not by this command). The client "
+        "certificate's URI SAN spiffe://<trust domain>/xds-group/<node.cluster> must name --node-cluster when the "
+        "server has --xds-client-ca.")
+    tls.add_argument("--xds-tls-ca", metavar="FILE",
+                     help="PEM CA that signed the server's certificate: Envoy connects over TLS and verifies it "
+                          "(default: plaintext)")
+    tls.add_argument("--xds-server-name", type=host_name, metavar="NAME",
+                     help="the DNS name or IP address the server's certificate must carry; a DNS name is also sent "
+                          "as SNI (default: the host of --xds-address)")
+    tls.add_argument("--xds-client-cert", metavar="FILE", help="Envoy's PEM client certificate chain (needs --xds-tls-ca)")
+    tls.add_argument("--xds-client-key", metavar="FILE", help="the PEM private key of --xds-client-cert")
     s.set_defaults(func=_bootstrap)
 
     s = command("run", "run as a Kubernetes operator (kopf) with the ADS server in one process")

@@ -15,13 +15,14 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from ..addresses import check_free
+from ..addresses import UsageError, check_free
 from ..sources.state import StateStore
 from ..status.metrics import Metrics
 from ..status.web import make_app, start_http
 from ..translate import TranslateOptions
 from ..xds.cache import SnapshotCache
 from ..xds.callbacks import FanOut
+from ..xds.channel_tls import ReloadingTls, TlsFilesError, XdsTlsFiles
 from ..xds.proxies import ProxyRegistry
 from ..xds.server import start_server
 from .controller import Controller
@@ -35,6 +36,7 @@ class ControlPlane:
     xds_address: str = "0.0.0.0:18000"
     http_address: str | None = "0.0.0.0:18001"
     options: TranslateOptions = TranslateOptions()
+    xds_tls: XdsTlsFiles | None = None  # ADS over TLS (mTLS with a client CA); None: plaintext
     debounce: float = 0.05
     state: StateStore = field(default_factory=StateStore)
     cache: SnapshotCache = field(default_factory=SnapshotCache)
@@ -67,15 +69,20 @@ class ControlPlane:
         return None
 
     async def start(self, *, initial_quiet: float = 0.0, initial_max_delay: float = 0.0) -> None:
-        """Raises UsageError, before anything runs, if the ADS or HTTP port is taken."""
+        """Raises UsageError, before anything runs, if the ADS or HTTP port is taken or a TLS file is bad."""
         check_free(self.xds_address, "the ADS port; choose another with --xds-address")
         if self.http_address:
             check_free(self.http_address, "the HTTP port; choose another with --http-address")
+        try:
+            tls = ReloadingTls(self.xds_tls) if self.xds_tls is not None else None
+        except TlsFilesError as exc:
+            raise UsageError(str(exc)) from None
         run = self.controller.run(initial_quiet=initial_quiet, initial_max_delay=initial_max_delay)
         self._tasks.append(asyncio.create_task(run, name="controller"))
         self._server, self.xds_port = await start_server(self.xds_address, self.cache,
-                                                          FanOut(self.registry, self.metrics.tracker))
-        log.info("ADS server listening on %s (port %d)", self.xds_address, self.xds_port)
+                                                          FanOut(self.registry, self.metrics.tracker), tls)
+        log.info("ADS server listening on %s (port %d)%s", self.xds_address, self.xds_port,
+                 "" if tls is None else ", over mTLS" if tls.files.requires_client_certificates else ", over TLS")
         if self.http_address:
             self._http, self.http_port = await start_http(make_app(self.controller, self.registry,
                                                                    self.not_ready_reason, self.metrics.registry,

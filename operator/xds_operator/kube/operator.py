@@ -29,6 +29,7 @@ from ..sources.kubernetes import apply_endpoint_slice_event, apply_object_event,
 from ..sources.state import StateStore
 from ..status.merge import merge
 from ..translate import TranslateOptions
+from ..xds.channel_tls import XdsTlsFiles
 from .ack_share import AckPublisher, AckRecords, ShareTimings
 from .client import ExponentialBackoff, KubeClient
 from .leader import ELECTION_BACKOFF, LeaderElector, LeaderTimings, default_identity
@@ -60,6 +61,7 @@ class OperatorConfig:
     xds_address: str = "0.0.0.0:18000"
     http_address: str = "0.0.0.0:18001"
     listener_address: str = "0.0.0.0"
+    xds_tls: XdsTlsFiles | None = None  # ADS over TLS / mTLS (run --xds-tls-cert ...)
     namespaces: tuple[str, ...] = ()  # empty: the whole cluster
     # The first build waits until the initial listing is in (quiet this long), at most max.
     initial_quiet: float = 0.5
@@ -115,7 +117,8 @@ class Operator:
         if self.plane is not None:
             return
         self.plane = ControlPlane(xds_address=self.config.xds_address, http_address=self.config.http_address,
-                                  options=TranslateOptions(listener_address=self.config.listener_address))
+                                  options=TranslateOptions(listener_address=self.config.listener_address),
+                                  xds_tls=self.config.xds_tls)
         self.readiness = KubeReadiness(WATCHED, PERMISSIONS, list(self.config.namespaces))
         self.plane.readiness_checks.append(self.readiness.reason)
         self.plane.extra_json["/replica"] = self.replica_info
@@ -286,8 +289,9 @@ OPERATOR = Operator(OperatorConfig.from_env())
 register(kopf.get_default_registry(), OPERATOR)
 
 
-def run_operator(args: argparse.Namespace) -> int:
-    """`xds-operator run`: the same handlers, configured from the command line."""
+def run_operator(args: argparse.Namespace, xds_tls: XdsTlsFiles | None = None) -> int:
+    """`xds-operator run`: the same handlers, configured from the command line (`xds_tls`: the
+    checked --xds-tls-* files)."""
     try:
         timings = LeaderTimings(args.leader_lease_duration, args.leader_renew_deadline, args.leader_retry_period)
     except ValueError as exc:
@@ -304,7 +308,7 @@ def run_operator(args: argparse.Namespace) -> int:
         return 1
     OPERATOR.config = OperatorConfig(
         xds_address=args.xds_address, http_address=args.http_address, listener_address=args.listener_address,
-        namespaces=tuple(args.namespace), leader_election=args.leader_elect,
+        xds_tls=xds_tls, namespaces=tuple(args.namespace), leader_election=args.leader_elect,
         leader_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default", lease_name=args.leader_lease_name,
         leader_timings=timings, share_timings=ShareTimings(heartbeat=args.leader_lease_duration / 3, expiry=args.leader_lease_duration))
 

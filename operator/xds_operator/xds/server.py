@@ -3,6 +3,10 @@
 Each stream is driven by one queue of events (requests from Envoy, snapshot changes), so the
 protocol state in sotw.py / delta.py is only ever touched by one coroutine. This is the one
 module of xds/ that knows grpc.
+
+Over TLS (channel_tls.py) grpc asks for the certificate at every handshake, so rotated files reach
+new connections and open streams stay up; with a client CA every proxy must present a certificate
+naming its node.cluster (peer_group.py), checked on each stream's first request.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from ..translate.resources import SHORT_NAMES
 from .cache import SnapshotCache
 from .callbacks import StreamCallbacks, StreamInfo
+from .channel_tls import ReloadingTls, TlsMaterial
 from .delta import DeltaStream
+from .peer_group import refusal
 from .sotw import SotwStream
 
 log = logging.getLogger(__name__)
@@ -33,23 +39,25 @@ _CLOSED = object()
 
 
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]  # no stubs
-    def __init__(self, cache: SnapshotCache, callbacks: StreamCallbacks) -> None:
+    def __init__(self, cache: SnapshotCache, callbacks: StreamCallbacks, *, check_peer_group: bool = False) -> None:
         self.cache = cache
         self.callbacks = callbacks
+        self.check_peer_group = check_peer_group  # client certificates are required: bind them to groups
         self._stream_ids = itertools.count(1)
 
     # grpc.aio recognises streaming handlers by being async generator functions.
     async def StreamAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
                                         context: grpc.aio.ServicerContext[Request, Response]) -> AsyncIterator[Response]:
-        async for response in self._serve(request_iterator, SotwStream):
+        async for response in self._serve(request_iterator, context, SotwStream):
             yield response
 
     async def DeltaAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
                                        context: grpc.aio.ServicerContext[Request, Response]) -> AsyncIterator[Response]:
-        async for response in self._serve(request_iterator, DeltaStream):
+        async for response in self._serve(request_iterator, context, DeltaStream):
             yield response
 
-    async def _serve(self, request_iterator: AsyncIterator[Request], stream_class: StreamClass
+    async def _serve(self, request_iterator: AsyncIterator[Request],
+                     context: grpc.aio.ServicerContext[Request, Response], stream_class: StreamClass
                      ) -> AsyncIterator[Response]:
         events: asyncio.Queue[object] = asyncio.Queue()
         change_queued = False
@@ -76,6 +84,10 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             return
         node = first.node
         group = node.cluster
+        if self.check_peer_group and (reason := refusal(group, _peer_certificate(context))) is not None:
+            reader.cancel()
+            log.warning("proxy %s (cluster %r) refused over %s: %s", node.id, group, stream_class.protocol, reason)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node.cluster {group!r} refused: {reason}")
         info = StreamInfo(next(self._stream_ids), node.id, group, stream_class.protocol)
         self.callbacks.on_stream_open(info)
         stream = stream_class(info, self.callbacks, lambda: self.cache.get(group))
@@ -105,8 +117,35 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             log.info("proxy %s (cluster %r) disconnected", node.id, group)
 
 
-async def start_server(address: str, cache: SnapshotCache, callbacks: StreamCallbacks) -> tuple[grpc.aio.Server, int]:
-    """Starts the ADS server on `address` ("host:port", port 0 for a free one); returns it and its port."""
+def _peer_certificate(context: grpc.aio.ServicerContext[Request, Response]) -> bytes | None:
+    certificates = context.auth_context().get("x509_pem_cert")
+    return next(iter(certificates), None) if certificates else None
+
+
+def _certificate_configuration(material: TlsMaterial) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(material.key, material.chain)],
+                                                     root_certificates=material.client_ca)
+
+
+def server_credentials(tls: ReloadingTls) -> grpc.ServerCredentials:
+    """TLS whose certificate (and client CA) grpc fetches anew at each handshake: `tls.changed()`
+    only stats the files unless they changed."""
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        try:
+            material = tls.changed()
+        except Exception:  # raised into grpc's C core it would fail the handshake, not say why
+            log.exception("reloading the xDS TLS files failed; still serving the previous certificate")
+            return None
+        return _certificate_configuration(material) if material is not None else None
+
+    return grpc.dynamic_ssl_server_credentials(_certificate_configuration(tls.current), fetch,
+                                               require_client_authentication=tls.files.requires_client_certificates)
+
+
+async def start_server(address: str, cache: SnapshotCache, callbacks: StreamCallbacks,
+                       tls: ReloadingTls | None = None) -> tuple[grpc.aio.Server, int]:
+    """Starts the ADS server on `address` ("host:port", port 0 for a free one); returns it and its port.
+    With `tls`, ADS is served over TLS only, and with its client CA, to certificates naming the group."""
     server = grpc.aio.server(options=[
         # Envoy keeps one long-lived stream per proxy; keepalives find dead peers.
         ("grpc.keepalive_time_ms", 30_000),
@@ -116,8 +155,10 @@ async def start_server(address: str, cache: SnapshotCache, callbacks: StreamCall
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ])
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscoveryService(cache, callbacks), server)
-    port = server.add_insecure_port(address)
+    service = AggregatedDiscoveryService(cache, callbacks,
+                                         check_peer_group=tls is not None and tls.files.requires_client_certificates)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(service, server)
+    port = server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
