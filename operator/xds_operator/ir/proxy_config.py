@@ -8,7 +8,7 @@ build's objects, which the snapshot's memo then recognises by identity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from .ir import (
     listener_name,
     tls_route_config_name,
 )
+from .redirects import place_redirects
 
 if TYPE_CHECKING:
     from .builder import BuiltRoute
@@ -42,7 +43,7 @@ class GroupConfig:
     positions: Mapping[HostKey, tuple[int, int]]
 
 
-def full_config(routes: Iterable[BuiltRoute], group: str, clusters: Mapping[str, ClusterIR],
+def full_config(routes: Sequence[BuiltRoute], group: str, clusters: Mapping[str, ClusterIR],
                 cluster_secrets: Mapping[str, SecretIR], virtual_host: VirtualHostMaker) -> GroupConfig:
     """`cluster_secrets`: the SDS secrets of the clusters' upstream TLS, by name."""
     by_port: dict[int, dict[str, list[RouteEntryIR]]] = {}
@@ -73,6 +74,7 @@ def full_config(routes: Iterable[BuiltRoute], group: str, clusters: Mapping[str,
                 hosts.setdefault(hostname, []).extend(route.entries)
                 host_routes.setdefault((route.port, hostname), []).append(route.key)
         used_clusters.update(used_by(route.entries))
+    place_redirects(routes, group, by_port, sources)
     listeners = []
     positions: dict[HostKey, tuple[int, int]] = {}
     for listener_index, port in enumerate(sorted(by_port.keys() | tls_by_port.keys())):
