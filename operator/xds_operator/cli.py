@@ -117,8 +117,8 @@ def _demo(args: argparse.Namespace) -> int:
     from .dev.demo import DemoPorts, check_demo_ports, require_dev_dependencies, run_demo
 
     require_dev_dependencies()
-    ports = DemoPorts(listener=args.listener_port, httpbin=args.httpbin_port, xds=args.xds_port,
-                      http=args.http_port, admin=args.admin_port)
+    ports = DemoPorts(listener=args.listener_port, https=args.https_port, httpbin=args.httpbin_port,
+                      xds=args.xds_port, http=args.http_port, admin=args.admin_port)
     check_demo_ports(ports)
     api_type = "DELTA_GRPC" if args.delta else "GRPC"
     return asyncio.run(run_demo(ports, api_type=api_type, keep_files=args.keep_files))
@@ -193,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
                 "(`uv run` installs it).")
     s.add_argument("--listener-port", type=listener_port, default=15001, metavar="PORT",
                    help="Envoy's listener: send requests here (default %(default)s)")
+    s.add_argument("--https-port", type=listener_port, default=15443, metavar="PORT",
+                   help="Envoy's HTTPS listener, for https://localhost:PORT (default %(default)s)")
     s.add_argument("--httpbin-port", type=port_number, default=8080, metavar="PORT",
                    help="httpbin, the upstream Envoy routes to (default %(default)s)")
     s.add_argument("--xds-port", type=port_number, default=18000, metavar="PORT",
