@@ -54,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .api.conditions import ACCEPTED
+    from .api.conditions import ACCEPTED, CONFLICTED
     from .ir.builder import Builder
     from .sources.files import FileSource
     from .sources.findings import Severity
@@ -88,7 +88,8 @@ def _validate(args: argparse.Namespace) -> int:
             field_path, _, message = warning.partition(": ")
             findings.append(definition.finding(field_path, f"{key}: {message}", Severity.WARNING))
         for condition in status.conditions:
-            if condition.status or condition.type == ACCEPTED:
+            # (Conflicted is False when all is well; a conflict is among the warnings above.)
+            if condition.status or condition.type in (ACCEPTED, CONFLICTED):
                 continue
             # A Secret that is there but unusable is an error wherever it is applied.
             invalid = condition.reason == "InvalidCertificateRef"

@@ -79,6 +79,13 @@ def require_dev_dependencies() -> None:
                          "in a checkout, `uv run xds-operator demo` installs it (or `uv sync --group dev`)")
 
 
+def demo_config(ports: DemoPorts, secret_file: str = "tls-secret.yaml", ca_file: str = "ca.crt") -> str:
+    """The demo's Backend and Routes (the Secret its HTTPS Route names is in `secret_file`)."""
+    return Template(DEMO_CONFIG.read_text()).substitute(
+        httpbin_port=ports.httpbin, listener_port=ports.listener, https_port=ports.https, https_host=HTTPS_HOST,
+        secret_file=secret_file, ca_file=ca_file)
+
+
 class DemoFailed(Exception):
     """The demo could not start or a child died: one line for the user."""
 
@@ -89,9 +96,7 @@ async def run_demo(ports: DemoPorts, *, api_type: str = "GRPC", workdir: Path | 
     own_workdir = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="xds-operator-demo-"))
     config, secret, ca = workdir / "config.yaml", workdir / "tls-secret.yaml", workdir / "ca.crt"
-    config.write_text(Template(DEMO_CONFIG.read_text()).substitute(
-        httpbin_port=ports.httpbin, listener_port=ports.listener, https_port=ports.https, https_host=HTTPS_HOST,
-        secret_file=secret.name, ca_file=ca.name))
+    config.write_text(demo_config(ports, secret.name, ca.name))
     certificates = make_demo_certificates(HTTPS_HOST)
     secret.write_text(tls_secret_manifest("demo-tls", "demo", certificates))
     ca.write_text(certificates.ca_pem)
