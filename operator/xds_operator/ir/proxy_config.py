@@ -8,7 +8,7 @@ build's objects, which the snapshot's memo then recognises by identity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,7 @@ class GroupConfig:
     positions: Mapping[HostKey, tuple[int, int]]
 
 
-def full_config(routes: Sequence[BuiltRoute], group: str, clusters: Mapping[str, ClusterIR],
+def full_config(routes: Iterable[BuiltRoute], group: str, clusters: Mapping[str, ClusterIR],
                 cluster_secrets: Mapping[str, SecretIR], virtual_host: VirtualHostMaker) -> GroupConfig:
     """`cluster_secrets`: the SDS secrets of the clusters' upstream TLS, by name."""
     by_port: dict[int, dict[str, list[RouteEntryIR]]] = {}
@@ -54,6 +54,7 @@ def full_config(routes: Sequence[BuiltRoute], group: str, clusters: Mapping[str,
     # Route's entries for it (not in host_routes/positions: updated_config makes TLS whole).
     tls_by_port: dict[int, dict[str, tuple[DownstreamTlsIR, list[RouteEntryIR], list[ObjectKey]]]] = {}
     secrets: dict[str, SecretIR] = {}
+    redirecting: list[BuiltRoute] = []  # TLS Routes with spec.tls.httpRedirect
     used_clusters: set[str] = set()
     for route in routes:
         if not route.applies_to(group):
@@ -65,6 +66,8 @@ def full_config(routes: Sequence[BuiltRoute], group: str, clusters: Mapping[str,
                 tls_entries.extend(route.entries)
                 keys.append(route.key)
             secrets.update((s.name, s) for s in route.secrets)
+            if route.https_redirect is not None:
+                redirecting.append(route)
         else:
             sources.setdefault(route.port, []).append(route.key)
             hosts = by_port.setdefault(route.port, {})
@@ -74,7 +77,7 @@ def full_config(routes: Sequence[BuiltRoute], group: str, clusters: Mapping[str,
                 hosts.setdefault(hostname, []).extend(route.entries)
                 host_routes.setdefault((route.port, hostname), []).append(route.key)
         used_clusters.update(used_by(route.entries))
-    place_redirects(routes, group, by_port, sources)
+    place_redirects(redirecting, group, by_port, sources)
     listeners = []
     positions: dict[HostKey, tuple[int, int]] = {}
     for listener_index, port in enumerate(sorted(by_port.keys() | tls_by_port.keys())):

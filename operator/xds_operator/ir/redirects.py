@@ -53,9 +53,9 @@ def _owns_plain_hosts(route: BuiltRoute) -> bool:
 def place_redirects(routes: Iterable[BuiltRoute], group: str,
                     hosts_by_port: MutableMapping[int, dict[str, list[RouteEntryIR]]],
                     sources: MutableMapping[int, list[ObjectKey]]) -> None:
-    """Adds the redirects of `group`'s TLS Routes to the plain virtual hosts `hosts_by_port` (the
-    group's plain Routes' only), where their hostnames are free; each redirecting Route becomes a
-    source of its plain port."""
+    """Adds the redirects of `routes` (TLS Routes with one, in key order) to `group`'s plain virtual
+    hosts `hosts_by_port` (its plain Routes' only), where their hostnames are free; each
+    redirecting Route becomes a source of its plain port."""
     for route in routes:
         redirect = _redirecting(route)
         if redirect is None or not route.applies_to(group):
@@ -82,8 +82,10 @@ def redirect_conflicts(routes: Iterable[BuiltRoute]) -> dict[ObjectKey, list[str
     some proxy group: a plain Route naming that hostname on that port, or an earlier Route
     redirecting it elsewhere. An empty list: no conflict."""
     routes = list(routes)
+    redirecting = [r for r in routes if r.https_redirect is not None and _redirecting(r) is not None]
+    if not redirecting:  # the usual case: one pass, no index
+        return {}
     plain: dict[tuple[int, str], list[BuiltRoute]] = {}
-    redirecting = [r for r in routes if _redirecting(r) is not None]
     wanted = {(r.https_redirect.port, h) for r in redirecting if r.https_redirect is not None for h in r.hostnames}
     for route in routes:
         if _owns_plain_hosts(route):
