@@ -112,7 +112,7 @@ def test_validate_warns_where_an_https_redirect_is_left_out() -> None:
         "web/plain serves it), in the proxy groups they share",
         f"{case}:50:5: warning: Route/web/shop-too: no HTTPS redirect for shop.example.com on port 8000 (Route "
         "web/shop redirects it to another place), in the proxy groups they share",
-        "7 objects checked, 0 errors, 2 warnings"]
+        "8 objects checked, 0 errors, 2 warnings"]
 
 
 def test_validate_misspelt_kinds_and_versions_of_this_api_are_errors(tmp_path: Path) -> None:
