@@ -29,6 +29,8 @@ async def test_kubectl_explain_shows_the_descriptions(kube):
     assert "matches" in explained and "backends" in explained
     backend_service = (await kube.kubectl("explain", "backends.spec.service")).stdout
     assert "FIELDS:" in backend_service and "port" in backend_service
+    redirect = (await kube.kubectl("explain", "routes.spec.tls.httpRedirect")).stdout
+    assert "Redirect plain HTTP to HTTPS" in redirect and "statusCode" in redirect and "Conflicted=True" in redirect
 
 
 async def test_kubectl_get_shows_printer_columns_from_real_status(kube, monkeypatch):
