@@ -60,6 +60,7 @@ def place_redirects(routes: Iterable[BuiltRoute], group: str,
         redirect = _redirecting(route)
         if redirect is None or not route.applies_to(group):
             continue
+        # (A port new here gets every hostname: a TLS Route has at least one, each once.)
         hosts = hosts_by_port.setdefault(redirect.port, {})
         placed = False
         for hostname in route.hostnames:
@@ -69,8 +70,6 @@ def place_redirects(routes: Iterable[BuiltRoute], group: str,
         if placed:
             sources.setdefault(redirect.port, []).append(route.key)
             sources[redirect.port].sort()
-        elif not hosts:
-            del hosts_by_port[redirect.port]
 
 
 def _share_a_group(a: BuiltRoute, b: BuiltRoute) -> bool:
@@ -82,7 +81,7 @@ def redirect_conflicts(routes: Iterable[BuiltRoute]) -> dict[ObjectKey, list[str
     some proxy group: a plain Route naming that hostname on that port, or an earlier Route
     redirecting it elsewhere. An empty list: no conflict."""
     routes = list(routes)
-    redirecting = [r for r in routes if r.https_redirect is not None and _redirecting(r) is not None]
+    redirecting = [r for r in routes if _redirecting(r) is not None]
     if not redirecting:  # the usual case: one pass, no index
         return {}
     plain: dict[tuple[int, str], list[BuiltRoute]] = {}
