@@ -102,6 +102,19 @@ def test_validate_unresolved_references_are_warnings_unless_strict(tmp_path: Pat
     assert summary(resolved) == "3 objects checked, 2 errors, 0 warnings"
 
 
+def test_validate_warns_where_an_https_redirect_is_left_out() -> None:
+    """Conflicted=True is a warning at spec.tls.httpRedirect (its False, the normal state, is no finding)."""
+    case = REPO / "tests" / "golden" / "https_redirect.in.yaml"
+    result = cli("validate", "--strict", str(case))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"{case}:26:5: warning: Route/web/api: no HTTPS redirect for taken.example.com on port 8080 (plain Route "
+        "web/plain serves it), in the proxy groups they share",
+        f"{case}:50:5: warning: Route/web/shop-too: no HTTPS redirect for shop.example.com on port 8000 (Route "
+        "web/shop redirects it to another place), in the proxy groups they share",
+        "8 objects checked, 0 errors, 2 warnings"]
+
+
 def test_validate_misspelt_kinds_and_versions_of_this_api_are_errors(tmp_path: Path) -> None:
     path = tmp_path / "kinds.yaml"
     path.write_text(f"""\

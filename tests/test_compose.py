@@ -10,6 +10,7 @@ dev dependencies.
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 
 from xds_operator import cli
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
@@ -140,19 +142,31 @@ def test_envoy_service(services: dict) -> None:
     command = service["command"]
     bootstrap = command_option(command, "-c")
     assert ("./deploy/compose/envoy.yaml", bootstrap, "ro") in volume_mounts(service)
-    assert "15001:15001" in service["ports"]
+    assert "15001:15001" in service["ports"] and "15443:15443" in service["ports"]
     assert f"127.0.0.1:{COMPOSE_PARAMS.admin_port}:{COMPOSE_PARAMS.admin_port}" in service["ports"]
     assert service["depends_on"]["control-plane"]["condition"] == "service_healthy"
 
 
+def config_documents() -> list[dict]:
+    return [d for f in sorted(CONFIG_DIR.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+
+
 def test_ports_and_names_agree(services: dict) -> None:
-    docs = [d for f in sorted(CONFIG_DIR.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
-    by_kind = {d["kind"]: d for d in docs}
-    assert sorted(d["kind"] for d in docs) == ["Backend", "Route"]
-    backend, route = by_kind["Backend"]["spec"], by_kind["Route"]["spec"]
-    assert route["rules"][0]["backends"] == [{"name": by_kind["Backend"]["metadata"]["name"]}]
-    # The Route's listener is the port Envoy publishes.
-    assert f"{route['port']}:{route['port']}" in services["envoy"]["ports"]
+    docs = config_documents()
+    by_kind: dict[str, list[dict]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    assert sorted(by_kind) == ["Backend", "Route", "Secret"] and len(by_kind["Route"]) == 2
+    [backend_doc], [secret] = by_kind["Backend"], by_kind["Secret"]
+    backend = backend_doc["spec"]
+    plain, https = sorted(by_kind["Route"], key=lambda d: "tls" in d["spec"])
+    for route in (plain["spec"], https["spec"]):
+        assert route["rules"][0]["backends"] == [{"name": backend_doc["metadata"]["name"]}]
+        # Each Route's listener is a port Envoy publishes.
+        assert f"{route['port']}:{route['port']}" in services["envoy"]["ports"]
+    # The HTTPS Route's certificate is the Secret beside it; its redirect is on the plain Route's port.
+    assert https["spec"]["tls"]["certificateRef"] == {"name": secret["metadata"]["name"]}
+    assert https["spec"]["tls"]["httpRedirect"] == {"port": plain["spec"]["port"]}
     # The Backend's DNS name is the httpbin service, on the port httpbin listens on.
     assert backend["dns"]["hostname"] in services
     assert backend["dns"]["hostname"] == "httpbin"
@@ -187,7 +201,28 @@ def test_bootstrap_passes_envoy_validate() -> None:
 def test_control_plane_config_validates(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["validate", str(CONFIG_DIR)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines() == ["2 objects checked, 0 errors, 0 warnings"]  # no warning, not even a note
+    # No warning, not even a note: the example certificate covers the HTTPS Route's hostname, and
+    # its redirect takes no plain Route's hostname.
+    assert out.splitlines() == ["4 objects checked, 0 errors, 0 warnings"]
+
+
+def test_the_example_certificate_is_deploys_and_its_ca_signs_it() -> None:
+    """One throwaway certificate for compose and deploy/ (the same file), for the hostname of the
+    HTTPS Route, signed by deploy/example/ca.crt (what the READMEs' curl lines trust), valid for
+    decades: the examples do not expire under anyone's feet."""
+    compose_secret = CONFIG_DIR / "tls-secret.yaml"
+    assert compose_secret.read_text() == (ROOT / "deploy" / "example" / "tls-secret.yaml").read_text()
+    secret = yaml.safe_load(compose_secret.read_text())
+    assert secret["type"] == "kubernetes.io/tls"
+    [leaf] = x509.load_pem_x509_certificates(secret["stringData"]["tls.crt"].encode())
+    ca = x509.load_pem_x509_certificate((ROOT / "deploy" / "example" / "ca.crt").read_bytes())
+    leaf.verify_directly_issued_by(ca)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    [https] = [d for d in config_documents() if d["kind"] == "Route" and "tls" in d["spec"]]
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert https["spec"]["hostnames"] == names.get_values_for_type(x509.DNSName) == ["localhost"]
+    for cert in (leaf, ca):
+        assert cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365 * 50)
 
 
 # -- Dockerfile ---------------------------------------------------------------------------------

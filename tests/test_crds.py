@@ -33,7 +33,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import kubernetes_validate
@@ -42,6 +41,7 @@ import yaml
 
 from xds_operator.api import validation
 from xds_operator.api.objects import API_GROUP, API_VERSION, VERSION, UserObject
+from xds_operator.dev.demo import DemoPorts, demo_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "crds"
@@ -101,7 +101,7 @@ def example_documents() -> list[tuple[str, dict]]:
         for i, doc in enumerate(load_yaml_docs(path)):
             if doc.get("kind") in KINDS:  # (examples/tls.yaml has the Secrets its objects name)
                 docs.append((f"{path.relative_to(ROOT)}#{i}", doc))
-    demo = Template(DEMO_TEMPLATE.read_text()).substitute(httpbin_port=18080, listener_port=15001)
+    demo = demo_config(DemoPorts(httpbin=18080))
     for i, doc in enumerate(d for d in yaml.safe_load_all(demo) if d):
         docs.append((f"{DEMO_TEMPLATE.relative_to(ROOT)}#{i}", doc))
     return docs

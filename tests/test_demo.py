@@ -16,10 +16,13 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from xds_operator.dev.processes import free_port
 from .realprocs import eventually, http_get, uv_binary
 
 MARKER_VAR = "XDS_OPERATOR_DEMO_TEST"
+DEMO_PORTS = ("listener", "https", "httpbin", "xds", "http", "admin")
 STARTUP_TIMEOUT = 60
 STOP_TIMEOUT = 15
 
@@ -91,7 +95,7 @@ REPO = Path(__file__).resolve().parent.parent
 class Demo:
     def __init__(self, tmp: Path, *, delta: bool = False, uv: bool = False, args: tuple[str, ...] = (),
                  env: dict[str, str] | None = None) -> None:
-        self.ports = {name: free_port() for name in ("listener", "httpbin", "xds", "http", "admin")}
+        self.ports = {name: free_port() for name in DEMO_PORTS}
         self.marker = uuid.uuid4().hex
         n = len(list(tmp.glob("demo*.out")))
         self.stdout_path, self.stderr_path = tmp / f"demo{n}.out", tmp / f"demo{n}.err"
@@ -210,6 +214,22 @@ async def test_demo_serves_follows_edits_and_stops_cleanly(demo_factory) -> None
     assert f"curl -v http://127.0.0.1:{demo.ports['listener']}/headers" in out
     assert f"http://127.0.0.1:{demo.ports['http']}/proxies" in out
     assert f"http://127.0.0.1:{demo.ports['http']}/status" in out
+
+    # HTTPS through the same Envoy, verified with the demo's throwaway CA, where the printed line says.
+    https = re.search(r"curl --cacert (\S+) (https://localhost:(\d+)/headers) ", out)
+    assert https, out
+    ca, url = Path(https.group(1)), https.group(2)
+    assert int(https.group(3)) == demo.ports["https"] and ca == demo.workdir / "ca.crt" and ca.is_file()
+    with urllib.request.urlopen(url, timeout=5, context=ssl.create_default_context(cafile=ca)) as response:
+        assert response.status == 200 and response.headers["server"] == "envoy"
+        assert json.loads(response.read())["headers"]["Host"] == "localhost"
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # not without that CA
+        urllib.request.urlopen(url, timeout=5, context=ssl.create_default_context())
+    if shutil.which("curl"):  # and the line itself, as printed
+        command = https.group(0).split()
+        curl = subprocess.run([*command[:1], "--silent", "--show-error", *command[1:]], capture_output=True,
+                              text=True, timeout=20)
+        assert curl.returncode == 0 and '"Host": "localhost"' in curl.stdout, curl.stderr
 
     # The processes it started: one Envoy and one httpbin (gunicorn master with its workers).
     children = demo.children()
@@ -344,14 +364,14 @@ def run_demo_cli(*args: str, env: dict[str, str] | None = None, timeout: float =
 
 
 def free_demo_ports() -> dict[str, int]:
-    return {name: free_port() for name in ("listener", "httpbin", "xds", "http", "admin")}
+    return {name: free_port() for name in DEMO_PORTS}
 
 
 def port_args(ports: dict[str, int]) -> list[str]:
     return [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
 
 
-@pytest.mark.parametrize("taken", ["listener", "httpbin", "xds", "http", "admin"])
+@pytest.mark.parametrize("taken", DEMO_PORTS)
 def test_a_busy_port_is_named_with_the_option_that_moves_it(taken: str) -> None:
     ports = free_demo_ports()
     with socket.socket() as busy:

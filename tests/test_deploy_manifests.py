@@ -24,7 +24,12 @@ from xds_operator.api.objects import ObjectKey
 from xds_operator.bootstrap import BootstrapParams, render_bootstrap
 from xds_operator.dev.processes import envoy_binary
 from xds_operator.ir.builder import Builder
-from xds_operator.sources.kubernetes import apply_endpoint_slice_event, apply_object_event, apply_service_event
+from xds_operator.sources.kubernetes import (
+    apply_endpoint_slice_event,
+    apply_object_event,
+    apply_service_event,
+    trimmed_secret,
+)
 from xds_operator.sources.state import StateStore
 
 from .kubecluster import binary, find_assets
@@ -113,7 +118,8 @@ def test_what_is_rendered(rendered: list[dict]) -> None:
                      ("ServiceAccount", "xds-operator"), ("ClusterRole", "xds-operator"),
                      ("ClusterRoleBinding", "xds-operator"), ("Deployment", "xds-operator"),
                      ("Service", "xds-operator"), ("Deployment", "httpbin"), ("Service", "httpbin"),
-                     ("Service", "httpbin-envoy"), ("Backend", "httpbin"), ("Route", "httpbin")]:
+                     ("Service", "httpbin-envoy"), ("Backend", "httpbin"), ("Route", "httpbin"),
+                     ("Route", "httpbin-https"), ("Secret", "httpbin-tls")]:
         assert expected in names, expected
     # Every namespaced object names its namespace, one of the two this installs.
     for d in rendered:
@@ -185,7 +191,7 @@ def test_custom_resources_match_their_crds(rendered: list[dict]) -> None:
         jsonschema.Draft7Validator(schema).validate(body)
         assert undeclared_fields(body, schema, doc["kind"]) == []
         checked += 1
-    assert checked == 2
+    assert checked == 3
 
 
 def test_example_routes_and_backends_build_cleanly(rendered: list[dict]) -> None:
@@ -198,6 +204,8 @@ def test_example_routes_and_backends_build_cleanly(rendered: list[dict]) -> None
             apply_object_event(state, statuses, "ADDED", doc)
         elif doc["kind"] == "Service":
             apply_service_event(state, "ADDED", doc)
+        elif doc["kind"] == "Secret":  # as kube/secrets.py keeps it
+            state.put_secret(doc["metadata"]["namespace"], doc["metadata"]["name"], trimmed_secret(doc))
     service = one(rendered, "Service", "httpbin", DEMO_NS)
     port = service["spec"]["ports"][0]
     httpbin = container(one(rendered, "Deployment", "httpbin", DEMO_NS)["spec"]["template"]["spec"], "httpbin")
@@ -208,29 +216,39 @@ def test_example_routes_and_backends_build_cleanly(rendered: list[dict]) -> None
         "ports": [{"name": port["name"], "port": port_number(httpbin, port["targetPort"]), "protocol": "TCP"}],
         "endpoints": [{"addresses": ["10.244.0.7"], "conditions": {"ready": True}}]})
     result = Builder().build(state)
-    for kind in ("Route", "Backend"):
-        status = result.statuses[ObjectKey(kind, DEMO_NS, "httpbin")]
-        assert status.errors == ()
-        for condition in status.conditions:
-            assert condition.status, f"{kind}: {condition}"
-    # The sidecars' proxy group gets the listener on the Route's port, with httpbin's pod behind it.
-    route = one(rendered, "Route", "httpbin", DEMO_NS)
+    for kind, name in (("Route", "httpbin"), ("Backend", "httpbin"), ("Route", "httpbin-https")):
+        status = result.statuses[ObjectKey(kind, DEMO_NS, name)]
+        assert status.errors == () and status.warnings == ()  # the example certificate covers its hostname
+        for condition in status.conditions:  # (Conflicted is abnormal-true)
+            assert condition.status is (condition.type != "Conflicted"), f"{kind} {name}: {condition}"
+    # The sidecars' proxy group gets the listeners on the Routes' ports, with httpbin's pod behind them,
+    # the HTTPS one's certificate, and localhost redirected to HTTPS on the plain port.
+    route, https = one(rendered, "Route", "httpbin", DEMO_NS), one(rendered, "Route", "httpbin-https", DEMO_NS)
     config = result.config_for(SIDECAR_PARAMS.node_cluster)
-    assert [listener.port for listener in config.listeners] == [route["spec"]["port"]]
+    assert [listener.port for listener in config.listeners] == [route["spec"]["port"], https["spec"]["port"]]
     assert [(e.address, e.port) for c in config.clusters for e in c.endpoints] == [("10.244.0.7", 8080)]
+    assert [s.name for s in config.secrets] == [f"tls/{DEMO_NS}/httpbin-tls"]
+    plain, tls = config.listeners
+    assert [h.hostname for h in tls.tls_hosts] == ["localhost"]
+    assert {vh.name: vh.routes[0].action.redirect is not None for vh in plain.virtual_hosts} == {
+        "localhost": True, "*": False}
 
 
 def test_example_routes_and_backends_pass_xds_operator_validate(capsys: pytest.CaptureFixture[str]) -> None:
-    # Alone, routes.yaml refers to a Service that is not in the files: a warning, not an error
-    # (the Service exists where the example is applied). Everything else is clean.
+    # Alone, routes.yaml refers to a Service and a Secret that are not in the files: warnings, not
+    # errors (they exist where the example is applied). Everything else is clean.
     routes = DEPLOY / "example" / "routes.yaml"
     assert cli.main(["validate", str(routes)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{routes}:8:3: warning: Backend/demo/httpbin: Service demo/httpbin not found "
-                     "(ResolvedRefs=ServiceNotFound)", "2 objects checked, 0 errors, 1 warning"]
-    # With the example's own Service (httpbin.yaml) the reference resolves: clean, even with --strict.
+                     "(ResolvedRefs=ServiceNotFound)",
+                     f"{routes}:40:5: warning: Route/demo/httpbin-https: spec.tls.certificateRef: Secret "
+                     "demo/httpbin-tls not found (ResolvedRefs=InvalidCertificateRef)",
+                     "3 objects checked, 0 errors, 2 warnings"]
+    # With the example's own Service (httpbin.yaml) and Secret (tls-secret.yaml) the references
+    # resolve: clean, even with --strict.
     assert cli.main(["validate", "--strict", str(DEPLOY / "example")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "4 objects checked, 0 errors, 0 warnings"
+    assert capsys.readouterr().out.splitlines()[-1] == "6 objects checked, 0 errors, 0 warnings"
 
 
 # -- the operator -------------------------------------------------------------------------------
@@ -437,17 +455,21 @@ def test_ports_agree_from_route_to_host(rendered: list[dict]) -> None:
     assert {e["name"]: e["value"] for e in httpbin.get("env", [])}.get("PORT") == "8080"
     for svc in (service, one(rendered, "Service", "httpbin-envoy", DEMO_NS)):
         assert set(svc["spec"]["selector"].items()) <= set(pod["metadata"]["labels"].items())
-    # The NodePort leads to Envoy's listener, and kind publishes it on the host's 15001.
+    # The NodePorts lead to Envoy's listeners (plain and HTTPS), and kind publishes each on the
+    # host's port of the same number.
+    https_port = one(rendered, "Route", "httpbin-https", DEMO_NS)["spec"]["port"]
     node_port = one(rendered, "Service", "httpbin-envoy", DEMO_NS)
     assert node_port["spec"]["type"] == "NodePort"
-    (port,) = node_port["spec"]["ports"]
-    assert port_number(envoy, port["targetPort"]) == listener_port
+    ports = node_port["spec"]["ports"]
+    assert [port_number(envoy, port["targetPort"]) for port in ports] == [listener_port, https_port]
     kind = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
     assert kind["apiVersion"] == "kind.x-k8s.io/v1alpha4" and kind["kind"] == "Cluster"
     (node,) = kind["nodes"]
     assert node["role"] == "control-plane"
-    assert {"containerPort": port["nodePort"], "hostPort": 15001, "listenAddress": "127.0.0.1",
-            "protocol": "TCP"} in node["extraPortMappings"]
+    for port, host_port in zip(ports, (15001, 15443), strict=True):
+        assert port["port"] == host_port
+        assert {"containerPort": port["nodePort"], "hostPort": host_port, "listenAddress": "127.0.0.1",
+                "protocol": "TCP"} in node["extraPortMappings"]
 
 
 def test_readme_commands_match_the_files() -> None:
@@ -455,6 +477,8 @@ def test_readme_commands_match_the_files() -> None:
     for command in ("kind create cluster --config kind-config.yaml", "docker build -t xds-operator:dev .",
                     "kind load docker-image xds-operator:dev", "kubectl apply -k crds/", "kubectl apply -k deploy/",
                     "kubectl -n demo get routes,backends", "curl -sv http://127.0.0.1:15001/headers",
+                    "curl --cacert deploy/example/ca.crt https://localhost:15443/headers",
+                    "kubectl -n demo create secret tls httpbin-tls",
                     f"crd/routes.{API_GROUP} crd/backends.{API_GROUP}"):
         assert command in readme, command
     assert (ROOT / "crds" / "kustomization.yaml").is_file()

@@ -178,3 +178,54 @@ def test_builds_with_tls_match_fresh_ones() -> None:
         snapshot.check_consistent()
         assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for("default"), OPTIONS)))
         memo.rotate()
+
+
+def test_builds_with_an_https_redirect_match_fresh_ones() -> None:
+    """A TLS Route redirecting its hostnames on the plain port: a plain edit that keeps where its
+    Route serves is incremental, one that takes or gives back a redirected hostname is built whole
+    (the redirect's Conflicted condition follows). Each gives what a fresh build gives."""
+    from xds_operator.sources.kubernetes import trimmed_secret
+
+    from .tlscerts import make_ca, make_leaf, tls_secret
+
+    state = StateStore()
+    cert = make_leaf(make_ca(), "a.example.com", "b.example.com")
+    state.put_secret("ns", "cert", trimmed_secret(tls_secret("cert", cert, namespace="ns")))
+    state.put(UserObject(ObjectKey("Route", "ns", "secure"), {
+        "port": 8443, "hostnames": ["a.example.com", "b.example.com"],
+        "tls": {"certificateRef": {"name": "cert"}, "httpRedirect": {"port": 8080}},
+        "rules": [{"directResponse": {"status": 200}}]}))
+    state.put(backend(1))
+
+    def plain_route(marker: str, host: str = "h1.example.com") -> UserObject:
+        obj = route(1, marker=marker, host=host)
+        return UserObject(obj.key, {**obj.spec, "port": 8080})
+
+    state.put(plain_route("a"))
+    builder, memo = Builder(), ResourceMemo()
+    Snapshot.from_config(builder.build(state).config_for("default"), OPTIONS, memo)
+    memo.rotate()
+    secure = ObjectKey("Route", "ns", "secure")
+    edits = [
+        (lambda: state.put(plain_route("b")), True, "False"),
+        (lambda: state.put(plain_route("b", host="a.example.com")), False, "True"),  # takes a.example.com
+        (lambda: state.put(plain_route("c", host="a.example.com")), True, "True"),
+        (lambda: state.put(plain_route("c")), False, "False"),  # gives it back
+    ]
+    for edit, incremental, conflicted in edits:
+        edit()
+        result = builder.build(state)
+        assert (result.changed_routes is not None) is incremental
+        fresh = Builder().build(state)
+        assert result.statuses == fresh.statuses
+        condition = result.statuses[secure].condition("Conflicted")
+        assert condition is not None and condition.to_dict(1)["status"] == conflicted
+        config = result.config_for("default")
+        assert config == fresh.config_for("default")
+        [plain] = [ln for ln in config.listeners if ln.port == 8080]
+        redirected = {vh.name for vh in plain.virtual_hosts if vh.routes[0].action.redirect is not None}
+        assert redirected == ({"b.example.com"} if conflicted == "True" else {"a.example.com", "b.example.com"})
+        snapshot = Snapshot.from_config(config, OPTIONS, memo)
+        snapshot.check_consistent()
+        assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for("default"), OPTIONS)))
+        memo.rotate()

@@ -297,6 +297,33 @@ async def test_explain_route_and_backend(stack):
         assert rc == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: "), (bad, err)
 
 
+def test_explain_shows_a_tls_routes_redirects_on_the_plain_port() -> None:
+    """The redirect's listener and virtual hosts are the TLS Route's too, in each group where it has them."""
+    from xds_operator.api.objects import ObjectKey
+    from xds_operator.inspect.explain import format_text
+    from xds_operator.ir.builder import Builder
+    from xds_operator.status.inspection import explain
+    from xds_operator.xds.snapshot import Snapshot
+
+    from .test_translate_golden import GOLDEN, load_case
+
+    state, groups = load_case((GOLDEN / "https_redirect.in.yaml").read_text())
+    result = Builder().build(state)
+    key = ObjectKey("Route", "web", "api")
+    body = explain(key, result, {g: Snapshot.from_config(result.config_for(g), TranslateOptions()) for g in groups},
+                   {})
+    redirects = {group["group"]: [p["virtualHost"] for p in group["precedence"]
+                                  if p["virtualHost"] in ("api.example.com", "taken.example.com")]
+                 for group in body["groups"]}
+    # Each group: the two SNI hostnames, then the redirects on 8080 (taken.example.com is plain web/plain's in edge).
+    assert redirects == {"edge": ["api.example.com", "taken.example.com", "api.example.com"],
+                         "internal": ["api.example.com", "taken.example.com", "api.example.com", "taken.example.com"]}
+    assert [[ln["name"] for ln in group["resources"]["LDS"]] for group in body["groups"]] == [
+        ["http-9443", "http-8080"]] * 2
+    text = format_text({**body, "observedGeneration": 1, "conditions": []})
+    assert "1. web/api/https-redirect  prefix /  -> redirect PERMANENT_REDIRECT: scheme https, port 9443" in text
+
+
 @pytest.mark.parametrize("api_type", ["GRPC", "DELTA_GRPC"])
 async def test_config_dump_is_what_envoy_got(tmp_path, httpbin, api_type):
     stack = await start_stack(tmp_path, httpbin.port, api_type)

@@ -29,6 +29,8 @@ async def test_kubectl_explain_shows_the_descriptions(kube):
     assert "matches" in explained and "backends" in explained
     backend_service = (await kube.kubectl("explain", "backends.spec.service")).stdout
     assert "FIELDS:" in backend_service and "port" in backend_service
+    redirect = (await kube.kubectl("explain", "routes.spec.tls.httpRedirect")).stdout
+    assert "Redirect plain HTTP to HTTPS" in redirect and "statusCode" in redirect and "Conflicted=True" in redirect
 
 
 async def test_kubectl_get_shows_printer_columns_from_real_status(kube, monkeypatch):
@@ -48,7 +50,7 @@ async def test_kubectl_get_shows_printer_columns_from_real_status(kube, monkeypa
     assert web_backend[1:5] == ["True", "False", "0", "0"], table
 
 
-async def test_kubectl_apply_k_deploy_is_accepted_client_and_server_side(kube):
+async def test_kubectl_apply_k_deploy_is_accepted_client_and_server_side(kube, monkeypatch):
     """Everything of deploy/ (the operator, its RBAC, the example app) is accepted; the Deployments
     exist though no pod runs here (no kubelet, no scheduler)."""
     # As the README says it: no namespace flag, the objects name their own.
@@ -66,3 +68,12 @@ async def test_kubectl_apply_k_deploy_is_accepted_client_and_server_side(kube):
         assert deployment["metadata"]["generation"] >= 1
         assert deployment["spec"]["template"]["spec"]["containers"]
     assert (await kube.get("routes", "httpbin", "demo")) is not None
+    secret = json.loads((await kube.kubectl("get", "secret", "httpbin-tls", "-n", "demo", "-o", "json")).stdout)
+    assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key"}
+    # The operator, reading Secrets from the API, resolves the example's HTTPS Route and its redirect.
+    async with running_operator(kube, monkeypatch, namespaces=("demo",)):
+        https = await kube.wait_for("routes", "httpbin-https", "demo",
+                                    condition=has_condition("ResolvedRefs", "True", "ResolvedRefs"))
+        await kube.wait_for("routes", "httpbin-https", "demo", condition=has_condition("Conflicted", "False"))
+    assert https["spec"]["tls"] == {"certificateRef": {"name": "httpbin-tls"}, "httpRedirect": {
+        "port": 15001, "statusCode": 301}, "minVersion": "1.2", "alpn": ["h2", "http/1.1"]}  # with the defaults

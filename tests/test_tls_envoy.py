@@ -6,12 +6,14 @@ mTLS to a Python TLS backend. Certificates are made here with `cryptography`.
 from __future__ import annotations
 
 import datetime
+import http.client
 import http.server
 import json
 import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -200,6 +202,55 @@ async def test_sni_wildcard_shared_port_and_rotation_without_draining(tls_stack:
     assert s.rejected() == {}
     sds_ok = {k: v for k, v in s.envoy.update_counters().items() if k.startswith("sds.") and "update_success" in k}
     assert sds_ok and all(v >= 1 for v in sds_ok.values()), sds_ok
+
+
+def plain_answer(port: int, host: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP request with this Host, not following redirects."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+async def test_http_to_https_redirect(tls_stack: TlsStack):
+    """spec.tls.httpRedirect: plain requests for the TLS hostnames get the redirect (path and query
+    kept) and following it with the CA works; a hostname a plain Route names on that port stays
+    that Route's (Conflicted on the TLS Route), until that Route lets it go; "*" serves the rest."""
+    s = tls_stack
+    http_port = free_port()
+    taken = "taken.example.test"
+    write_docs(s.config / "secrets.yaml", [tls_secret("a", make_leaf(s.ca, A, taken))])
+    secure = route("secure", s.port, [A, taken], tls={"certificateRef": {"name": "a"},
+                                                      "httpRedirect": {"port": http_port}})
+    plain = [route("plain", http_port, ["*"]), route("taken", http_port, [taken])]
+    write_docs(s.config / "routes.yaml", [secure, *plain])
+    await s.start()
+    answer = await eventually(lambda: (a := plain_answer(http_port, f"{A}:{http_port}", "/headers?x=1&y=2"))[0] == 301
+                              and a, what="the redirect on the plain port")
+    location = answer[1]["location"]
+    assert location == f"https://{A}:{s.port}/headers?x=1&y=2"
+    target = urllib.parse.urlsplit(location)
+    conn = TlsConnection(target.port, target.hostname, client_context(s.ca))
+    try:
+        assert conn.get(f"{target.path}?{target.query}") == (200, b"secure")
+    finally:
+        conn.close()
+    assert plain_answer(http_port, "other.example.test", "/")[0::2] == (200, b"plain")
+    assert plain_answer(http_port, taken, "/")[0::2] == (200, b"taken")
+    conflicted = s.status("secure")["Conflicted"]
+    assert (conflicted["status"], conflicted["reason"]) == ("True", "HostnameConflict")
+    assert f"{taken} on port {http_port} (plain Route default/taken serves it)" in conflicted["message"]
+    await eventually(lambda: s.status("secure")["Programmed"]["status"] == "True", what="Route secure programmed")
+
+    write_docs(s.config / "routes.yaml", [secure, plain[0]])  # the plain Route lets it go
+    answer = await eventually(lambda: (a := plain_answer(http_port, taken, "/"))[0] == 301 and a,
+                              what="the redirect of the hostname let go")
+    assert answer[1]["location"] == f"https://{taken}:{s.port}/"
+    assert s.status("secure")["Conflicted"]["status"] == "False"
+    assert s.rejected() == {}
 
 
 async def test_bad_secret_next_to_a_good_one(tls_stack: TlsStack):

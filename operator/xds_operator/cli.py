@@ -79,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .api.conditions import ACCEPTED
+    from .api.conditions import ACCEPTED, CONFLICTED
     from .ir.builder import Builder
     from .sources.files import FileSource
     from .sources.findings import Severity
@@ -113,7 +113,8 @@ def _validate(args: argparse.Namespace) -> int:
             field_path, _, message = warning.partition(": ")
             findings.append(definition.finding(field_path, f"{key}: {message}", Severity.WARNING))
         for condition in status.conditions:
-            if condition.status or condition.type == ACCEPTED:
+            # (Conflicted is False when all is well; a conflict is among the warnings above.)
+            if condition.status or condition.type in (ACCEPTED, CONFLICTED):
                 continue
             # A Secret that is there but unusable is an error wherever it is applied.
             invalid = condition.reason == "InvalidCertificateRef"
@@ -142,8 +143,8 @@ def _demo(args: argparse.Namespace) -> int:
     from .dev.demo import DemoPorts, check_demo_ports, require_dev_dependencies, run_demo
 
     require_dev_dependencies()
-    ports = DemoPorts(listener=args.listener_port, httpbin=args.httpbin_port, xds=args.xds_port,
-                      http=args.http_port, admin=args.admin_port)
+    ports = DemoPorts(listener=args.listener_port, https=args.https_port, httpbin=args.httpbin_port,
+                      xds=args.xds_port, http=args.http_port, admin=args.admin_port)
     check_demo_ports(ports)
     api_type = "DELTA_GRPC" if args.delta else "GRPC"
     return asyncio.run(run_demo(ports, api_type=api_type, keep_files=args.keep_files))
@@ -240,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
                 "(`uv run` installs it).")
     s.add_argument("--listener-port", type=listener_port, default=15001, metavar="PORT",
                    help="Envoy's listener: send requests here (default %(default)s)")
+    s.add_argument("--https-port", type=listener_port, default=15443, metavar="PORT",
+                   help="Envoy's HTTPS listener, for https://localhost:PORT (default %(default)s)")
     s.add_argument("--httpbin-port", type=port_number, default=8080, metavar="PORT",
                    help="httpbin, the upstream Envoy routes to (default %(default)s)")
     s.add_argument("--xds-port", type=port_number, default=18000, metavar="PORT",

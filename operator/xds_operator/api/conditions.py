@@ -8,6 +8,8 @@ from typing import Any
 ACCEPTED = "Accepted"
 RESOLVED_REFS = "ResolvedRefs"
 PROGRAMMED = "Programmed"
+# Abnormal-true, as Gateway API's listener condition: True when what a Route asks for is taken by another.
+CONFLICTED = "Conflicted"
 
 
 @dataclass(frozen=True)

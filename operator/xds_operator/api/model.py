@@ -170,6 +170,14 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class HttpRedirect:
+    """On the plain port `port`, the TLS Route's hostnames answer with a redirect to HTTPS."""
+
+    port: int
+    status_code: int = 301
+
+
+@dataclass(frozen=True)
 class RouteTLS:
     """TLS termination for a Route's hostnames on its port. Secret names are in the Route's namespace."""
 
@@ -177,6 +185,7 @@ class RouteTLS:
     ca_certificate_ref: str | None = None  # a Secret with ca.crt: clients must present a certificate it signed
     min_version: str = "1.2"
     alpn: tuple[str, ...] = ("h2", "http/1.1")
+    http_redirect: HttpRedirect | None = None
 
 
 @dataclass(frozen=True)

@@ -322,6 +322,7 @@ def secret_ref(description: str) -> Object:
 
 TLS_VERSIONS = ("1.2", "1.3")
 ALPN_PROTOCOLS = ("h2", "http/1.1")
+HTTPS_REDIRECT_CODES = (301, 302, 307, 308)  # Gateway API's RequestRedirect codes, without 303 (it turns a POST into a GET)
 
 
 def _tls_needs_named_hosts(spec: dict[str, Any]) -> str | None:
@@ -332,6 +333,22 @@ def _tls_needs_named_hosts(spec: dict[str, Any]) -> str | None:
         return 'tls needs hostnames, exact or "*.suffix" ("*" cannot be matched by SNI)'
     return None
 
+
+_HTTP_REDIRECT = Object(
+    "Redirect plain HTTP to HTTPS: on the plain port `port`, each of this Route's hostnames answers every request "
+    "with a redirect to https://<host>:<this Route's port>, path and query kept "
+    "(as Contour's automatic redirect for TLS virtual hosts, or a Gateway API RequestRedirect filter with scheme "
+    "https on an HTTP listener). It takes that hostname's exact virtual host on the plain port, so requests for it "
+    "no longer fall through to a \"*\" or \"*.suffix\" Route there. A plain Route that names the same hostname on "
+    "that port keeps it, and this Route gets Conflicted=True (reason HostnameConflict) naming it; so does a second "
+    "redirect of the same hostname and port to another place (the first Route by namespace/name keeps it).", {
+        "port": Integer("The plain (HTTP) port to answer on, 1024-65535; usually that of the Routes serving plain "
+                        "HTTP. An Envoy listener is made on it if there is none.", minimum=MIN_LISTENER_PORT,
+                        maximum=65535),
+        "statusCode": Integer("The redirect's status code: 301 (default), 302, 307 or 308 (307 and 308 keep the "
+                              "method and body).", choices=HTTPS_REDIRECT_CODES, default=301),
+    }, required=("port",),
+    build=lambda v: model.HttpRedirect(v["port"], v["statusCode"]) if v["port"] is not None else None)
 
 _ROUTE_TLS = Object(
     "Terminate TLS for this Route's hostnames on its port (HTTPS). Each hostname becomes its own Envoy filter "
@@ -354,8 +371,10 @@ _ROUTE_TLS = Object(
                      Enum("h2 or http/1.1.", ALPN_PROTOCOLS), min_items=1, max_items=2, list_type="set",
                      too_few="must name at least one protocol", duplicate="lists a protocol more than once",
                      default=list(ALPN_PROTOCOLS)),
+        "httpRedirect": _HTTP_REDIRECT,
     }, required=("certificateRef",),
-    build=lambda v: model.RouteTLS(v["certificateRef"], v["clientValidation"], v["minVersion"], tuple(v["alpn"]))
+    build=lambda v: model.RouteTLS(v["certificateRef"], v["clientValidation"], v["minVersion"], tuple(v["alpn"]),
+                                   v["httpRedirect"])
     if v["certificateRef"] else None)
 
 ROUTE_SPEC = Object("What the Route routes, and how.", {

@@ -30,24 +30,27 @@ from ..controlplane.app import ControlPlane
 from ..sources.files import FileSource
 from ..stop_signals import StopSignals
 from ..translate import TranslateOptions
+from .certificates import make_demo_certificates, tls_secret_manifest
 from .processes import Process, envoy_binary, envoy_command, httpbin_command, wait_http
 
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = Path(__file__).with_name("demo-config.yaml.tmpl")
 HOST = "127.0.0.1"
+HTTPS_HOST = "localhost"  # the name of the demo's certificate (and 127.0.0.1)
 
 
 @dataclass
 class DemoPorts:
     listener: int = 15001
+    https: int = 15443
     httpbin: int = 8080
     xds: int = 18000
     http: int = 18001
     admin: int = 9901
 
 
-PORT_ROLES = {"listener": "Envoy's listener", "httpbin": "httpbin", "xds": "the control plane's ADS server",
+PORT_ROLES = {"listener": "Envoy's listener", "https": "Envoy's HTTPS listener", "httpbin": "httpbin", "xds": "the control plane's ADS server",
               "http": "the control plane's HTTP endpoints", "admin": "Envoy's admin interface"}
 
 
@@ -76,6 +79,13 @@ def require_dev_dependencies() -> None:
                          "in a checkout, `uv run xds-operator demo` installs it (or `uv sync --group dev`)")
 
 
+def demo_config(ports: DemoPorts, secret_file: str = "tls-secret.yaml", ca_file: str = "ca.crt") -> str:
+    """The demo's Backend and Routes (the Secret its HTTPS Route names is in `secret_file`)."""
+    return Template(DEMO_CONFIG.read_text()).substitute(
+        httpbin_port=ports.httpbin, listener_port=ports.listener, https_port=ports.https, https_host=HTTPS_HOST,
+        secret_file=secret_file, ca_file=ca_file)
+
+
 class DemoFailed(Exception):
     """The demo could not start or a child died: one line for the user."""
 
@@ -85,16 +95,18 @@ async def run_demo(ports: DemoPorts, *, api_type: str = "GRPC", workdir: Path | 
     """Runs until SIGINT or SIGTERM (exit code 0) or a failure (message on stderr, exit code 1)."""
     own_workdir = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="xds-operator-demo-"))
-    config = workdir / "config.yaml"
-    config.write_text(Template(DEMO_CONFIG.read_text()).substitute(
-        httpbin_port=ports.httpbin, listener_port=ports.listener))
+    config, secret, ca = workdir / "config.yaml", workdir / "tls-secret.yaml", workdir / "ca.crt"
+    config.write_text(demo_config(ports, secret.name, ca.name))
+    certificates = make_demo_certificates(HTTPS_HOST)
+    secret.write_text(tls_secret_manifest("demo-tls", "demo", certificates))
+    ca.write_text(certificates.ca_pem)
     bootstrap = workdir / "envoy.yaml"
     bootstrap.write_text(render_bootstrap(BootstrapParams(
         node_id="demo-envoy", node_cluster="demo", xds_port=ports.xds, admin_port=ports.admin, api_type=api_type)))
 
     plane = ControlPlane(xds_address=f"{HOST}:{ports.xds}", http_address=f"{HOST}:{ports.http}",
                          options=TranslateOptions(listener_address=HOST))
-    source = FileSource(config, plane.state)
+    source = FileSource([config, secret], plane.state)
     httpbin = Process("httpbin", httpbin_command(ports.httpbin), log_path=workdir / "httpbin.log")
     envoy = Process("envoy", envoy_command(bootstrap), log_path=workdir / "envoy.log")
 
@@ -108,12 +120,13 @@ async def run_demo(ports: DemoPorts, *, api_type: str = "GRPC", workdir: Path | 
         except OSError as exc:
             raise DemoFailed(f"cannot start: {exc}") from None
         for url, process in ((f"http://{HOST}:{ports.httpbin}/get", httpbin),
-                             (f"http://{HOST}:{ports.listener}/headers", envoy)):
+                             (f"http://{HOST}:{ports.listener}/headers", envoy),
+                             (https_url(ports), envoy)):
             try:
-                await wait_http(url, process=process)
+                await wait_http(url, process=process, cafile=ca)
             except (RuntimeError, TimeoutError) as exc:
                 raise DemoFailed(f"{exc}; see {process.log_path}") from None
-        print(banner(ports, workdir, config), flush=True)
+        print(banner(ports, workdir, config, ca), flush=True)
 
     async def child_exit() -> None:
         waits = {asyncio.create_task(p.wait()): p for p in (httpbin, envoy)}
@@ -169,9 +182,14 @@ async def _until_stopped(stop: StopSignals, *steps: Callable[[], Coroutine[Any, 
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def banner(ports: DemoPorts, workdir: Path, config: Path) -> str:
+def https_url(ports: DemoPorts) -> str:
+    return f"https://{HTTPS_HOST}:{ports.https}/headers"
+
+
+def banner(ports: DemoPorts, workdir: Path, config: Path, ca: Path) -> str:
     base = f"http://{HOST}:{ports.http}"
     rows = [(f"curl -v http://{HOST}:{ports.listener}/headers", "httpbin through Envoy"),
+            (f"curl --cacert {ca} {https_url(ports)}", "the same over HTTPS (the demo's throwaway CA)"),
             (f"curl {base}/proxies", "connected Envoys and what they ACKed"),
             (f"curl {base}/status", "Routes and Backends with their conditions"),
             (f"curl {base}/metrics", "Prometheus metrics"),

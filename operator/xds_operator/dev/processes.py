@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import time
 import urllib.request
@@ -116,15 +117,17 @@ class Process:
         log.info("%s stopped", self.name)
 
 
-async def wait_http(url: str, *, timeout: float = 30.0, expect_status: int = 200, process: Process | None = None) -> None:
-    """Waits until `url` answers with `expect_status` (or the process dies, or time runs out)."""
+async def wait_http(url: str, *, timeout: float = 30.0, expect_status: int = 200, process: Process | None = None,
+                    cafile: Path | None = None) -> None:
+    """Waits until `url` answers with `expect_status` (or the process dies, or time runs out);
+    an https URL's certificate is verified with the CA certificates in `cafile`."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if process is not None and process.proc is not None and process.proc.returncode is not None:
             raise RuntimeError(f"{process.name} exited with code {process.proc.returncode} while starting")
         try:
-            status = await asyncio.to_thread(_status_of, url)
+            status = await asyncio.to_thread(_status_of, url, cafile)
             if status == expect_status:
                 return
             last = f"status {status}"
@@ -134,9 +137,10 @@ async def wait_http(url: str, *, timeout: float = 30.0, expect_status: int = 200
     raise TimeoutError(f"{url} did not answer {expect_status} within {timeout:.0f}s ({last})")
 
 
-def _status_of(url: str) -> int:
+def _status_of(url: str, cafile: Path | None = None) -> int:
+    context = ssl.create_default_context(cafile=cafile) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             status: int = response.status
             return status
     except urllib.error.HTTPError as exc:

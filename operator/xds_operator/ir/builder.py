@@ -34,6 +34,7 @@ from .ir import (
     route_entry_name,
 )
 from .proxy_config import GroupConfig, full_config, updated_config
+from .redirects import HttpsRedirectIR, https_redirect, ownership, redirect_conflicts, with_conflicts
 from .secrets import UnusableSecret, ca_secret, tls_secret
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
@@ -55,6 +56,7 @@ class BuiltRoute:
     secrets: tuple[SecretIR, ...] = ()
     # A TLS Route whose Secrets cannot be used: its hostnames are left out, on every chain.
     left_out: bool = False
+    https_redirect: HttpsRedirectIR | None = None  # spec.tls.httpRedirect
 
     def applies_to(self, group: str) -> bool:
         return not self.left_out and (not self.proxies or group in self.proxies)
@@ -178,6 +180,7 @@ class Builder:
         self._slices: dict[tuple[str, str], dict[str, Any]] = {}
         self._secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self._virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = {}
+        self._redirecting = False  # the last full build had a TLS Route with an HTTP to HTTPS redirect
 
     def build(self, state: StateStore) -> BuildResult:
         result = BuildResult(earlier_virtual_hosts=self._virtual_hosts)
@@ -242,6 +245,8 @@ class Builder:
             else:
                 # What a Route references exists as before: no spec appeared or went.
                 route, refs, warnings = _route(state, key, spec, clusters, now)
+                if self._redirecting and ownership(route) != ownership(previous.routes_by_key.get(key)):
+                    return False  # the redirects' Conflicted conditions are made again, whole
                 referenced = _referenced_clusters(key, spec)
                 present = tuple(name in clusters for name in referenced)
                 self._route_memo[key] = _RouteMemo(spec, obj, referenced, present, (), route,
@@ -324,6 +329,9 @@ class Builder:
                 statuses[key] = route_entry.status
         self._route_memo = route_memo
         self._cluster_memo = cluster_memo
+        conflicts = redirect_conflicts(routes)
+        statuses.update(with_conflicts(statuses, conflicts))
+        self._redirecting = bool(conflicts)
         result.routes = tuple(routes)
         result.routes_by_key = {r.key: r for r in routes}
         if len(specs) < len(objects):
@@ -511,5 +519,6 @@ def _route(state: StateStore, key: ObjectKey, spec: model.RouteSpec, clusters: d
         for m, match in enumerate(rule.matches):
             entries.append(RouteEntryIR(route_entry_name(key, r, m), key, match, action))
     refs = Condition(RESOLVED_REFS, False, "BackendNotFound", "; ".join(problems)) if problems else _resolved(warnings)
-    built = BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, tuple(entries), tls, tuple(secrets))
+    built = BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, tuple(entries), tls, tuple(secrets),
+                       https_redirect=https_redirect(key, spec))
     return built, refs, tuple(warnings)

@@ -25,6 +25,7 @@ from .ir import (
     listener_name,
     tls_route_config_name,
 )
+from .redirects import place_redirects
 
 if TYPE_CHECKING:
     from .builder import BuiltRoute
@@ -53,6 +54,7 @@ def full_config(routes: Iterable[BuiltRoute], group: str, clusters: Mapping[str,
     # Route's entries for it (not in host_routes/positions: updated_config makes TLS whole).
     tls_by_port: dict[int, dict[str, tuple[DownstreamTlsIR, list[RouteEntryIR], list[ObjectKey]]]] = {}
     secrets: dict[str, SecretIR] = {}
+    redirecting: list[BuiltRoute] = []  # TLS Routes with spec.tls.httpRedirect
     used_clusters: set[str] = set()
     for route in routes:
         if not route.applies_to(group):
@@ -64,6 +66,8 @@ def full_config(routes: Iterable[BuiltRoute], group: str, clusters: Mapping[str,
                 tls_entries.extend(route.entries)
                 keys.append(route.key)
             secrets.update((s.name, s) for s in route.secrets)
+            if route.https_redirect is not None:
+                redirecting.append(route)
         else:
             sources.setdefault(route.port, []).append(route.key)
             hosts = by_port.setdefault(route.port, {})
@@ -73,6 +77,7 @@ def full_config(routes: Iterable[BuiltRoute], group: str, clusters: Mapping[str,
                 hosts.setdefault(hostname, []).extend(route.entries)
                 host_routes.setdefault((route.port, hostname), []).append(route.key)
         used_clusters.update(used_by(route.entries))
+    place_redirects(redirecting, group, by_port, sources)
     listeners = []
     positions: dict[HostKey, tuple[int, int]] = {}
     for listener_index, port in enumerate(sorted(by_port.keys() | tls_by_port.keys())):

@@ -150,6 +150,11 @@ def _route_in_group(key: ObjectKey, result: BuildResult, group: str, snapshot: S
     own = {e.name for e in route.entries}
     # A TLS Route's entries are in the route configuration of each of its SNI hostnames.
     config_names = [name] if route.tls is None else [tls_route_config_name(route.port, h) for h in route.hostnames]
+    listeners = [name]
+    if (redirect := route.https_redirect) is not None:  # and its HTTP to HTTPS redirects on the plain port
+        own.add(redirect.entry.name)
+        listeners.append(listener_name(redirect.port))
+        config_names.append(listener_name(redirect.port))
     positions: list[JSON] = []
     clusters: set[str] = set()
     rds = [_entry(snapshot, ROUTE, config_name, _narrowed(cast(route_pb2.RouteConfiguration, snapshot.resources(ROUTE)[config_name].message), own,
@@ -163,7 +168,7 @@ def _route_in_group(key: ObjectKey, result: BuildResult, group: str, snapshot: S
             "SDS": [_entry(snapshot, SECRET, s.name) for s in route.secrets if s.name in snapshot.resources(SECRET)],
             "CDS": [_entry(snapshot, CLUSTER, c) for c in sorted(clusters)],
             "EDS": [_entry(snapshot, ENDPOINT, c) for c in sorted(clusters) if c in snapshot.resources(ENDPOINT)],
-            "LDS": [_entry(snapshot, LISTENER, name)],
+            "LDS": [_entry(snapshot, LISTENER, n) for n in listeners if n in snapshot.resources(LISTENER)],
             "RDS": rds,
         },
     }

@@ -62,8 +62,11 @@ def _resources_of(key: ObjectKey, result: BuildResult) -> list[tuple[str, str]] 
         return None
     name = listener_name(route.port)
     if route.tls is not None:  # its own route configuration per hostname, and its certificates
+        redirect = route.https_redirect  # and the plain port's, where it redirects to HTTPS
+        plain = [] if redirect is None else [(LISTENER, listener_name(redirect.port)),
+                                             (ROUTE, listener_name(redirect.port))]
         return [(LISTENER, name), *((ROUTE, tls_route_config_name(route.port, h)) for h in route.hostnames),
-                *((SECRET, s.name) for s in route.secrets)]
+                *((SECRET, s.name) for s in route.secrets), *plain]
     return [(LISTENER, name), (ROUTE, name)]
 
 
