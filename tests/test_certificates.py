@@ -194,3 +194,103 @@ def test_validate_reports_certificate_problems_and_warnings() -> None:
     assert ("warning: Route/web/uncovered: the certificate of Secret web/shop does not cover other.test (it names "
             "shop.example.com)") in out
     assert out.splitlines()[-1].endswith("1 error, 2 warnings")
+
+
+# -- CA bundles from ConfigMaps (a Backend's spec.tls.caCertificateRef of kind ConfigMap) ----------
+
+CONFIG_MAPS_FILE = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: by-data, namespace: ns}
+data: {ca.crt: "hello", other: "not kept"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: by-binary-data, namespace: ns}
+binaryData: {ca.crt: aGVsbG8=}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: broken, namespace: ns}
+binaryData: {ca.crt: "not base64!"}
+"""
+
+
+def test_file_source_reads_config_maps(tmp_path: Path) -> None:
+    (tmp_path / "config-maps.yaml").write_text(CONFIG_MAPS_FILE)
+    state = StateStore()
+    source = FileSource(tmp_path, state)
+    source.scan()
+    assert state.config_maps == {("ns", "by-data"): {"data": {"ca.crt": b"hello"}},
+                                 ("ns", "by-binary-data"): {"data": {"ca.crt": b"hello"}}}
+    (finding,) = source.findings()
+    assert (finding.line, finding.message) == (11, "ConfigMap/ns/broken: binaryData.ca.crt is not base64")
+
+
+def _backend_state(ca_ref: dict, *, config_map: bytes | None = None, secret: bytes | None = None) -> StateStore:
+    from xds_operator.api.objects import UserObject
+    state = StateStore()
+    if config_map is not None:
+        state.put_config_map("default", "bundle", {"data": {"ca.crt": config_map}})
+    if secret is not None:
+        state.put_secret("default", "bundle", {"type": "Opaque", "data": {"ca.crt": secret}})
+    state.put(UserObject(ObjectKey("Backend", "default", "b"), {
+        "endpoints": [{"address": "10.0.0.1", "port": 443}], "tls": {"sni": "b.test", "caCertificateRef": ca_ref}}))
+    state.put(UserObject(ObjectKey("Route", "default", "r"), {"rules": [{"backends": [{"name": "b"}]}]}))
+    return state
+
+
+def test_a_backend_ca_bundle_from_a_config_map() -> None:
+    from xds_operator.translate import translate
+    from xds_operator.translate.resources import CLUSTER, SECRET
+    other_ca = make_ca("other CA")
+    # A Secret of the same name is not what kind ConfigMap names.
+    state = _backend_state({"kind": "ConfigMap", "name": "bundle"}, config_map=CA.cert_pem, secret=other_ca.cert_pem)
+    result = Builder().build(state)
+    refs = result.statuses[ObjectKey("Backend", "default", "b")].condition("ResolvedRefs")
+    assert refs is not None and refs.status, refs
+    config = result.config_for("default")
+    (secret,) = config.secrets
+    assert (secret.name, secret.source, secret.trusted_ca) == (
+        "configmap-ca/default/bundle", ObjectKey("ConfigMap", "default", "bundle"), CA.cert_pem.decode())
+    resources = translate(config)
+    assert set(resources[SECRET]) == {"configmap-ca/default/bundle"}
+    assert "configmap-ca/default/bundle" in str(resources[CLUSTER]["default/b"])
+    # kind Secret (the default) reads the Secret.
+    (secret,) = Builder().build(_backend_state({"name": "bundle"}, config_map=CA.cert_pem,
+                                               secret=other_ca.cert_pem)).config_for("default").secrets
+    assert (secret.name, secret.trusted_ca) == ("ca/default/bundle", other_ca.cert_pem.decode())
+
+
+@pytest.mark.parametrize("config_map,problem", [
+    (None, "ConfigMap default/bundle not found"),
+    (b"", "ConfigMap default/bundle has no ca.crt"),
+    (b"hello", "ConfigMap default/bundle: ca.crt holds no PEM certificate"),
+    (make_ca(not_before=NOW - 10 * DAY, not_after=NOW - DAY).cert_pem,
+     "ConfigMap default/bundle: the CA certificate in ca.crt (CN=test CA) expired on"),
+])
+def test_an_unusable_config_map_ca_bundle_leaves_its_backend_out(config_map: bytes | None, problem: str) -> None:
+    result = Builder().build(_backend_state({"kind": "ConfigMap", "name": "bundle"}, config_map=config_map))
+    refs = result.statuses[ObjectKey("Backend", "default", "b")].condition("ResolvedRefs")
+    assert refs is not None and (refs.status, refs.reason) == (False, "InvalidCertificateRef")
+    assert refs.message.startswith(f"spec.tls.caCertificateRef: {problem}"), refs.message
+    config = result.config_for("default")
+    assert config.clusters == () and config.secrets == ()
+
+
+def test_validate_reads_config_map_ca_bundles(tmp_path: Path) -> None:
+    expired = make_ca(not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+    docs = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "web"},
+             "data": {"ca.crt": ca.cert_pem.decode()}} for name, ca in (("good", CA), ("expired", expired))]
+    docs += [{"apiVersion": "xds-operator.dev/v1alpha1", "kind": "Backend", "metadata": {"name": name, "namespace": "web"},
+              "spec": {"endpoints": [{"address": "10.0.0.1", "port": 443}],
+                       "tls": {"caCertificateRef": {"kind": "ConfigMap", "name": name}}}}
+             for name in ("good", "expired", "missing")]
+    import yaml
+    (tmp_path / "backends.yaml").write_text(yaml.safe_dump_all(docs))
+    result = subprocess.run([sys.executable, "-m", "xds_operator.cli", "validate", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    out = result.stdout
+    assert "Backend/web/good" not in out, out
+    assert "Backend/web/expired: spec.tls.caCertificateRef: ConfigMap web/expired: the CA certificate in ca.crt" in out, out
+    assert "Backend/web/missing: spec.tls.caCertificateRef: ConfigMap web/missing not found" in out, out

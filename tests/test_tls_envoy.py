@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from xds_operator.dev.processes import free_port
 
 from .realprocs import Envoy, ServeProcess, eventually
-from .tlscerts import Issued, ca_secret, make_ca, make_leaf, tls_secret
+from .tlscerts import Issued, ca_config_map, ca_secret, make_ca, make_leaf, tls_secret
 
 A, WILD, PLAIN_HOST = "a.example.test", "*.wild.example.test", "plain.example.test"
 
@@ -300,7 +300,9 @@ async def test_upstream_tls_and_mtls(tmp_path: Path, api_type: str):
     stack = TlsStack(tmp_path, api_type)
     try:
         client = make_leaf(ca, "envoy.test", client=True)
-        write_docs(stack.config / "secrets.yaml", [ca_secret("backend-ca", ca), tls_secret("envoy-client", client)])
+        write_docs(stack.config / "secrets.yaml", [ca_secret("backend-ca", ca), tls_secret("envoy-client", client),
+                                                   ca_config_map("backend-ca", ca),
+                                                   ca_config_map("other-ca", make_ca("other CA"))])
         write_docs(stack.config / "routes.yaml", [
             backend("mtls", tls_server.port, {"sni": "backend.test", "caCertificateRef": {"name": "backend-ca"},
                                               "clientCertificateRef": {"name": "envoy-client"},
@@ -313,6 +315,15 @@ async def test_upstream_tls_and_mtls(tmp_path: Path, api_type: str):
             route("mtls", stack.port, ["mtls.test"], backend="mtls"),
             route("no-client-cert", stack.port, ["nocert.test"], backend="no-client-cert"),
             route("wrong-san", stack.port, ["wrongsan.test"], backend="wrong-san"),
+            # The CA bundle from a ConfigMap's ca.crt: the right one verifies, another CA's does not.
+            backend("configmap-ca", tls_server.port, {"sni": "backend.test",
+                                                      "caCertificateRef": {"kind": "ConfigMap", "name": "backend-ca"},
+                                                      "clientCertificateRef": {"name": "envoy-client"}}),
+            backend("configmap-other-ca", tls_server.port, {
+                "sni": "backend.test", "caCertificateRef": {"kind": "ConfigMap", "name": "other-ca"},
+                "clientCertificateRef": {"name": "envoy-client"}}),
+            route("configmap-ca", stack.port, ["cm.test"], backend="configmap-ca"),
+            route("configmap-other-ca", stack.port, ["cm-other.test"], backend="configmap-other-ca"),
         ])
         await stack.start()
         assert await eventually(lambda: plain_get(stack.port, "mtls.test") == (200, b"tls backend"),
@@ -320,6 +331,8 @@ async def test_upstream_tls_and_mtls(tmp_path: Path, api_type: str):
         assert "envoy.test" in tls_server.seen[-1]  # the backend saw Envoy's client certificate
         assert plain_get(stack.port, "nocert.test")[0] == 503  # the backend requires a client certificate
         assert plain_get(stack.port, "wrongsan.test")[0] == 503  # the SAN does not match
+        assert plain_get(stack.port, "cm.test") == (200, b"tls backend")
+        assert plain_get(stack.port, "cm-other.test")[0] == 503  # another CA does not vouch for the backend
         assert stack.rejected() == {}
     finally:
         await stack.envoy.stop()

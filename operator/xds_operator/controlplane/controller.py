@@ -130,6 +130,7 @@ class Controller:
         frozen.services = dict(self.state.services)
         frozen.endpoint_slices = dict(self.state.endpoint_slices)
         frozen.secrets = dict(self.state.secrets)
+        frozen.config_maps = dict(self.state.config_maps)
         return frozen
 
     def rebuild_soon(self) -> None:

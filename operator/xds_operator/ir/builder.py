@@ -34,7 +34,7 @@ from .ir import (
     route_entry_name,
 )
 from .proxy_config import GroupConfig, full_config, updated_config
-from .secrets import UnusableSecret, ca_secret, tls_secret
+from .secrets import UnusableSecret, ca_config_map, ca_secret, tls_secret
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,7 @@ class Builder:
         self._services: dict[tuple[str, str], dict[str, Any]] = {}
         self._slices: dict[tuple[str, str], dict[str, Any]] = {}
         self._secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self._config_maps: dict[tuple[str, str], dict[str, Any]] = {}
         self._virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
@@ -189,18 +190,19 @@ class Builder:
         self._services = dict(state.services)
         self._slices = dict(state.endpoint_slices)
         self._secrets = dict(state.secrets)
+        self._config_maps = dict(state.config_maps)
         return result
 
     def _incremental(self, state: StateStore, result: BuildResult) -> bool:
         """Redoes only the objects that changed since the last build, into `result`; False
         (and `result` untouched) when the change is not one it handles: objects added or
-        deleted, Services, EndpointSlices or Secrets changed, an object's spec appearing or going,
+        deleted, Services, EndpointSlices, Secrets or ConfigMaps changed, an object's spec appearing or going,
         or a changed object with TLS (before or after: its Secrets and SNI chains are made whole)."""
         previous = self._previous
         objects = state.objects
         before = self._objects
         if (previous is None or state.services != self._services or state.endpoint_slices != self._slices
-                or state.secrets != self._secrets):
+                or state.secrets != self._secrets or state.config_maps != self._config_maps):
             return False
         # The same keys in the same order (the usual case) compare by identity, without hashing,
         # and then the objects pairwise, in C.
@@ -370,13 +372,15 @@ def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, no
         return None, []
     secrets = []
     names: dict[str, str | None] = {"ca": None, "client": None}
-    for what, ref, path in (("ca", tls.ca_certificate_ref, "spec.tls.caCertificateRef"),
+    ca_ref = tls.ca_certificate_ref
+    for what, ref, path in (("ca", ca_ref.name if ca_ref is not None else None, "spec.tls.caCertificateRef"),
                             ("client", tls.client_certificate_ref, "spec.tls.clientCertificateRef")):
         if ref is None:
             continue
         try:
             if what == "ca":
-                secret, found = ca_secret(state, key.namespace, ref, now)
+                read_ca = ca_config_map if ca_ref is not None and ca_ref.kind == "ConfigMap" else ca_secret
+                secret, found = read_ca(state, key.namespace, ref, now)
             else:
                 secret, _, found = tls_secret(state, key.namespace, ref, now)
         except UnusableSecret as exc:

@@ -1,4 +1,4 @@
-"""Resolving a Route's or Backend's Secret references into checked SDS secrets (ir.SecretIR)."""
+"""Resolving a Route's or Backend's Secret (and ConfigMap) references into checked SDS secrets (ir.SecretIR)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .certificates import (
     expiry_warning,
     key_pair,
 )
-from .ir import SecretIR, ca_secret_name, tls_secret_name
+from .ir import SecretIR, ca_secret_name, config_map_ca_name, tls_secret_name
 
 
 class UnusableSecret(Exception):
@@ -56,7 +56,22 @@ def tls_secret(state: StateStore, namespace: str, name: str,
 def ca_secret(state: StateStore, namespace: str, name: str, now: datetime.datetime) -> tuple[SecretIR, list[str]]:
     """A Secret's ca.crt as a validation context, checked; with warnings."""
     _, data = _data(state, namespace, name)
-    where = f"Secret {joined(namespace, name)}"
+    return _ca(ObjectKey("Secret", namespace, name), ca_secret_name(namespace, name), data, now)
+
+
+def ca_config_map(state: StateStore, namespace: str, name: str,
+                  now: datetime.datetime) -> tuple[SecretIR, list[str]]:
+    """A ConfigMap's ca.crt as a validation context, checked as a Secret's is; with warnings."""
+    config_map = state.config_maps.get((namespace, name))
+    if config_map is None:
+        raise UnusableSecret(f"ConfigMap {joined(namespace, name)} not found")
+    return _ca(ObjectKey("ConfigMap", namespace, name), config_map_ca_name(namespace, name),
+               config_map.get("data") or {}, now)
+
+
+def _ca(source: ObjectKey, sds_name: str, data: dict[str, bytes],
+        now: datetime.datetime) -> tuple[SecretIR, list[str]]:
+    where = f"{source.kind} {joined(source.namespace, source.name)}"
     if not data.get(CA_KEY):
         raise UnusableSecret(f"{where} has no {CA_KEY}")
     try:
@@ -66,8 +81,7 @@ def ca_secret(state: StateStore, namespace: str, name: str, now: datetime.dateti
     warnings = []
     if (expiring := expiry_warning(bundle.not_after, now)) is not None:
         warnings.append(f"a CA certificate of {where} {expiring}")
-    return SecretIR(ca_secret_name(namespace, name), ObjectKey("Secret", namespace, name),
-                    trusted_ca=_text(data[CA_KEY])), warnings
+    return SecretIR(sds_name, source, trusted_ca=_text(data[CA_KEY])), warnings
 
 
 def _text(pem: bytes) -> str:
