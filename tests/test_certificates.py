@@ -294,3 +294,77 @@ def test_validate_reads_config_map_ca_bundles(tmp_path: Path) -> None:
     assert "Backend/web/good" not in out, out
     assert "Backend/web/expired: spec.tls.caCertificateRef: ConfigMap web/expired: the CA certificate in ca.crt" in out, out
     assert "Backend/web/missing: spec.tls.caCertificateRef: ConfigMap web/missing not found" in out, out
+
+
+# -- TLS hostnames two Routes share on a port -----------------------------------------------------
+
+def _tls_route(name: str, hostnames: list[str], cert: str, **tls: object) -> dict:
+    return {"port": 8443, "hostnames": hostnames, "tls": {"certificateRef": {"name": cert}, **tls},
+            "rules": [{"directResponse": {"status": 200, "body": name}}]}
+
+
+def _shared_host_state(*routes: tuple[str, dict]) -> StateStore:
+    from xds_operator.api.objects import UserObject
+    state = StateStore()
+    for cert, leaf in (("one", make_leaf(CA, "a.test", "b.test")), ("two", make_leaf(CA, "a.test", "c.test"))):
+        state.put_secret("default", cert, trimmed_secret(tls_secret(cert, leaf)))
+    for name, spec in routes:
+        state.put(UserObject(ObjectKey("Route", "default", name), spec))
+    return state
+
+
+def _chains(result) -> dict[str, set[str]]:
+    """SNI hostname -> the Routes whose rules its chain serves."""
+    (listener,) = result.config_for("default").listeners
+    return {h.hostname: {e.source.name for e in h.virtual_host.routes} for h in listener.tls_hosts}
+
+
+def test_a_tls_hostname_with_other_tls_settings_is_a_conflict_for_the_later_route() -> None:
+    state = _shared_host_state(("first", _tls_route("first", ["a.test", "b.test"], "one")),
+                               ("second", _tls_route("second", ["a.test", "c.test"], "two")),
+                               ("third", _tls_route("third", ["a.test"], "one", minVersion="1.3")))
+    result = Builder().build(state)
+    # a.test keeps the first Route's settings and only its rules; the others' other hostnames serve.
+    assert _chains(result) == {"a.test": {"first"}, "b.test": {"first"}, "c.test": {"second"}}
+    first = result.statuses[ObjectKey("Route", "default", "first")].condition("Accepted")
+    assert first is not None and first.status
+    second = result.statuses[ObjectKey("Route", "default", "second")].condition("Accepted")
+    assert second is not None and (second.status, second.reason) == (False, "HostnameConflict")
+    assert second.message == ("spec.hostnames[0]: a.test is a TLS hostname of Route default/first on port 8443 too, "
+                              "with other TLS settings (spec.tls.certificateRef differs): that Route, first by "
+                              "namespace/name, serves it and this Route's rules for it are left out")
+    third = result.statuses[ObjectKey("Route", "default", "third")].condition("Accepted")
+    assert third is not None and (third.status, third.reason) == (False, "HostnameConflict")
+    assert "(spec.tls.minVersion differs)" in third.message
+    # The third Route serves nothing: it is not sent, and neither is anything of its own.
+    assert result.routes_by_key[ObjectKey("Route", "default", "third")].left_out
+    assert {s.name for s in result.config_for("default").secrets} == {"tls/default/one", "tls/default/two"}
+
+
+def test_routes_with_the_same_tls_settings_or_other_proxies_share_a_hostname() -> None:
+    same = _shared_host_state(("first", _tls_route("first", ["a.test"], "one")),
+                              ("second", _tls_route("second", ["a.test"], "one")))
+    result = Builder().build(same)
+    assert _chains(result) == {"a.test": {"first", "second"}}  # the rules merged
+    assert all(s.condition("Accepted").status for s in result.statuses.values())
+    apart = _shared_host_state(("first", {**_tls_route("first", ["a.test"], "one"), "proxies": ["x"]}),
+                               ("second", {**_tls_route("second", ["a.test"], "two"), "proxies": ["y"]}))
+    result = Builder().build(apart)
+    assert all(s.condition("Accepted").status for s in result.statuses.values())
+
+
+def test_validate_reports_tls_hostname_conflicts(tmp_path: Path) -> None:
+    import yaml
+    docs = [tls_secret(cert, make_leaf(CA, "a.test")) for cert in ("one", "two")]
+    docs += [{"apiVersion": "xds-operator.dev/v1alpha1", "kind": "Route", "metadata": {"name": name, "namespace": "default"},
+              "spec": _tls_route(name, ["a.test"], cert)} for name, cert in (("first", "one"), ("second", "two"))]
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump_all(docs))
+    result = subprocess.run([sys.executable, "-m", "xds_operator.cli", "validate", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "Route/default/second" in line]
+    assert line.endswith("routes.yaml:45:5: error: Route/default/second: spec.hostnames[0]: a.test is a TLS hostname of Route default/first on port "
+                         "8443 too, with other TLS settings (spec.tls.certificateRef differs): that Route, first by "
+                         "namespace/name, serves it and this Route's rules for it are left out "
+                         "(Accepted=HostnameConflict)"), line
+    assert "Route/default/first" not in result.stdout

@@ -9,6 +9,9 @@ ACCEPTED = "Accepted"
 RESOLVED_REFS = "ResolvedRefs"
 PROGRAMMED = "Programmed"
 
+# Accepted=False: a TLS hostname of the Route's port that an earlier Route terminates with other TLS settings.
+HOSTNAME_CONFLICT = "HostnameConflict"
+
 
 @dataclass(frozen=True)
 class Condition:
