@@ -3,6 +3,7 @@ file source, and what `validate` says of them."""
 
 from __future__ import annotations
 
+import datetime
 import re
 import subprocess
 import sys
@@ -368,3 +369,49 @@ def test_validate_reports_tls_hostname_conflicts(tmp_path: Path) -> None:
                          "namespace/name, serves it and this Route's rules for it are left out "
                          "(Accepted=HostnameConflict)"), line
     assert "Route/default/first" not in result.stdout
+
+
+# -- certificates whose time comes while nothing changes -------------------------------------------
+
+def test_the_build_says_when_to_check_certificates_again_and_then_does(monkeypatch) -> None:
+    """BuildResult.recheck_at is the next instant a check may come out otherwise (the controller
+    builds again then); a build at or after it checks again, though no object or Secret changed."""
+    import xds_operator.ir.builder as builder_module
+    now = now_utc().replace(microsecond=0)
+    expiring = make_leaf(CA, "shop.example.com", not_after=now + 15 * DAY)  # warned in a day
+    state = _route_state(tls_secret("cert", expiring), ["shop.example.com"])
+    builder = Builder()
+    monkeypatch.setattr(builder_module, "now_utc", lambda: now)
+    result = builder.build(state)
+    assert result.recheck_at == expiring.cert.not_valid_after_utc - 14 * DAY
+    assert result.statuses[ObjectKey("Route", "default", "r")].warnings == ()
+    # Just before: nothing new (and the memo is reused).
+    monkeypatch.setattr(builder_module, "now_utc", lambda: result.recheck_at - datetime.timedelta(seconds=1))
+    assert builder.build(state).statuses[ObjectKey("Route", "default", "r")].warnings == ()
+    # At the warning's instant: the warning, and the next instant is the expiry.
+    monkeypatch.setattr(builder_module, "now_utc", lambda: result.recheck_at)
+    warned = builder.build(state)
+    (warning,) = warned.statuses[ObjectKey("Route", "default", "r")].warnings
+    assert warning.startswith("spec.tls.certificateRef: the certificate of Secret default/cert expires in 14 days")
+    assert warned.recheck_at == expiring.cert.not_valid_after_utc
+    # At the expiry: out of the config, and the condition says why.
+    monkeypatch.setattr(builder_module, "now_utc", lambda: warned.recheck_at)
+    expired = builder.build(state)
+    refs = expired.statuses[ObjectKey("Route", "default", "r")].condition("ResolvedRefs")
+    assert refs is not None and (refs.status, refs.reason) == (False, "InvalidCertificateRef")
+    assert "certificate 1 of tls.crt (CN=shop.example.com) expired on" in refs.message
+    assert expired.config_for("default").secrets == () and expired.recheck_at is None
+
+
+def test_a_certificate_not_valid_yet_is_checked_again_when_it_becomes_valid(monkeypatch) -> None:
+    import xds_operator.ir.builder as builder_module
+    now = now_utc().replace(microsecond=0)
+    future = make_leaf(CA, "shop.example.com", not_before=now + DAY)
+    state = _route_state(tls_secret("cert", future), ["shop.example.com"])
+    builder = Builder()
+    monkeypatch.setattr(builder_module, "now_utc", lambda: now)
+    result = builder.build(state)
+    assert result.statuses[ObjectKey("Route", "default", "r")].condition("ResolvedRefs").status is False
+    assert result.recheck_at == future.cert.not_valid_before_utc
+    monkeypatch.setattr(builder_module, "now_utc", lambda: result.recheck_at)
+    assert builder.build(state).statuses[ObjectKey("Route", "default", "r")].condition("ResolvedRefs").status is True

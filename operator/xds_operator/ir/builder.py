@@ -20,7 +20,7 @@ from ..api.fields import FieldError
 from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
-from .certificates import covers, now_utc
+from .certificates import Recheck, covers, now_utc
 from .ir import (
     ClusterIR,
     DownstreamTlsIR,
@@ -78,6 +78,9 @@ class BuildResult:
     statuses: dict[ObjectKey, ObjectStatus] = field(default_factory=dict)
     routes_by_key: dict[ObjectKey, BuiltRoute] = field(default_factory=dict)
     secrets: dict[str, SecretIR] = field(default_factory=dict)  # of the clusters, by SDS name
+    # The earliest instant at which a certificate check of this build may come out otherwise (one
+    # becomes valid, expires or comes within 14 days of expiry): build again then, though nothing changed.
+    recheck_at: datetime.datetime | None = None
 
     # Virtual hosts by hostname and route entries, made by config_for of this build and of the one
     # before: an unchanged virtual host is the very same object, so its translation is reused.
@@ -128,6 +131,7 @@ class _ClusterMemo:
     cluster: ClusterIR | None  # None: its TLS Secrets cannot be used
     secrets: tuple[SecretIR, ...]
     status: ObjectStatus
+    recheck_at: datetime.datetime | None = None  # when its certificates' checks may come out otherwise
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,7 @@ class _RouteMemo:
     secrets: tuple[object, ...]  # the contents of the Secrets its TLS references
     route: BuiltRoute
     status: ObjectStatus
+    recheck_at: datetime.datetime | None = None  # when its certificates' checks may come out otherwise
 
 
 def _precedence(entry: RouteEntryIR) -> tuple[int, int, int, str, str]:
@@ -204,6 +209,9 @@ class Builder:
         if (previous is None or state.services != self._services or state.endpoint_slices != self._slices
                 or state.secrets != self._secrets or state.config_maps != self._config_maps):
             return False
+        now = now_utc()
+        if previous.recheck_at is not None and now >= previous.recheck_at:
+            return False  # a certificate's time has come: check them again
         # The same keys in the same order (the usual case) compare by identity, without hashing,
         # and then the objects pairwise, in C.
         if list(objects) == list(before):
@@ -221,7 +229,6 @@ class Builder:
                 return False
             if getattr(outcome[0], "tls", None) is not None or getattr(earlier_spec, "tls", None) is not None:
                 return False
-        now = now_utc()
         clusters = dict(previous.clusters)
         statuses = dict(previous.statuses)
         routes_by_key = dict(previous.routes_by_key)
@@ -234,7 +241,7 @@ class Builder:
                 statuses[key] = self._status(obj, validated, None)
             elif isinstance(spec, model.BackendSpec):
                 slices = {} if spec.service is None else slices_by_service(state)
-                cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, now)
+                cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, Recheck(now))
                 assert cluster is not None  # no TLS (see above): nothing to leave it out for
                 entry = self._cluster_memo[key] = _ClusterMemo(spec, obj, cluster, secrets,
                                                                self._status(obj, validated, refs, warnings))
@@ -243,7 +250,7 @@ class Builder:
                 result.clusters_changed = True
             else:
                 # What a Route references exists as before: no spec appeared or went.
-                route, refs, warnings = _route(state, key, spec, clusters, now)
+                route, refs, warnings = _route(state, key, spec, clusters, Recheck(now))
                 referenced = _referenced_clusters(key, spec)
                 present = tuple(name in clusters for name in referenced)
                 self._route_memo[key] = _RouteMemo(spec, obj, referenced, present, (), route,
@@ -253,6 +260,7 @@ class Builder:
                 changed_routes.append(key)
         result.clusters, result.statuses, result.routes_by_key = clusters, statuses, routes_by_key
         result.secrets = previous.secrets  # no Secret and no TLS object changed
+        result.recheck_at = previous.recheck_at  # likewise
         if changed_routes:
             result.routes = tuple(map(routes_by_key.__getitem__, map(attrgetter("key"), previous.routes)))
         else:
@@ -282,6 +290,7 @@ class Builder:
 
         slices = slices_by_service(state) if state.endpoint_slices else {}
         now = now_utc()
+        recheck_at: datetime.datetime | None = None
         cluster_memo: dict[ObjectKey, _ClusterMemo] = {}
         previous_clusters = self._cluster_memo
         statuses = result.statuses
@@ -293,9 +302,11 @@ class Builder:
                         and hit.obj is obj):
                     entry = hit  # static endpoints or DNS: depends on the spec alone
                 else:
-                    cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, now)
+                    recheck = Recheck(now)
+                    cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, recheck)
                     entry = _ClusterMemo(spec, obj, cluster, secrets,
-                                         self._status(obj, validated_memo[key][1], refs, warnings))
+                                         self._status(obj, validated_memo[key][1], refs, warnings), recheck.at)
+                    recheck_at = _earlier(recheck_at, recheck.at)
                 cluster_memo[key] = entry
                 if entry.cluster is not None:
                     result.clusters[entry.cluster.name] = entry.cluster
@@ -315,12 +326,15 @@ class Builder:
                 present = tuple(name in clusters for name in referenced)
                 secret_contents = _referenced_secrets(state, key, spec)
                 if (route_hit is not None and same_spec and route_hit.present == present and route_hit.obj is obj
-                        and route_hit.secrets == secret_contents):
+                        and route_hit.secrets == secret_contents
+                        and (route_hit.recheck_at is None or now < route_hit.recheck_at)):
                     route_entry = route_hit
                 else:
-                    route, refs, warnings = _route(state, key, spec, clusters, now)
+                    recheck = Recheck(now)
+                    route, refs, warnings = _route(state, key, spec, clusters, recheck)
                     route_entry = _RouteMemo(spec, obj, referenced, present, secret_contents, route,
-                                             self._status(obj, validated_memo[key][1], refs, warnings))
+                                             self._status(obj, validated_memo[key][1], refs, warnings), recheck.at)
+                recheck_at = _earlier(recheck_at, route_entry.recheck_at)
                 route_memo[key] = route_entry
                 routes.append(route_entry.route)
                 statuses[key] = route_entry.status
@@ -334,6 +348,7 @@ class Builder:
                 log.error("%s: %s", route.key, "; ".join(c.message for c in status.conditions if c.type == ACCEPTED))
         result.routes = tuple(routes)
         result.routes_by_key = {r.key: r for r in routes}
+        result.recheck_at = recheck_at
         if len(specs) < len(objects):
             for key in objects.keys() - specs.keys():
                 statuses[key] = self._status(objects[key], validated_memo[key][1], None)
@@ -358,6 +373,10 @@ class Builder:
             return last[1], Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
         return None, Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
 
+
+
+def _earlier(a: datetime.datetime | None, b: datetime.datetime | None) -> datetime.datetime | None:
+    return b if a is None else a if b is None or a <= b else b
 
 
 # -- TLS hostname conflicts -----------------------------------------------------------------------
@@ -437,7 +456,7 @@ def _invalid_certificate(problems: list[str]) -> Condition:
     return Condition(RESOLVED_REFS, False, "InvalidCertificateRef", "; ".join(problems))
 
 
-def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, now: datetime.datetime,
+def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, recheck: Recheck,
                   problems: list[str], warnings: list[str]) -> tuple[UpstreamTlsIR | None, list[SecretIR]]:
     tls = spec.tls
     if tls is None:
@@ -452,9 +471,9 @@ def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, no
         try:
             if what == "ca":
                 read_ca = ca_config_map if ca_ref is not None and ca_ref.kind == "ConfigMap" else ca_secret
-                secret, found = read_ca(state, key.namespace, ref, now)
+                secret, found = read_ca(state, key.namespace, ref, recheck)
             else:
-                secret, _, found = tls_secret(state, key.namespace, ref, now)
+                secret, _, found = tls_secret(state, key.namespace, ref, recheck)
         except UnusableSecret as exc:
             problems.append(f"{path}: {exc}")
             continue
@@ -467,11 +486,11 @@ def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, no
 
 
 def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey, spec: model.BackendSpec,
-             now: datetime.datetime) -> tuple[ClusterIR | None, Condition, tuple[SecretIR, ...], tuple[str, ...]]:
+             recheck: Recheck) -> tuple[ClusterIR | None, Condition, tuple[SecretIR, ...], tuple[str, ...]]:
     """The cluster (None when its TLS Secrets cannot be used), ResolvedRefs, secrets, warnings."""
     problems: list[str] = []
     warnings: list[str] = []
-    tls, secrets = _upstream_tls(state, key, spec, now, problems, warnings)
+    tls, secrets = _upstream_tls(state, key, spec, recheck, problems, warnings)
     if problems:
         return None, _invalid_certificate(problems), (), ()
     for warning in warnings:
@@ -520,14 +539,14 @@ def _referenced_secrets(state: StateStore, key: ObjectKey, spec: model.RouteSpec
                  for name in (spec.tls.certificate_ref, spec.tls.ca_certificate_ref) if name is not None)
 
 
-def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, now: datetime.datetime,
+def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, recheck: Recheck,
                     problems: list[str], warnings: list[str]) -> tuple[DownstreamTlsIR | None, list[SecretIR]]:
     tls = spec.tls
     if tls is None:
         return None, []
     secrets = []
     try:
-        certificate, pair, found = tls_secret(state, key.namespace, tls.certificate_ref, now)
+        certificate, pair, found = tls_secret(state, key.namespace, tls.certificate_ref, recheck)
     except UnusableSecret as exc:
         problems.append(f"spec.tls.certificateRef: {exc}")
     else:
@@ -540,7 +559,7 @@ def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, no
     ca_name = None
     if tls.ca_certificate_ref is not None:
         try:
-            ca, found = ca_secret(state, key.namespace, tls.ca_certificate_ref, now)
+            ca, found = ca_secret(state, key.namespace, tls.ca_certificate_ref, recheck)
         except UnusableSecret as exc:
             problems.append(f"spec.tls.clientValidation.caCertificateRef: {exc}")
         else:
@@ -553,10 +572,10 @@ def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, no
 
 
 def _route(state: StateStore, key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR],
-           now: datetime.datetime) -> tuple[BuiltRoute, Condition, tuple[str, ...]]:
+           recheck: Recheck) -> tuple[BuiltRoute, Condition, tuple[str, ...]]:
     tls_problems: list[str] = []
     warnings: list[str] = []
-    tls, secrets = _downstream_tls(state, key, spec, now, tls_problems, warnings)
+    tls, secrets = _downstream_tls(state, key, spec, recheck, tls_problems, warnings)
     if tls_problems:
         log.error("%s: TLS hostnames left out: %s", key, "; ".join(tls_problems))
         return (BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, (), left_out=True),
