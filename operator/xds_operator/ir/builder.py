@@ -105,7 +105,7 @@ class BuildResult:
             if base is not None:
                 made = updated_config(base, group, self.changed_routes or (), self.earlier_routes,
                                       self.routes_by_key, self.clusters if self.clusters_changed else None,
-                                      self._virtual_host)
+                                      self.secrets, self._virtual_host)
             if made is None:
                 made = full_config(self.routes, group, self.clusters, self.secrets, self._virtual_host)
             self.configs[group] = made
@@ -183,6 +183,9 @@ class Builder:
         self._slices: dict[tuple[str, str], dict[str, Any]] = {}
         self._secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self._config_maps: dict[tuple[str, str], dict[str, Any]] = {}
+        # The objects whose spec (as served) has TLS, and when each one's certificates are due a check.
+        self._tls_keys: set[ObjectKey] = set()
+        self._rechecks: dict[ObjectKey, datetime.datetime] = {}
         self._virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = {}
 
     def build(self, state: StateStore) -> BuildResult:
@@ -199,15 +202,15 @@ class Builder:
         return result
 
     def _incremental(self, state: StateStore, result: BuildResult) -> bool:
-        """Redoes only the objects that changed since the last build, into `result`; False
-        (and `result` untouched) when the change is not one it handles: objects added or
-        deleted, Services, EndpointSlices, Secrets or ConfigMaps changed, an object's spec appearing or going,
-        or a changed object with TLS (before or after: its Secrets and SNI chains are made whole)."""
+        """Redoes only the objects that changed since the last build (and those whose Secrets or
+        ConfigMaps changed), into `result`; False (and `result` untouched) when the change is not
+        one it handles: objects added or deleted, Services or EndpointSlices changed, an object's
+        spec appearing or going, a Backend's cluster appearing or going (its TLS Secrets usable or
+        not), or a certificate's time having come (BuildResult.recheck_at)."""
         previous = self._previous
         objects = state.objects
         before = self._objects
-        if (previous is None or state.services != self._services or state.endpoint_slices != self._slices
-                or state.secrets != self._secrets or state.config_maps != self._config_maps):
+        if previous is None or state.services != self._services or state.endpoint_slices != self._slices:
             return False
         now = now_utc()
         if previous.recheck_at is not None and now >= previous.recheck_at:
@@ -220,47 +223,97 @@ class Builder:
             changed = [key for key, obj in objects.items() if before[key] is not obj]
         else:
             return False
+        earlier_specs = {}
         for key in changed:
             obj = objects[key]
-            earlier_spec = self._validated_memo[key][1][0]
+            earlier_spec = earlier_specs[key] = self._validated_memo[key][1][0]
             outcome = self._validated(obj)
             self._validated_memo[key] = (obj, outcome)  # so that a full build reuses it
             if (outcome[0] is None) != (earlier_spec is None):
                 return False
-            if getattr(outcome[0], "tls", None) is not None or getattr(earlier_spec, "tls", None) is not None:
-                return False
+        # Unchanged objects whose Secrets or ConfigMaps changed are made again too.
+        sources = _changed_sources(state.secrets, self._secrets, "Secret") | _changed_sources(
+            state.config_maps, self._config_maps, "ConfigMap")
+        if sources:
+            redo = set(changed)
+            for key in self._tls_keys - redo:
+                spec = self._validated_memo[key][1][0]
+                if spec is not None and _tls_sources(key, spec) & sources:
+                    changed.append(key)
+                    earlier_specs[key] = spec
+        # The clusters first, checked: one that appears or goes changes the Routes that send to it.
+        made_clusters = {}
+        for key in changed:
+            spec = self._validated_memo[key][1][0]
+            if isinstance(spec, model.BackendSpec):
+                slices = {} if spec.service is None else slices_by_service(state)
+                recheck = Recheck(now)
+                made = _cluster(state, slices, key, spec, recheck)
+                if made[0] is None or self._cluster_memo[key].cluster is None:
+                    return False
+                made_clusters[key] = (made, recheck.at)
         clusters = dict(previous.clusters)
         statuses = dict(previous.statuses)
         routes_by_key = dict(previous.routes_by_key)
         changed_routes = []
+        tls_routes_changed = tls_backends_changed = False
         for key in changed:
             obj = objects[key]
             validated = self._validated_memo[key][1]
             spec = validated[0]
+            had_tls = getattr(earlier_specs[key], "tls", None) is not None
+            has_tls = getattr(spec, "tls", None) is not None
+            if has_tls:
+                self._tls_keys.add(key)
+            else:
+                self._tls_keys.discard(key)
             if spec is None:
                 statuses[key] = self._status(obj, validated, None)
             elif isinstance(spec, model.BackendSpec):
-                slices = {} if spec.service is None else slices_by_service(state)
-                cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, Recheck(now))
-                assert cluster is not None  # no TLS (see above): nothing to leave it out for
+                (cluster, refs, secrets, warnings), recheck_at = made_clusters[key]
+                assert cluster is not None  # (checked above)
                 entry = self._cluster_memo[key] = _ClusterMemo(spec, obj, cluster, secrets,
-                                                               self._status(obj, validated, refs, warnings))
+                                                               self._status(obj, validated, refs, warnings),
+                                                               recheck_at)
                 clusters[cluster.name] = cluster
                 statuses[key] = entry.status
                 result.clusters_changed = True
+                tls_backends_changed |= had_tls or has_tls
+                self._noted_recheck(key, recheck_at)
             else:
                 # What a Route references exists as before: no spec appeared or went.
-                route, refs, warnings = _route(state, key, spec, clusters, Recheck(now))
+                recheck = Recheck(now)
+                route, refs, warnings = _route(state, key, spec, clusters, recheck)
                 referenced = _referenced_clusters(key, spec)
                 present = tuple(name in clusters for name in referenced)
-                self._route_memo[key] = _RouteMemo(spec, obj, referenced, present, (), route,
-                                                   self._status(obj, validated, refs, warnings))
+                self._route_memo[key] = _RouteMemo(spec, obj, referenced, present,
+                                                   _referenced_secrets(state, key, spec), route,
+                                                   self._status(obj, validated, refs, warnings), recheck.at)
                 routes_by_key[key] = route
                 statuses[key] = self._route_memo[key].status
                 changed_routes.append(key)
+                tls_routes_changed |= had_tls or has_tls
+                self._noted_recheck(key, recheck.at)
+        if tls_routes_changed:  # which TLS Route has which SNI hostname may have changed
+            tls_keys = sorted((k for k in self._tls_keys if k.kind == "Route" and k in self._route_memo),
+                              key=ObjectKey.sort_key)
+            redone = set(changed_routes)
+            for _, route, status in self._resolve_conflicts([self._route_memo[k].route for k in tls_keys],
+                                                            {k: self._route_memo[k].status for k in tls_keys},
+                                                            previous.statuses):
+                key = route.key
+                if routes_by_key.get(key) is not route and key in routes_by_key:
+                    routes_by_key[key] = route
+                    if key not in redone:
+                        changed_routes.append(key)
+                statuses[key] = status
         result.clusters, result.statuses, result.routes_by_key = clusters, statuses, routes_by_key
-        result.secrets = previous.secrets  # no Secret and no TLS object changed
-        result.recheck_at = previous.recheck_at  # likewise
+        if tls_backends_changed:
+            result.secrets = {s.name: s for m in self._cluster_memo.values() if m.cluster is not None
+                              for s in m.secrets}
+        else:
+            result.secrets = previous.secrets
+        result.recheck_at = min(self._rechecks.values(), default=None)
         if changed_routes:
             result.routes = tuple(map(routes_by_key.__getitem__, map(attrgetter("key"), previous.routes)))
         else:
@@ -269,6 +322,34 @@ class Builder:
         result.earlier_routes = previous.routes_by_key
         result.earlier_configs = previous.configs
         return True
+
+    def _noted_recheck(self, key: ObjectKey, at: datetime.datetime | None) -> None:
+        if at is None:
+            self._rechecks.pop(key, None)
+        else:
+            self._rechecks[key] = at
+
+    @staticmethod
+    def _resolve_conflicts(routes: list[BuiltRoute], statuses: dict[ObjectKey, ObjectStatus],
+                           earlier: dict[ObjectKey, ObjectStatus]) -> list[tuple[int, BuiltRoute, ObjectStatus]]:
+        """Every TLS Route of `routes` (in key order), by index, as served and with its status:
+        those that list a TLS hostname another Route has with other settings lose it
+        (_tls_hostname_conflicts)."""
+        conflicts = _tls_hostname_conflicts(routes)
+        out = []
+        for index, route in enumerate(routes):
+            if route.tls is None:
+                continue
+            status = statuses[route.key]
+            found = conflicts.get(index)
+            if found is not None:
+                route = _without_hostnames(route, found[1])
+                status = _conflicted(status, found[1])
+                if earlier.get(route.key) != status:  # logged when it appears or changes, not every build
+                    log.error("%s: %s", route.key, "; ".join(c.message for c in status.conditions
+                                                             if c.type == ACCEPTED))
+            out.append((index, route, status))
+        return out
 
     def _full(self, state: StateStore, result: BuildResult) -> None:
         objects = state.objects
@@ -290,7 +371,8 @@ class Builder:
 
         slices = slices_by_service(state) if state.endpoint_slices else {}
         now = now_utc()
-        recheck_at: datetime.datetime | None = None
+        rechecks: dict[ObjectKey, datetime.datetime] = {}
+        tls_keys: set[ObjectKey] = set()
         cluster_memo: dict[ObjectKey, _ClusterMemo] = {}
         previous_clusters = self._cluster_memo
         statuses = result.statuses
@@ -306,7 +388,10 @@ class Builder:
                     cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, recheck)
                     entry = _ClusterMemo(spec, obj, cluster, secrets,
                                          self._status(obj, validated_memo[key][1], refs, warnings), recheck.at)
-                    recheck_at = _earlier(recheck_at, recheck.at)
+                if spec.tls is not None:
+                    tls_keys.add(key)
+                    if entry.recheck_at is not None:
+                        rechecks[key] = entry.recheck_at
                 cluster_memo[key] = entry
                 if entry.cluster is not None:
                     result.clusters[entry.cluster.name] = entry.cluster
@@ -334,21 +419,23 @@ class Builder:
                     route, refs, warnings = _route(state, key, spec, clusters, recheck)
                     route_entry = _RouteMemo(spec, obj, referenced, present, secret_contents, route,
                                              self._status(obj, validated_memo[key][1], refs, warnings), recheck.at)
-                recheck_at = _earlier(recheck_at, route_entry.recheck_at)
+                if spec.tls is not None:
+                    tls_keys.add(key)
+                    if route_entry.recheck_at is not None:
+                        rechecks[key] = route_entry.recheck_at
                 route_memo[key] = route_entry
                 routes.append(route_entry.route)
                 statuses[key] = route_entry.status
         self._route_memo = route_memo
         self._cluster_memo = cluster_memo
         earlier_statuses = self._previous.statuses if self._previous is not None else {}
-        for index, (route, conflicts) in _tls_hostname_conflicts(routes).items():
-            routes[index] = _without_hostnames(route, conflicts)
-            statuses[route.key] = status = _conflicted(statuses[route.key], conflicts)
-            if earlier_statuses.get(route.key) != status:  # logged when it appears or changes, not every build
-                log.error("%s: %s", route.key, "; ".join(c.message for c in status.conditions if c.type == ACCEPTED))
+        for index, route, status in self._resolve_conflicts(routes, statuses, earlier_statuses):
+            routes[index] = route
+            statuses[route.key] = status
         result.routes = tuple(routes)
         result.routes_by_key = {r.key: r for r in routes}
-        result.recheck_at = recheck_at
+        self._tls_keys, self._rechecks = tls_keys, rechecks
+        result.recheck_at = min(rechecks.values(), default=None)
         if len(specs) < len(objects):
             for key in objects.keys() - specs.keys():
                 statuses[key] = self._status(objects[key], validated_memo[key][1], None)
@@ -373,10 +460,6 @@ class Builder:
             return last[1], Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
         return None, Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
 
-
-
-def _earlier(a: datetime.datetime | None, b: datetime.datetime | None) -> datetime.datetime | None:
-    return b if a is None else a if b is None or a <= b else b
 
 
 # -- TLS hostname conflicts -----------------------------------------------------------------------
@@ -529,6 +612,28 @@ def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> tuple[str, ..
         if rule.mirror is not None:
             names.append(rule.mirror.backend)
     return tuple(cluster_name(ObjectKey("Backend", key.namespace, n)) for n in names)
+
+
+def _changed_sources(now: dict[tuple[str, str], dict[str, Any]], before: dict[tuple[str, str], dict[str, Any]],
+                     kind: str) -> set[tuple[str, str, str]]:
+    """The Secrets (or ConfigMaps) that differ between two states, as (kind, namespace, name)."""
+    if now == before:
+        return set()
+    return {(kind, *k) for k in now.keys() | before.keys() if now.get(k) != before.get(k)}
+
+
+def _tls_sources(key: ObjectKey, spec: model.RouteSpec | model.BackendSpec) -> set[tuple[str, str, str]]:
+    """The Secrets and ConfigMaps an object's TLS reads, as (kind, namespace, name)."""
+    tls = spec.tls
+    if tls is None:
+        return set()
+    if isinstance(tls, model.RouteTLS):
+        names = [tls.certificate_ref, tls.ca_certificate_ref]
+        return {("Secret", key.namespace, n) for n in names if n is not None}
+    found = {("Secret", key.namespace, tls.client_certificate_ref)} if tls.client_certificate_ref else set()
+    if tls.ca_certificate_ref is not None:
+        found.add((tls.ca_certificate_ref.kind, key.namespace, tls.ca_certificate_ref.name))
+    return found
 
 
 def _referenced_secrets(state: StateStore, key: ObjectKey, spec: model.RouteSpec) -> tuple[object, ...]:
