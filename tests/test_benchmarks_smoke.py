@@ -23,6 +23,9 @@ SMOKE = {
                      r"one Route edited -> snapshot +[\d.]+ ms"],
     # A real Envoy, httpbin and `serve`, 3 edits at 10 Routes.
     "edit_latency.py": [r"median \d+ ms +p99 \d+ ms +max \d+ ms"],
+    # 100 plain and 10 TLS Routes: a Secret rotated and a TLS Route edited, both incremental.
+    "tls_changes.py": [r"one Secret rotated +[\d.]+ ms wall .* ms CPU  incremental",
+                       r"one TLS Route's rule edited +[\d.]+ ms wall .* ms CPU  incremental"],
 }
 
 
