@@ -15,12 +15,13 @@ from operator import attrgetter, is_not
 from typing import Any
 
 from ..api import model
-from ..api.conditions import ACCEPTED, HOSTNAME_CONFLICT, RESOLVED_REFS, Condition
+from ..api.conditions import ACCEPTED, RESOLVED_REFS, Condition
 from ..api.fields import FieldError
 from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
 from .certificates import Recheck, covers, now_utc
+from .conflicts import conflicted, tls_hostname_conflicts, without_hostnames
 from .ir import (
     ClusterIR,
     DownstreamTlsIR,
@@ -334,8 +335,8 @@ class Builder:
                            earlier: dict[ObjectKey, ObjectStatus]) -> list[tuple[int, BuiltRoute, ObjectStatus]]:
         """Every TLS Route of `routes` (in key order), by index, as served and with its status:
         those that list a TLS hostname another Route has with other settings lose it
-        (_tls_hostname_conflicts)."""
-        conflicts = _tls_hostname_conflicts(routes)
+        (ir/conflicts.py)."""
+        conflicts = tls_hostname_conflicts(routes)
         out = []
         for index, route in enumerate(routes):
             if route.tls is None:
@@ -343,8 +344,8 @@ class Builder:
             status = statuses[route.key]
             found = conflicts.get(index)
             if found is not None:
-                route = _without_hostnames(route, found[1])
-                status = _conflicted(status, found[1])
+                route = without_hostnames(route, found[1])
+                status = conflicted(status, found[1])
                 if earlier.get(route.key) != status:  # logged when it appears or changes, not every build
                     log.error("%s: %s", route.key, "; ".join(c.message for c in status.conditions
                                                              if c.type == ACCEPTED))
@@ -460,72 +461,6 @@ class Builder:
             return last[1], Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
         return None, Condition(ACCEPTED, False, "Invalid", message), tuple(errors)
 
-
-
-# -- TLS hostname conflicts -----------------------------------------------------------------------
-
-_TLS_FIELDS = {"certificate_secret": "spec.tls.certificateRef", "ca_secret": "spec.tls.clientValidation",
-               "min_version": "spec.tls.minVersion", "alpn": "spec.tls.alpn"}
-
-
-@dataclass(frozen=True)
-class _Conflict:
-    index: int  # in spec.hostnames
-    hostname: str
-    winner: BuiltRoute
-    fields: tuple[str, ...]  # the spec.tls fields that differ
-
-
-def _groups_overlap(a: BuiltRoute, b: BuiltRoute) -> bool:
-    return not a.proxies or not b.proxies or not set(a.proxies).isdisjoint(b.proxies)
-
-
-def _tls_hostname_conflicts(routes: list[BuiltRoute]) -> dict[int, tuple[BuiltRoute, list[_Conflict]]]:
-    """The TLS Routes (by index in `routes`, which are in key order) that list a TLS hostname of
-    their port that an earlier Route, on a proxy group they share, terminates with other TLS
-    settings. One SNI chain has one TLS setting: the first Route's. A later Route with the same
-    settings joins that chain (its rules are merged); one with others is left out of it, so that
-    its rules never serve under a certificate or client validation they were not written for."""
-    placed: dict[tuple[int, str], list[BuiltRoute]] = {}
-    conflicts: dict[int, tuple[BuiltRoute, list[_Conflict]]] = {}
-    for index, route in enumerate(routes):
-        tls = route.tls
-        if tls is None or route.left_out or not route.entries:
-            continue
-        for position, hostname in enumerate(route.hostnames):
-            earlier = placed.setdefault((route.port, hostname), [])
-            winner = next((w for w in earlier if _groups_overlap(w, route) and w.tls != tls), None)
-            if winner is None:
-                earlier.append(route)
-                continue
-            fields = tuple(path for name, path in _TLS_FIELDS.items()
-                           if getattr(winner.tls, name) != getattr(tls, name))
-            conflicts.setdefault(index, (route, []))[1].append(_Conflict(position, hostname, winner, fields))
-    return conflicts
-
-
-def _without_hostnames(route: BuiltRoute, conflicts: list[_Conflict]) -> BuiltRoute:
-    lost = {c.hostname for c in conflicts}
-    remaining = tuple(h for h in route.hostnames if h not in lost)
-    if not remaining:
-        return dataclasses.replace(route, left_out=True)
-    return dataclasses.replace(route, hostnames=remaining)
-
-
-def _conflicted(status: ObjectStatus, conflicts: list[_Conflict]) -> ObjectStatus:
-    """Accepted=False, HostnameConflict, saying for each hostname which Route has it and what differs."""
-    parts = [f"spec.hostnames[{c.index}]: {c.hostname} is a TLS hostname of Route {joined(c.winner.key.namespace, c.winner.key.name)} "
-             f"on port {c.winner.port} too, with other TLS settings ({', '.join(c.fields)} differ"
-             f"{'s' if len(c.fields) == 1 else ''}): that Route, first by namespace/name, serves it and this "
-             "Route's rules for it are left out" for c in conflicts]
-    message = "; ".join(parts)
-    accepted = status.condition(ACCEPTED)
-    if accepted is not None and not accepted.status:  # already invalid (serving the last valid spec)
-        replacement = dataclasses.replace(accepted, message=f"{accepted.message}; {message}")
-    else:
-        replacement = Condition(ACCEPTED, False, HOSTNAME_CONFLICT, message)
-    return dataclasses.replace(status, conditions=tuple(replacement if c.type == ACCEPTED else c
-                                                        for c in status.conditions))
 
 
 def _resolved(warnings: list[str]) -> Condition:
