@@ -37,6 +37,7 @@ RESOURCES = {
     "services": ("/api/v1", True),
     "endpointslices": ("/apis/discovery.k8s.io/v1", True),
     "secrets": ("/api/v1", True),
+    "configmaps": ("/api/v1", True),
     "events": ("/api/v1", True),
     "leases": ("/apis/coordination.k8s.io/v1", True),
     "serviceaccounts": ("/api/v1", True),
@@ -48,6 +49,7 @@ RESOURCES = {
     "prioritylevelconfigurations": ("/apis/flowcontrol.apiserver.k8s.io/v1", False),
 }
 KIND_PLURALS = {"Route": "routes", "Backend": "backends", "Service": "services", "EndpointSlice": "endpointslices", "Secret": "secrets",
+                "ConfigMap": "configmaps",
                 "Event": "events", "Lease": "leases", "ServiceAccount": "serviceaccounts", "Namespace": "namespaces",
                 "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
                 "FlowSchema": "flowschemas", "PriorityLevelConfiguration": "prioritylevelconfigurations"}

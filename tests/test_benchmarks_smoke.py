@@ -25,6 +25,9 @@ SMOKE = {
     "edit_latency.py": [r"median \d+ ms +p99 \d+ ms +max \d+ ms"],
     "xds_tls.py": [r"certificate fetch per handshake, unchanged +[\d.]+ us wall +[\d.]+ us CPU",
                    r"first CDS response, mTLS +median +[\d.]+ ms"],
+    # 100 plain and 10 TLS Routes: a Secret rotated and a TLS Route edited, both incremental.
+    "tls_changes.py": [r"one Secret rotated +[\d.]+ ms wall .* ms CPU  incremental",
+                       r"one TLS Route's rule edited +[\d.]+ ms wall .* ms CPU  incremental"],
 }
 
 

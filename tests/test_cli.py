@@ -138,7 +138,7 @@ kind: Route
 metadata: {{name: openshift}}
 ---
 apiVersion: v1
-kind: ConfigMap
+kind: ServiceAccount
 metadata: {{name: not-ours}}
 """)
     result = cli("validate", str(path))
@@ -150,10 +150,10 @@ metadata: {{name: not-ours}}
         f"{path}:9:1: error: apiVersion is required ({API})",
         f"{path}:12:13: error: apiVersion 'xds-operater.dev/v1alpha1': Route is in {API}",
         f"{path}:16:1: note: skipped: route.openshift.io/v1 Route is not read by xds-operator",
-        f"{path}:20:1: note: skipped: v1 ConfigMap is not read by xds-operator",
+        f"{path}:20:1: note: skipped: v1 ServiceAccount is not read by xds-operator",
         "0 objects checked, 4 errors, 0 warnings"]
 
-    path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: not-ours}\n")
+    path.write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: not-ours}\n")
     result = cli("validate", str(path))
     assert result.returncode == 0
     assert summary(result) == "0 objects checked, 0 errors, 0 warnings"
@@ -192,7 +192,7 @@ spec:
   - backends: [{{name: missing}}]
 ---
 apiVersion: v1
-kind: ConfigMap
+kind: ServiceAccount
 metadata: {{name: not-ours}}
 ---
 apiVersion: {API}
@@ -235,14 +235,14 @@ def test_validate_reports_every_problem_with_its_place(tmp_path: Path) -> None:
         "(ResolvedRefs=BackendNotFound)",
         f"{bad}:30:16: warning: Route/t/dangling: spec.rules[0].backends[0]: Backend t/missing not found or not "
         "accepted (ResolvedRefs=BackendNotFound)",
-        f"{bad}:32:1: note: skipped: v1 ConfigMap is not read by xds-operator",
+        f"{bad}:32:1: note: skipped: v1 ServiceAccount is not read by xds-operator",
         f"{broken}:3:7: error: invalid YAML: did not find expected ',' or ']' (while parsing a flow sequence at "
         "line 2, column 7)",
         # The duplicate is reported once, naming the definition in effect, and is not what gets
         # checked (the server keeps the first definition): no `port: 0` problem.
         f"{dup}:2:1: error: Backend/t/good is already defined in {bad}:1:1, which is used; this definition is "
         "ignored",
-        # 5 objects in bad.yaml (the ConfigMap is not one); the duplicate is not checked
+        # 5 objects in bad.yaml (the ServiceAccount is not one); the duplicate is not checked
         "5 objects checked, 4 errors, 2 warnings"]
 
 

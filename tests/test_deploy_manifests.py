@@ -54,6 +54,7 @@ ALLOWED_RBAC = (
     | {("", "services", v) for v in ("get", "list", "watch")}
     | {("discovery.k8s.io", "endpointslices", v) for v in ("get", "list", "watch")}
     | {("", "secrets", v) for v in ("get", "list", "watch")}
+    | {("", "configmaps", "get")}  # a Backend's CA bundle, by name: never listed or watched
     | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
     | {("", "namespaces", v) for v in ("list", "watch")}
     | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}

@@ -164,7 +164,7 @@ def test_documents_of_other_kinds_are_skipped_and_the_rest_loads(tmp_path: Path,
     config = tmp_path / "config"
     write(config / "mixed.yaml", docs(
         backend("first"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {a: b}\n",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\nautomountServiceAccountToken: false\n",
         "apiVersion: xds-operator.dev/v2\nkind: Route\nmetadata: {name: future, namespace: t}\nspec: {}\n",
         "just a string\n",
         "",  # an empty document
@@ -178,7 +178,7 @@ def test_documents_of_other_kinds_are_skipped_and_the_rest_loads(tmp_path: Path,
     messages = [(r.levelno, r.getMessage()) for r in caplog.records]
     path = config / "mixed.yaml"
     # Another kind is a note; a version of this API group that does not exist is an error.
-    assert (logging.INFO, f"{path}:7:1: note: skipped: v1 ConfigMap is not read by xds-operator") in messages
+    assert (logging.INFO, f"{path}:7:1: note: skipped: v1 ServiceAccount is not read by xds-operator") in messages
     assert (logging.ERROR, f"{path}:12:13: error: apiVersion 'xds-operator.dev/v2' is not served; "
                            "xds-operator.dev's version is v1alpha1") in messages
     assert (logging.ERROR, f"{path}:17:1: error: document is not a mapping (a Kubernetes object)") in messages

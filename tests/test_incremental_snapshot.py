@@ -122,62 +122,95 @@ def test_incremental_group_configs_match_fresh_ones_for_every_group() -> None:
         memo.rotate()
 
 
-def test_builds_with_tls_match_fresh_ones() -> None:
-    """TLS and plain Routes on one port, a TLS Backend: a plain edit takes the incremental path
-    and keeps the SNI chains and secrets; a TLS Route's edit, a rotated, a broken and a restored
-    Secret, and a TLS Backend's edit are built whole. Each gives what a fresh build gives."""
+def test_builds_with_tls_match_fresh_ones(monkeypatch) -> None:
+    """TLS and plain Routes on one port, TLS Backends (a CA from a Secret, one from a ConfigMap):
+    edits to them and to their Secrets and ConfigMaps take the incremental path, and where nothing
+    moves (a rotated certificate, an edited rule) the group config is updated rather than made whole.
+    Each gives what a fresh build gives, byte for byte."""
+    import xds_operator.ir.builder as builder_module
     from xds_operator.sources.kubernetes import trimmed_secret
 
     from .tlscerts import ca_secret, make_ca, make_leaf, tls_secret
 
     ca = make_ca()
+    whole = []
+    real_full_config = builder_module.full_config
+    monkeypatch.setattr(builder_module, "full_config", lambda *args: whole.append(1) or real_full_config(*args))
 
     def certificate(*names: str) -> dict[str, object]:
         return trimmed_secret(tls_secret("cert", make_leaf(ca, *names), namespace="ns"))
 
-    def tls_route(marker: str) -> UserObject:
-        return UserObject(ObjectKey("Route", "ns", "secure"), {
-            "port": 8443, "hostnames": ["a.example.com", "b.example.com"], "tls": {"certificateRef": {"name": "cert"}},
+    def tls_route(marker: str, name: str = "secure", hostnames: tuple[str, ...] = ("a.example.com", "b.example.com"),
+                  **tls: object) -> UserObject:
+        return UserObject(ObjectKey("Route", "ns", name), {
+            "port": 8443, "hostnames": list(hostnames), "tls": {"certificateRef": {"name": "cert"}, **tls},
             "rules": [{"backends": [{"name": "b0"}], "responseHeaders": {"set": [{"name": "x-marker", "value": marker}]}}]})
 
     def plain_route(marker: str) -> UserObject:
         obj = route(1, marker=marker)
         return UserObject(obj.key, {**obj.spec, "port": 8443})
 
-    def tls_backend(sni: str) -> UserObject:
-        return UserObject(ObjectKey("Backend", "ns", "b0"), {
-            "endpoints": [{"address": "10.0.0.1", "port": 443}], "tls": {"sni": sni, "caCertificateRef": {"name": "ca"}}})
+    def tls_backend(sni: str, name: str = "b0", ca_ref: dict | None = None) -> UserObject:
+        return UserObject(ObjectKey("Backend", "ns", name), {
+            "endpoints": [{"address": "10.0.0.1", "port": 443}],
+            "tls": {"sni": sni, "caCertificateRef": ca_ref or {"name": "ca"}}})
+
+    def ca_config_map(issuer) -> dict[str, object]:
+        return {"data": {"ca.crt": issuer.cert_pem}}
 
     state = StateStore()
-    state.put_secret("ns", "cert", certificate("a.example.com", "b.example.com"))
+    state.put_secret("ns", "cert", certificate("a.example.com", "b.example.com", "c.example.com"))
     state.put_secret("ns", "ca", trimmed_secret(ca_secret("ca", ca, namespace="ns")))
+    state.put_config_map("ns", "bundle", ca_config_map(ca))
     state.put(tls_backend("one.internal"))
+    state.put(tls_backend("bundle.internal", "b2", {"kind": "ConfigMap", "name": "bundle"}))
     state.put(backend(1))
     state.put(tls_route("a"))
+    state.put(tls_route("a", "other", ("c.example.com",)))
     state.put(plain_route("a"))
+    state.put(UserObject(ObjectKey("Route", "ns", "to-b2"), {"port": 8443, "hostnames": ["d.example.com"],
+                                                            "rules": [{"backends": [{"name": "b2"}]}]}))
     builder, memo = Builder(), ResourceMemo()
     Snapshot.from_config(builder.build(state).config_for("default"), OPTIONS, memo)
     memo.rotate()
-    edits = [
-        (lambda: state.put(plain_route("b")), True),
-        (lambda: state.put(tls_route("b")), False),
-        (lambda: state.put_secret("ns", "cert", certificate("a.example.com", "b.example.com")), False),  # rotated
-        (lambda: state.put_secret("ns", "cert", {"type": "kubernetes.io/tls", "data": {}}), False),  # broken
-        (lambda: state.put(plain_route("c")), True),  # beside a TLS Route that is left out
-        (lambda: state.put_secret("ns", "cert", certificate("*.example.com")), False),  # restored
-        (lambda: state.put(tls_backend("two.internal")), False),
+    edits = [  # the edit; whether the build is incremental; whether the group config is updated in place
+        (lambda: state.put(plain_route("b")), True, True),
+        (lambda: state.put(tls_route("b")), True, True),  # a TLS Route's rule
+        (lambda: state.put(tls_route("b", minVersion="1.3")), True, True),  # its TLS settings
+        (lambda: state.put_secret("ns", "cert", certificate("a.example.com", "b.example.com", "c.example.com")),
+         True, True),  # rotated
+        (lambda: state.put_secret("ns", "cert", {"type": "kubernetes.io/tls", "data": {}}), True, False),  # broken
+        (lambda: state.put(plain_route("c")), True, True),  # beside TLS Routes that are left out
+        (lambda: state.put_secret("ns", "cert", certificate("*.example.com")), True, False),  # restored
+        # Another Route takes a.example.com with other TLS settings: a conflict, and then none.
+        (lambda: state.put(tls_route("c", "other", ("a.example.com", "c.example.com"))), True, False),
+        (lambda: state.put(tls_route("c", "other", ("a.example.com", "c.example.com"), minVersion="1.3")),
+         True, False),
+        (lambda: state.put(tls_backend("two.internal")), True, True),
+        (lambda: state.put_secret("ns", "ca", trimmed_secret(ca_secret("ca", make_ca("new CA"), namespace="ns"))),
+         True, True),  # a Backend's CA Secret rotated
+        (lambda: state.put_config_map("ns", "bundle", ca_config_map(make_ca("newer CA"))), True, True),
+        (lambda: state.put_config_map("ns", "bundle", {"data": {}}), False, False),  # its cluster is left out
+        (lambda: state.put_config_map("ns", "bundle", ca_config_map(ca)), False, False),  # and back
     ]
-    for edit, incremental in edits:
+    for number, (edit, incremental, updated) in enumerate(edits):
         edit()
+        whole.clear()
         result = builder.build(state)
-        assert (result.changed_routes is not None) is incremental
+        assert (result.changed_routes is not None) is incremental, number
+        config = result.config_for("default")
+        assert (not whole) is updated, number
         fresh = Builder().build(state)
-        assert result.statuses == fresh.statuses
-        assert result.config_for("default") == fresh.config_for("default")
-        snapshot = Snapshot.from_config(result.config_for("default"), OPTIONS, memo)
+        assert result.statuses == fresh.statuses, number
+        assert result.recheck_at == fresh.recheck_at, number
+        assert config == fresh.config_for("default"), number
+        snapshot = Snapshot.from_config(config, OPTIONS, memo)
         snapshot.check_consistent()
         assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for("default"), OPTIONS)))
         memo.rotate()
+        # ("other" is first by name: it keeps a.example.com, "secure" loses it while their settings differ.)
+        accepted = result.statuses[ObjectKey("Route", "ns", "secure")].condition("Accepted")
+        assert accepted is not None and accepted.reason == ("HostnameConflict" if number == 7 else "Accepted"), number
 
 
 def test_builds_with_an_https_redirect_match_fresh_ones() -> None:

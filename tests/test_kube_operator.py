@@ -216,3 +216,58 @@ async def test_tls_secrets_from_the_api_become_sds_and_status(kube, monkeypatch)
         await kube.delete("secrets", "shop")
         await kube.wait_for("routes", "shop", condition=lambda o: has_condition("ResolvedRefs", "False")(o) and any(
             c["message"].endswith("not found") for c in o["status"]["conditions"]))
+
+
+async def test_a_backend_ca_bundle_from_a_config_map(kube, monkeypatch):
+    """A Backend's caCertificateRef of kind ConfigMap: that ConfigMap is read with a GET (no other
+    ConfigMap is kept), re-read every resync interval, and a missing or expired one is
+    InvalidCertificateRef naming it (kube/configmaps.py)."""
+    from xds_operator.translate.resources import SECRET
+
+    from .tlscerts import DAY, NOW, make_ca
+
+    ns = kube.namespace
+    first, second = make_ca("first CA"), make_ca("second CA")
+    expired = make_ca("old CA", not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+
+    def config_map(name: str, pem: bytes) -> dict:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+                "data": {"ca.crt": pem.decode()}}
+
+    def served_ca(snapshot) -> str | None:
+        secret = snapshot.resources(SECRET).get(f"configmap-ca/{ns}/bundle")
+        return None if secret is None else secret.message.validation_context.trusted_ca.inline_string
+
+    async with running_operator(kube, monkeypatch, resync_interval=1.0) as operator:
+        await kube.create(config_map("unrelated", first.cert_pem))
+        await kube.create(backend("tls", endpoints=[{"address": "10.0.0.1", "port": 443}],
+                                  tls={"sni": "b.test", "caCertificateRef": {"kind": "ConfigMap", "name": "bundle"}}))
+        await kube.create(route("tls", rules=[{"backends": [{"name": "tls"}]}]))
+        obj = await kube.wait_for("backends", "tls",
+                                  condition=has_condition("ResolvedRefs", "False", "InvalidCertificateRef"))
+        refs = next(c for c in obj["status"]["conditions"] if c["type"] == "ResolvedRefs")
+        assert refs["message"] == f"spec.tls.caCertificateRef: ConfigMap {ns}/bundle not found"
+
+        await kube.create(config_map("bundle", first.cert_pem))
+        await snapshot_when(operator, lambda s: served_ca(s) == first.cert_pem.decode())
+        await kube.wait_for("backends", "tls", condition=has_condition("ResolvedRefs", "True"))
+        assert set(operator.plane.state.config_maps) == {(ns, "bundle")}  # not the unrelated one
+
+        # A change is read again (within the resync interval, 1 s here).
+        await kube.patch("configmaps", "bundle", {"data": {"ca.crt": second.cert_pem.decode()}})
+        await snapshot_when(operator, lambda s: served_ca(s) == second.cert_pem.decode())
+
+        await kube.patch("configmaps", "bundle", {"data": {"ca.crt": expired.cert_pem.decode()}})
+        obj = await kube.wait_for("backends", "tls",
+                                  condition=has_condition("ResolvedRefs", "False", "InvalidCertificateRef"))
+        refs = next(c for c in obj["status"]["conditions"] if c["type"] == "ResolvedRefs")
+        assert refs["message"].startswith(f"spec.tls.caCertificateRef: ConfigMap {ns}/bundle: the CA certificate "
+                                          "in ca.crt (CN=old CA) expired on"), refs
+        await snapshot_when(operator, lambda s: served_ca(s) is None and f"{ns}/tls" not in s.resources(CLUSTER))
+
+        # No longer referenced: no longer kept.
+        await kube.patch("backends", "tls", {"spec": {"tls": {"caCertificateRef": None}}})
+        await kube.wait_for("backends", "tls", condition=has_condition("ResolvedRefs", "True"))
+        async with asyncio.timeout(5):
+            while operator.plane.state.config_maps:
+                await asyncio.sleep(0.05)

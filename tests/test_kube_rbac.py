@@ -20,6 +20,7 @@ from xds_operator.api.objects import API_GROUP, API_VERSION
 
 from .kubeops import ROOT, KubeTestAPI, backend, has_condition, route, run_kubectl, running_operator
 from .realprocs import http_get
+from .tlscerts import make_ca
 
 RBAC = ROOT / "deploy" / "operator" / "rbac.yaml"
 
@@ -44,7 +45,8 @@ async def readyz(operator) -> tuple[int, str]:
 
 async def test_operator_works_with_exactly_the_deployed_permissions(kube, monkeypatch, tmp_path):
     kubeconfig = await deployed_operator_kubeconfig(kube, tmp_path)
-    # The token really is the ServiceAccount's, without the admin's rights (it may read Secrets, not ConfigMaps).
+    # The token really is the ServiceAccount's, without the admin's rights (it may read Secrets, and
+    # get a ConfigMap by name, but not list ConfigMaps).
     denied = run_kubectl(kube.cluster, "get", "configmaps", "-A", kubeconfig=kubeconfig, check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr
     async with running_operator(kube, monkeypatch, namespaces=(), kubeconfig=kubeconfig) as operator:
@@ -55,6 +57,12 @@ async def test_operator_works_with_exactly_the_deployed_permissions(kube, monkey
         obj = await kube.wait_for("routes", "web", condition=has_condition("Programmed", "False", "NoProxies"))
         assert has_condition("Accepted", "True", generation=1)(obj) and has_condition("ResolvedRefs", "True")(obj)
         await kube.wait_for("backends", "web", condition=has_condition("Accepted", "True"))
+        # A CA bundle in a ConfigMap: `get` on it is enough.
+        await kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bundle"},
+                           "data": {"ca.crt": make_ca().cert_pem.decode()}})
+        await kube.create(backend("tls", endpoints=[{"address": "10.0.0.1", "port": 443}],
+                                  tls={"caCertificateRef": {"kind": "ConfigMap", "name": "bundle"}}))
+        await kube.wait_for("backends", "tls", condition=has_condition("ResolvedRefs", "True"))
         await kube.wait_for("routes", "bad", condition=has_condition("Accepted", "False", "Invalid"))
         async with asyncio.timeout(15):
             while not [e for e in await kube.events_about("bad") if e["reason"] == "Invalid"]:

@@ -119,3 +119,91 @@ async def test_the_route_to_blame_is_found_and_held_back(api_type, monkeypatch, 
         for envoy in envoys:
             await envoy.stop()
         await plane.stop()
+
+
+# -- the per-SNI route configurations (https-<port>/<hostname>) -------------------------------------
+
+SHARED, OTHER = "shared.example.test", "other.example.test"
+
+
+def tls_route(name: str, port: int, host: str, path: str, generation: int) -> UserObject:
+    return UserObject.from_manifest({
+        "apiVersion": API_VERSION, "kind": "Route",
+        "metadata": {"name": name, "namespace": NS, "generation": generation},
+        "spec": {"port": port, "hostnames": [host], "tls": {"certificateRef": {"name": "cert"}},
+                 "rules": [{"matches": [{"path": {"type": "Prefix", "value": path}}],
+                            "directResponse": {"status": 200, "body": name}}]}})
+
+
+@pytest.mark.parametrize("api_type", ["GRPC", "DELTA_GRPC"])
+async def test_the_tls_route_to_blame_is_found_in_its_sni_route_configuration(api_type, monkeypatch, tmp_path):
+    """Two TLS Routes share one SNI hostname (one route configuration, https-<port>/<hostname>);
+    a third has a hostname of its own. A good and a sabotaged change in one build: the good one
+    is served, the sabotaged Route is held at its last ACKed version and is the one Rejected."""
+    from xds_operator.sources.kubernetes import trimmed_secret
+
+    from .test_tls_envoy import TlsConnection, client_context
+    from .tlscerts import make_ca, make_leaf, tls_secret
+
+    port = free_port()
+    monkeypatch.setattr(route_translation, "translate_route",
+                        route_translator_with_a_bad_regex(lambda entry: entry.match.path.value.startswith("/broken")))
+    plane = ControlPlane(xds_address="127.0.0.1:0", http_address="127.0.0.1:0", debounce=0.01,
+                         options=TranslateOptions(listener_address="127.0.0.1"))
+    ca = make_ca()
+    context = client_context(ca)
+    plane.state.put_secret(NS, "cert", trimmed_secret(tls_secret("cert", make_leaf(ca, SHARED, OTHER))))
+    generations: dict[str, int] = {}
+    hosts = {"good": SHARED, "bad": SHARED, "elsewhere": OTHER}
+
+    def put(name: str, path: str) -> None:
+        generations[name] = generations.get(name, 0) + 1
+        plane.state.put(tls_route(name, port, hosts[name], path, generations[name]))
+
+    put("good", "/good")
+    put("bad", "/bad")
+    put("elsewhere", "/elsewhere")
+    await plane.start()
+    envoy = None
+    try:
+        await asyncio.wait_for(plane.controller.wait_built(), 5)
+        envoy = await Envoy(tmp_path, plane.xds_port, api_type=api_type).start()
+
+        def serves(host: str, path: str) -> bool:
+            conn = TlsConnection(port, host, context)
+            try:
+                return conn.get(path)[0] == 200
+            finally:
+                conn.close()
+
+        def status() -> dict:
+            return json.loads(http_get(f"http://127.0.0.1:{plane.http_port}/status")[2])
+
+        def settled(rejected: set[str]) -> dict | None:
+            now = status()
+            reasons = {name: programmed(now, f"Route/{NS}/{name}")["reason"] for name in hosts}
+            return now if reasons == {n: "Rejected" if n in rejected else "Programmed" for n in reasons} else None
+
+        for name, path in (("good", "/good"), ("bad", "/bad"), ("elsewhere", "/elsewhere")):
+            await eventually(lambda name=name, path=path: serves(hosts[name], path), timeout=10, what=f"{path} served")
+        await eventually(lambda: settled(set()), timeout=10, what="all Programmed")
+
+        put("good", "/good-new")
+        put("bad", "/broken")
+        await eventually(lambda: serves(SHARED, "/good-new"), timeout=10, what="the good change served")
+        now = await eventually(lambda: settled({"bad"}), timeout=10, what="only bad Rejected")
+        message = programmed(now, f"Route/{NS}/bad")["message"]
+        assert message.startswith("rejected by Envoy: ") and "unclosed" in message
+        assert serves(SHARED, "/bad") and not serves(SHARED, "/broken")  # its last ACKed version
+        assert serves(OTHER, "/elsewhere")
+        # Envoy refused the SNI hostname's route configuration (the sabotage was real).
+        assert envoy.stats()[f"http.https-{port}.rds.https-{port}/{SHARED}.update_rejected"] >= 1
+
+        # The culprit fixed: served again, Programmed.
+        put("bad", "/bad-fixed")
+        await eventually(lambda: serves(SHARED, "/bad-fixed"), timeout=10, what="the fixed Route served")
+        await eventually(lambda: settled(set()), timeout=10, what="all Programmed again")
+    finally:
+        if envoy is not None:
+            await envoy.stop()
+        await plane.stop()

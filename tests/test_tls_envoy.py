@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from xds_operator.dev.processes import free_port
 
 from .realprocs import Envoy, ServeProcess, eventually
-from .tlscerts import Issued, ca_secret, make_ca, make_leaf, tls_secret
+from .tlscerts import Issued, ca_config_map, ca_secret, make_ca, make_leaf, tls_secret
 
 A, WILD, PLAIN_HOST = "a.example.test", "*.wild.example.test", "plain.example.test"
 
@@ -351,7 +351,9 @@ async def test_upstream_tls_and_mtls(tmp_path: Path, api_type: str):
     stack = TlsStack(tmp_path, api_type)
     try:
         client = make_leaf(ca, "envoy.test", client=True)
-        write_docs(stack.config / "secrets.yaml", [ca_secret("backend-ca", ca), tls_secret("envoy-client", client)])
+        write_docs(stack.config / "secrets.yaml", [ca_secret("backend-ca", ca), tls_secret("envoy-client", client),
+                                                   ca_config_map("backend-ca", ca),
+                                                   ca_config_map("other-ca", make_ca("other CA"))])
         write_docs(stack.config / "routes.yaml", [
             backend("mtls", tls_server.port, {"sni": "backend.test", "caCertificateRef": {"name": "backend-ca"},
                                               "clientCertificateRef": {"name": "envoy-client"},
@@ -364,6 +366,15 @@ async def test_upstream_tls_and_mtls(tmp_path: Path, api_type: str):
             route("mtls", stack.port, ["mtls.test"], backend="mtls"),
             route("no-client-cert", stack.port, ["nocert.test"], backend="no-client-cert"),
             route("wrong-san", stack.port, ["wrongsan.test"], backend="wrong-san"),
+            # The CA bundle from a ConfigMap's ca.crt: the right one verifies, another CA's does not.
+            backend("configmap-ca", tls_server.port, {"sni": "backend.test",
+                                                      "caCertificateRef": {"kind": "ConfigMap", "name": "backend-ca"},
+                                                      "clientCertificateRef": {"name": "envoy-client"}}),
+            backend("configmap-other-ca", tls_server.port, {
+                "sni": "backend.test", "caCertificateRef": {"kind": "ConfigMap", "name": "other-ca"},
+                "clientCertificateRef": {"name": "envoy-client"}}),
+            route("configmap-ca", stack.port, ["cm.test"], backend="configmap-ca"),
+            route("configmap-other-ca", stack.port, ["cm-other.test"], backend="configmap-other-ca"),
         ])
         await stack.start()
         assert await eventually(lambda: plain_get(stack.port, "mtls.test") == (200, b"tls backend"),
@@ -371,8 +382,66 @@ async def test_upstream_tls_and_mtls(tmp_path: Path, api_type: str):
         assert "envoy.test" in tls_server.seen[-1]  # the backend saw Envoy's client certificate
         assert plain_get(stack.port, "nocert.test")[0] == 503  # the backend requires a client certificate
         assert plain_get(stack.port, "wrongsan.test")[0] == 503  # the SAN does not match
+        assert plain_get(stack.port, "cm.test") == (200, b"tls backend")
+        assert plain_get(stack.port, "cm-other.test")[0] == 503  # another CA does not vouch for the backend
         assert stack.rejected() == {}
     finally:
         await stack.envoy.stop()
         await stack.server.stop()
         tls_server.stop()
+
+
+# -- a certificate's time comes while nothing changes ----------------------------------------------
+
+def unverified_context() -> ssl.SSLContext:
+    """Takes any certificate, expired too: what Envoy serves, not what a client would accept."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@pytest.mark.parametrize("api_type", ["GRPC"])
+async def test_a_certificate_expiring_while_serving_leaves_envoy_without_a_change(tmp_path: Path, api_type: str):
+    """No file is written after the certificates: the operator's timer for the next certificate
+    instant (controlplane/controller.py) makes the build that drops the expired one and warns of
+    the one now within 14 days of its expiry."""
+    stack = TlsStack(tmp_path, api_type)
+    try:
+        lasting = make_leaf(stack.ca, A)
+        write_docs(stack.config / "secrets.yaml", [tls_secret("a", lasting)])
+        write_docs(stack.config / "routes.yaml", [route("a", stack.port, [A], tls={"certificateRef": {"name": "a"}})])
+        await stack.start()
+        context = client_context(stack.ca)
+        assert await eventually(lambda: handshake(stack.port, A, context)[0] == der(lasting), what="a serves")
+
+        now = datetime.datetime.now(datetime.UTC)
+        short = make_leaf(stack.ca, "short.example.test", not_after=now + datetime.timedelta(seconds=6))
+        soon = make_leaf(stack.ca, "soon.example.test", not_after=now + datetime.timedelta(days=14, seconds=6))
+        write_docs(stack.config / "secrets.yaml", [tls_secret("a", lasting), tls_secret("short", short),
+                                                   tls_secret("soon", soon)])
+        write_docs(stack.config / "routes.yaml", [
+            route("a", stack.port, [A], tls={"certificateRef": {"name": "a"}}),
+            route("short", stack.port, ["short.example.test"], tls={"certificateRef": {"name": "short"}}),
+            route("soon", stack.port, ["soon.example.test"], tls={"certificateRef": {"name": "soon"}}),
+        ])
+        assert await eventually(lambda: handshake(stack.port, "short.example.test", context)[0] == der(short),
+                                what="the short-lived certificate served")
+        assert stack.status("short")["ResolvedRefs"]["status"] == "True"
+        assert "warning" not in stack.status("soon")["ResolvedRefs"]["message"]
+
+        anything = unverified_context()
+        await eventually(lambda: refused(stack.port, "short.example.test", anything), timeout=20,
+                         what="the expired certificate's hostname out of Envoy")
+        refs = stack.status("short")["ResolvedRefs"]
+        assert (refs["status"], refs["reason"]) == ("False", "InvalidCertificateRef"), refs
+        assert "certificate 1 of tls.crt (CN=short.example.test) expired on" in refs["message"], refs
+        refs = stack.status("soon")["ResolvedRefs"]
+        assert refs["status"] == "True" and "warning: spec.tls.certificateRef: the certificate of Secret " \
+            "default/soon expires in 1" in refs["message"], refs
+        assert handshake(stack.port, A, context)[0] == der(lasting)  # the rest keeps serving
+        assert handshake(stack.port, "soon.example.test", context)[0] == der(soon)
+        assert stack.rejected() == {}
+    finally:
+        await stack.envoy.stop()
+        await stack.server.stop()

@@ -85,3 +85,8 @@ def tls_secret(name: str, leaf: Issued, *, namespace: str = "default", chain: by
 def ca_secret(name: str, ca: Issued, *, namespace: str = "default") -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name, "namespace": namespace},
             "stringData": {"ca.crt": ca.cert_pem.decode()}}
+
+
+def ca_config_map(name: str, ca: Issued, *, namespace: str = "default") -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+            "data": {"ca.crt": ca.cert_pem.decode()}}

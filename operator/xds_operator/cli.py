@@ -79,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .api.conditions import ACCEPTED, CONFLICTED
+    from .api.conditions import ACCEPTED, CONFLICTED, HOSTNAME_CONFLICT
     from .ir.builder import Builder
     from .sources.files import FileSource
     from .sources.findings import Severity
@@ -113,11 +113,14 @@ def _validate(args: argparse.Namespace) -> int:
             field_path, _, message = warning.partition(": ")
             findings.append(definition.finding(field_path, f"{key}: {message}", Severity.WARNING))
         for condition in status.conditions:
-            # (Conflicted is False when all is well; a conflict is among the warnings above.)
-            if condition.status or condition.type in (ACCEPTED, CONFLICTED):
+            # Accepted=False for an invalid spec: its errors are above, each at its field.
+            # (Conflicted is False when all is well; a redirect's conflict is among the warnings.)
+            if (condition.status or condition.type == CONFLICTED
+                    or (condition.type == ACCEPTED and condition.reason != HOSTNAME_CONFLICT)):
                 continue
-            # A Secret that is there but unusable is an error wherever it is applied.
-            invalid = condition.reason == "InvalidCertificateRef"
+            # A Secret that is there but unusable, or a TLS hostname another Route has, is an
+            # error wherever it is applied.
+            invalid = condition.reason in ("InvalidCertificateRef", HOSTNAME_CONFLICT)
             # Unresolved references: the Backend or Service may well exist where this is applied.
             for part in condition.message.split("; "):
                 field_path, colon, _ = part.partition(": ")

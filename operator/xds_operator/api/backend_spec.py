@@ -110,16 +110,25 @@ _OUTLIER_DETECTION = Object(
     }, build=lambda v: model.OutlierDetection(v["consecutive5xx"], v["interval"], v["baseEjectionTime"],
                                               v["maxEjectionPercent"]))
 
+CA_BUNDLE_KINDS = ("Secret", "ConfigMap")
+
+_CA_BUNDLE_REF = Object(
+    "A Secret or ConfigMap whose ca.crt holds the CA certificates that sign the server's certificate, PEM "
+    "(a ConfigMap as cert-manager's trust-manager or kube-root-ca.crt publish one). Unset: the system's CA bundle.", {
+        "kind": Enum("Secret (default) or ConfigMap.", CA_BUNDLE_KINDS, default="Secret"),
+        "name": String("The Secret's or ConfigMap's name (a lower-case DNS name, RFC 1123), in the same namespace.",
+                       min_length=1, max_length=253, pattern=DNS_NAME, what="a lower-case DNS name (RFC 1123)"),
+    }, required=("name",), build=lambda v: model.CaBundleRef(v["kind"], v["name"]))
+
 _TLS = Object(
     "Connect to the endpoints over TLS (Envoy UpstreamTlsContext). The server's certificate is verified against "
-    "caCertificateRef, or the system's CA bundle when unset. The ALPN offered follows protocol (h2 for HTTP2, "
-    "http/1.1 for HTTP1). Secrets are sent over SDS; a missing or invalid one sets ResolvedRefs=False "
+    "caCertificateRef (a Secret or a ConfigMap), or the system's CA bundle when unset. The ALPN offered follows protocol (h2 for HTTP2, "
+    "http/1.1 for HTTP1). Certificates are sent over SDS; a missing or invalid Secret or ConfigMap sets ResolvedRefs=False "
     "(InvalidCertificateRef) and the cluster is left out.", {
         "sni": String("The server name sent in the TLS handshake (SNI), a lower-case DNS name. Unset: the dns "
                       "hostname for dns targets, none otherwise.", min_length=1, max_length=253, pattern=DNS_NAME,
                       what="a lower-case DNS name (RFC 1123)"),
-        "caCertificateRef": secret_ref("A Secret whose ca.crt holds the CA certificates that sign the server's "
-                                       "certificate, PEM. Unset: the system's CA bundle."),
+        "caCertificateRef": _CA_BUNDLE_REF,
         "clientCertificateRef": secret_ref("A Secret of type kubernetes.io/tls (tls.crt, tls.key) presented to "
                                            "the server as client certificate (mutual TLS)."),
         "subjectAltNames": List(

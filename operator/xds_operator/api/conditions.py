@@ -11,6 +11,9 @@ PROGRAMMED = "Programmed"
 # Abnormal-true, as Gateway API's listener condition: True when what a Route asks for is taken by another.
 CONFLICTED = "Conflicted"
 
+# Accepted=False: a TLS hostname of the Route's port that an earlier Route terminates with other TLS settings.
+HOSTNAME_CONFLICT = "HostnameConflict"
+
 
 @dataclass(frozen=True)
 class Condition:

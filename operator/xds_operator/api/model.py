@@ -55,11 +55,19 @@ class OutlierDetection:
 
 
 @dataclass(frozen=True)
+class CaBundleRef:
+    """Where a CA bundle (the ca.crt key) is: a Secret or a ConfigMap, in the referrer's namespace."""
+
+    kind: str  # "Secret" or "ConfigMap"
+    name: str
+
+
+@dataclass(frozen=True)
 class BackendTLS:
     """TLS from Envoy to the Backend's endpoints. Secret names are in the Backend's namespace."""
 
     sni: str | None = None
-    ca_certificate_ref: str | None = None  # a Secret with ca.crt; None: the system's CA bundle
+    ca_certificate_ref: CaBundleRef | None = None  # None: the system's CA bundle
     client_certificate_ref: str | None = None  # a kubernetes.io/tls Secret: mTLS
     subject_alt_names: tuple[str, ...] = ()
 

@@ -8,6 +8,7 @@ becomes one rebuild: it waits for `debounce` seconds of quiet, but never more th
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +23,8 @@ from .debounce import settle
 from .isolation import RouteIsolation
 
 log = logging.getLogger(__name__)
+
+_RECHECK_SLACK = 0.05  # seconds after a certificate instant that its build runs
 
 
 def make_snapshot(result: BuildResult, group: str, options: TranslateOptions,
@@ -73,6 +76,9 @@ class Controller:
         self.on_build: list[Callable[[BuildResult], None]] = []
         self._dirty = asyncio.Event()
         self._built = asyncio.Event()
+        # A build again when a certificate's check may come out otherwise (BuildResult.recheck_at).
+        self._recheck: asyncio.TimerHandle | None = None
+        self.recheck_at: datetime.datetime | None = None
         state.subscribe(self._on_change)
 
     def _on_change(self) -> None:
@@ -88,12 +94,16 @@ class Controller:
         gets its whole state into the first config, instead of proxies briefly losing routes.
         """
         self._dirty.set()
-        await settle(self._dirty, max(initial_quiet, self.debounce), max(initial_max_delay, self.max_delay))
-        await self.rebuild()
-        while True:
-            await self._dirty.wait()
-            await settle(self._dirty, self.debounce, self.max_delay)
+        try:
+            await settle(self._dirty, max(initial_quiet, self.debounce), max(initial_max_delay, self.max_delay))
             await self.rebuild()
+            while True:
+                await self._dirty.wait()
+                await settle(self._dirty, self.debounce, self.max_delay)
+                await self.rebuild()
+        finally:
+            if self._recheck is not None:
+                self._recheck.cancel()
 
     async def rebuild(self) -> None:
         changed_at = self._changed_since if self._changed_since is not None else time.monotonic()
@@ -116,9 +126,24 @@ class Controller:
                            snapshots)
         log.info("build %d: %d objects, %d proxy groups, %.1f ms", self.builds, len(state.objects), len(groups),
                  (time.perf_counter() - started) * 1000)
+        self._arm_recheck(result.recheck_at)
         for callback in self.on_build:
             callback(result)
         self._built.set()
+
+    def _arm_recheck(self, at: datetime.datetime | None) -> None:
+        """One timer for the next certificate instant, not a poll: a certificate that expires (or
+        comes within 14 days of it, or becomes valid) while nothing changes is checked again then."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        self.recheck_at = at
+        if at is None:
+            return
+        # After the instant (the wall clock and the loop's may differ by a little): the build's
+        # check then sees the certificate on the other side of it.
+        delay = max((at - datetime.datetime.now(datetime.UTC)).total_seconds(), 0.0) + _RECHECK_SLACK
+        self._recheck = asyncio.get_running_loop().call_later(delay, self.rebuild_soon)
 
     def _build(self, state: StateStore, groups: set[str]) -> tuple[BuildResult, dict[str, Snapshot]]:
         return build_snapshots(self.builder, self.memo, state, groups, self.options, self.isolation)
@@ -130,6 +155,7 @@ class Controller:
         frozen.services = dict(self.state.services)
         frozen.endpoint_slices = dict(self.state.endpoint_slices)
         frozen.secrets = dict(self.state.secrets)
+        frozen.config_maps = dict(self.state.config_maps)
         return frozen
 
     def rebuild_soon(self) -> None:

@@ -1,7 +1,8 @@
-"""Object-level NACK isolation: which Route made a proxy refuse its port's RouteConfiguration.
+"""Object-level NACK isolation: which Route made a proxy refuse a RouteConfiguration.
 
 The streams narrow a NACK down to one resource (xds/stream.py); a RouteConfiguration is built
-from every Route on its port, so that is not yet the object to blame. This component remembers,
+from every plain Route on its port (`http-<port>`), or every TLS Route of one SNI hostname on it
+(`https-<port>/<hostname>`), so that is not yet the object to blame. This component remembers,
 per proxy group and route configuration, which Route versions each served version was built
 from, and which version each proxy last ACKed. When a proxy rejects a version, the Routes
 that changed since the version that proxy last ACKed are the suspects: the controller is asked to
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from ..api.objects import ObjectKey
 from ..ir.builder import BuildResult, BuiltRoute
 from ..ir.culprits import CulpritSearch
-from ..ir.ir import ClusterIR, ProxyConfigIR, listener_name
+from ..ir.ir import ClusterIR, ProxyConfigIR, listener_name, tls_route_config_name
 from ..translate.resources import ROUTE
 from ..xds.callbacks import NoCallbacks, StreamInfo
 from ..xds.proxies import ProxyRegistry
@@ -47,9 +48,20 @@ class _Served:
     routes: tuple[BuiltRoute, ...]  # every Route the group was served in that build (filtered lazily)
     port: int
     step: Step | None  # the trial it carried, if any
+    hostname: str | None = None  # an SNI hostname's route configuration; None: the port's plain one
 
     def contributors(self, group: str) -> dict[ObjectKey, BuiltRoute]:
-        return {r.key: r for r in self.routes if r.port == self.port and r.applies_to(group)}
+        if self.hostname is None:
+            return {r.key: r for r in self.routes if r.port == self.port and r.tls is None and r.applies_to(group)}
+        return {r.key: r for r in self.routes if r.port == self.port and r.tls is not None
+                and self.hostname in r.hostnames and r.applies_to(group)}
+
+
+def route_config_names(route: BuiltRoute) -> list[str]:
+    """The route configurations a Route contributes to: its port's plain one, or one per TLS hostname."""
+    if route.tls is None:
+        return [listener_name(route.port)]
+    return [tls_route_config_name(route.port, hostname) for hostname in route.hostnames]
 
 
 @dataclass
@@ -105,8 +117,12 @@ class RouteIsolation(NoCallbacks):
                     log.info("%s changed: no longer held back from group %s", key, group)
             routes = []
             for route in result.routes:
-                name = listener_name(route.port)
-                chosen = self._choose(group, name, route) if name in slots else route
+                chosen: BuiltRoute | None = route
+                for name in route_config_names(route):
+                    if name in slots:
+                        chosen = self._choose(group, name, route)
+                        if chosen is not route:
+                            break  # held back (a TLS Route: for all its hostnames, it is one object)
                 if chosen is not None and (chosen is route or _clusters_exist(chosen, result.clusters)):
                     routes.append(chosen)
             self._publish_refused()
@@ -121,24 +137,30 @@ class RouteIsolation(NoCallbacks):
         """Remembers which Route versions each route configuration version was made from."""
         with self._lock:
             for listener in plan.config.listeners:
-                resource = snapshot.resources(ROUTE).get(listener.name)
-                if resource is None:
-                    continue
-                versions = self._served.setdefault((group, listener.name), {})
-                versions.pop(resource.version, None)
-                step = plan.steps.get(listener.name)
-                versions[resource.version] = _Served(resource.version, plan.routes, listener.port, step)
-                if len(versions) > _KEPT_VERSIONS:
-                    del versions[next(iter(versions))]
-                search = self._searches.get((group, listener.name))
-                acked = {s.version for s in self._acked.get((group, listener.name), {}).values()}
-                if search is not None and step == (search.id, search.step) and acked == {resource.version}:
-                    # The trial's changes make no difference to the route configuration (a Route
-                    # whose rules were all left out): the proxies run it already, and the stream
-                    # will not send it again, so no answer would come.
-                    search.search.passed()
-                    self._advanced((group, listener.name), search)
-                    self._call_on_loop(self._on_change)
+                configs = [(listener.name, None), *((h.route_config, h.hostname) for h in listener.tls_hosts)]
+                for name, hostname in configs:
+                    self._remember(group, plan, snapshot, name, listener.port, hostname)
+
+    def _remember(self, group: str, plan: Plan, snapshot: Snapshot, name: str, port: int,
+                  hostname: str | None) -> None:
+        resource = snapshot.resources(ROUTE).get(name)
+        if resource is None:
+            return
+        versions = self._served.setdefault((group, name), {})
+        versions.pop(resource.version, None)
+        step = plan.steps.get(name)
+        versions[resource.version] = _Served(resource.version, plan.routes, port, step, hostname)
+        if len(versions) > _KEPT_VERSIONS:
+            del versions[next(iter(versions))]
+        search = self._searches.get((group, name))
+        acked = {s.version for s in self._acked.get((group, name), {}).values()}
+        if search is not None and step == (search.id, search.step) and acked == {resource.version}:
+            # The trial's changes make no difference to the route configuration (a Route
+            # whose rules were all left out): the proxies run it already, and the stream
+            # will not send it again, so no answer would come.
+            search.search.passed()
+            self._advanced((group, name), search)
+            self._call_on_loop(self._on_change)
 
     def _choose(self, group: str, name: str, route: BuiltRoute) -> BuiltRoute | None:
         """The version of `route` to serve: its own, or its last ACKed one (None: left out)."""

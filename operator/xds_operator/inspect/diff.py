@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             state.put_endpoint_slice(namespace, name, manifest)
         for (namespace, name), manifest in files.secrets.items():
             state.put_secret(namespace, name, manifest)
+        for (namespace, name), manifest in files.config_maps.items():
+            state.put_config_map(namespace, name, manifest)
         after = Side(_build(state, checked=applied), options)
         connected = {p["group"] for p in client.get("/debug/proxy-status")}
         groups = sorted(set(target_groups(before_result, connected)) | set(target_groups(after.result)))

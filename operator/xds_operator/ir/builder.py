@@ -20,7 +20,8 @@ from ..api.fields import FieldError
 from ..api.objects import ObjectKey, UserObject, joined
 from ..api.validation import validate
 from ..sources.state import StateStore
-from .certificates import covers, now_utc
+from .certificates import Recheck, covers, now_utc
+from .conflicts import conflicted, tls_hostname_conflicts, without_hostnames
 from .ir import (
     ClusterIR,
     DownstreamTlsIR,
@@ -35,7 +36,7 @@ from .ir import (
 )
 from .proxy_config import GroupConfig, full_config, updated_config
 from .redirects import HttpsRedirectIR, https_redirect, ownership, redirect_conflicts, with_conflicts
-from .secrets import UnusableSecret, ca_secret, tls_secret
+from .secrets import UnusableSecret, ca_config_map, ca_secret, tls_secret
 from .services import SlicesByService, UnresolvedService, resolve_service, slices_by_service
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ class BuildResult:
     statuses: dict[ObjectKey, ObjectStatus] = field(default_factory=dict)
     routes_by_key: dict[ObjectKey, BuiltRoute] = field(default_factory=dict)
     secrets: dict[str, SecretIR] = field(default_factory=dict)  # of the clusters, by SDS name
+    # The earliest instant at which a certificate check of this build may come out otherwise (one
+    # becomes valid, expires or comes within 14 days of expiry): build again then, though nothing changed.
+    recheck_at: datetime.datetime | None = None
 
     # Virtual hosts by hostname and route entries, made by config_for of this build and of the one
     # before: an unchanged virtual host is the very same object, so its translation is reused.
@@ -104,7 +108,7 @@ class BuildResult:
             if base is not None:
                 made = updated_config(base, group, self.changed_routes or (), self.earlier_routes,
                                       self.routes_by_key, self.clusters if self.clusters_changed else None,
-                                      self._virtual_host)
+                                      self.secrets, self._virtual_host)
             if made is None:
                 made = full_config(self.routes, group, self.clusters, self.secrets, self._virtual_host)
             self.configs[group] = made
@@ -130,6 +134,7 @@ class _ClusterMemo:
     cluster: ClusterIR | None  # None: its TLS Secrets cannot be used
     secrets: tuple[SecretIR, ...]
     status: ObjectStatus
+    recheck_at: datetime.datetime | None = None  # when its certificates' checks may come out otherwise
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class _RouteMemo:
     secrets: tuple[object, ...]  # the contents of the Secrets its TLS references
     route: BuiltRoute
     status: ObjectStatus
+    recheck_at: datetime.datetime | None = None  # when its certificates' checks may come out otherwise
 
 
 def _precedence(entry: RouteEntryIR) -> tuple[int, int, int, str, str]:
@@ -179,6 +185,10 @@ class Builder:
         self._services: dict[tuple[str, str], dict[str, Any]] = {}
         self._slices: dict[tuple[str, str], dict[str, Any]] = {}
         self._secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self._config_maps: dict[tuple[str, str], dict[str, Any]] = {}
+        # The objects whose spec (as served) has TLS, and when each one's certificates are due a check.
+        self._tls_keys: set[ObjectKey] = set()
+        self._rechecks: dict[ObjectKey, datetime.datetime] = {}
         self._virtual_hosts: dict[tuple[object, ...], tuple[list[RouteEntryIR], VirtualHostIR]] = {}
         self._redirecting = False  # the last full build had a TLS Route with an HTTP to HTTPS redirect
 
@@ -192,19 +202,23 @@ class Builder:
         self._services = dict(state.services)
         self._slices = dict(state.endpoint_slices)
         self._secrets = dict(state.secrets)
+        self._config_maps = dict(state.config_maps)
         return result
 
     def _incremental(self, state: StateStore, result: BuildResult) -> bool:
-        """Redoes only the objects that changed since the last build, into `result`; False
-        (and `result` untouched) when the change is not one it handles: objects added or
-        deleted, Services, EndpointSlices or Secrets changed, an object's spec appearing or going,
-        or a changed object with TLS (before or after: its Secrets and SNI chains are made whole)."""
+        """Redoes only the objects that changed since the last build (and those whose Secrets or
+        ConfigMaps changed), into `result`; False (and `result` untouched) when the change is not
+        one it handles: objects added or deleted, Services or EndpointSlices changed, an object's
+        spec appearing or going, a Backend's cluster appearing or going (its TLS Secrets usable or
+        not), or a certificate's time having come (BuildResult.recheck_at)."""
         previous = self._previous
         objects = state.objects
         before = self._objects
-        if (previous is None or state.services != self._services or state.endpoint_slices != self._slices
-                or state.secrets != self._secrets):
+        if previous is None or state.services != self._services or state.endpoint_slices != self._slices:
             return False
+        now = now_utc()
+        if previous.recheck_at is not None and now >= previous.recheck_at:
+            return False  # a certificate's time has come: check them again
         # The same keys in the same order (the usual case) compare by identity, without hashing,
         # and then the objects pairwise, in C.
         if list(objects) == list(before):
@@ -213,49 +227,102 @@ class Builder:
             changed = [key for key, obj in objects.items() if before[key] is not obj]
         else:
             return False
+        earlier_specs = {}
         for key in changed:
             obj = objects[key]
-            earlier_spec = self._validated_memo[key][1][0]
+            earlier_spec = earlier_specs[key] = self._validated_memo[key][1][0]
             outcome = self._validated(obj)
             self._validated_memo[key] = (obj, outcome)  # so that a full build reuses it
             if (outcome[0] is None) != (earlier_spec is None):
                 return False
-            if getattr(outcome[0], "tls", None) is not None or getattr(earlier_spec, "tls", None) is not None:
-                return False
-        now = now_utc()
+        # Unchanged objects whose Secrets or ConfigMaps changed are made again too.
+        sources = _changed_sources(state.secrets, self._secrets, "Secret") | _changed_sources(
+            state.config_maps, self._config_maps, "ConfigMap")
+        if sources:
+            redo = set(changed)
+            for key in self._tls_keys - redo:
+                spec = self._validated_memo[key][1][0]
+                if spec is not None and _tls_sources(key, spec) & sources:
+                    changed.append(key)
+                    earlier_specs[key] = spec
+        # The clusters first, checked: one that appears or goes changes the Routes that send to it.
+        made_clusters = {}
+        for key in changed:
+            spec = self._validated_memo[key][1][0]
+            if isinstance(spec, model.BackendSpec):
+                slices = {} if spec.service is None else slices_by_service(state)
+                recheck = Recheck(now)
+                made = _cluster(state, slices, key, spec, recheck)
+                if made[0] is None or self._cluster_memo[key].cluster is None:
+                    return False
+                made_clusters[key] = (made, recheck.at)
         clusters = dict(previous.clusters)
         statuses = dict(previous.statuses)
         routes_by_key = dict(previous.routes_by_key)
         changed_routes = []
+        tls_routes_changed = tls_backends_changed = False
         for key in changed:
             obj = objects[key]
             validated = self._validated_memo[key][1]
             spec = validated[0]
+            had_tls = getattr(earlier_specs[key], "tls", None) is not None
+            has_tls = getattr(spec, "tls", None) is not None
+            if has_tls:
+                self._tls_keys.add(key)
+            else:
+                self._tls_keys.discard(key)
             if spec is None:
                 statuses[key] = self._status(obj, validated, None)
             elif isinstance(spec, model.BackendSpec):
-                slices = {} if spec.service is None else slices_by_service(state)
-                cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, now)
-                assert cluster is not None  # no TLS (see above): nothing to leave it out for
+                (cluster, refs, secrets, warnings), recheck_at = made_clusters[key]
+                assert cluster is not None  # (checked above)
                 entry = self._cluster_memo[key] = _ClusterMemo(spec, obj, cluster, secrets,
-                                                               self._status(obj, validated, refs, warnings))
+                                                               self._status(obj, validated, refs, warnings),
+                                                               recheck_at)
                 clusters[cluster.name] = cluster
                 statuses[key] = entry.status
                 result.clusters_changed = True
+                tls_backends_changed |= had_tls or has_tls
+                self._noted_recheck(key, recheck_at)
             else:
                 # What a Route references exists as before: no spec appeared or went.
-                route, refs, warnings = _route(state, key, spec, clusters, now)
-                if self._redirecting and ownership(route) != ownership(previous.routes_by_key.get(key)):
+                recheck = Recheck(now)
+                route, refs, warnings = _route(state, key, spec, clusters, recheck)
+                earlier_route = previous.routes_by_key.get(key)
+                if (route.https_redirect is not None
+                        or (earlier_route is not None and earlier_route.https_redirect is not None)
+                        or (self._redirecting and ownership(route) != ownership(earlier_route))):
                     return False  # the redirects' Conflicted conditions are made again, whole
                 referenced = _referenced_clusters(key, spec)
                 present = tuple(name in clusters for name in referenced)
-                self._route_memo[key] = _RouteMemo(spec, obj, referenced, present, (), route,
-                                                   self._status(obj, validated, refs, warnings))
+                self._route_memo[key] = _RouteMemo(spec, obj, referenced, present,
+                                                   _referenced_secrets(state, key, spec), route,
+                                                   self._status(obj, validated, refs, warnings), recheck.at)
                 routes_by_key[key] = route
                 statuses[key] = self._route_memo[key].status
                 changed_routes.append(key)
+                tls_routes_changed |= had_tls or has_tls
+                self._noted_recheck(key, recheck.at)
+        if tls_routes_changed:  # which TLS Route has which SNI hostname may have changed
+            tls_keys = sorted((k for k in self._tls_keys if k.kind == "Route" and k in self._route_memo),
+                              key=ObjectKey.sort_key)
+            redone = set(changed_routes)
+            for _, route, status in self._resolve_conflicts([self._route_memo[k].route for k in tls_keys],
+                                                            {k: self._route_memo[k].status for k in tls_keys},
+                                                            previous.statuses):
+                key = route.key
+                if routes_by_key.get(key) is not route and key in routes_by_key:
+                    routes_by_key[key] = route
+                    if key not in redone:
+                        changed_routes.append(key)
+                statuses[key] = status
         result.clusters, result.statuses, result.routes_by_key = clusters, statuses, routes_by_key
-        result.secrets = previous.secrets  # no Secret and no TLS object changed
+        if tls_backends_changed:
+            result.secrets = {s.name: s for m in self._cluster_memo.values() if m.cluster is not None
+                              for s in m.secrets}
+        else:
+            result.secrets = previous.secrets
+        result.recheck_at = min(self._rechecks.values(), default=None)
         if changed_routes:
             result.routes = tuple(map(routes_by_key.__getitem__, map(attrgetter("key"), previous.routes)))
         else:
@@ -264,6 +331,34 @@ class Builder:
         result.earlier_routes = previous.routes_by_key
         result.earlier_configs = previous.configs
         return True
+
+    def _noted_recheck(self, key: ObjectKey, at: datetime.datetime | None) -> None:
+        if at is None:
+            self._rechecks.pop(key, None)
+        else:
+            self._rechecks[key] = at
+
+    @staticmethod
+    def _resolve_conflicts(routes: list[BuiltRoute], statuses: dict[ObjectKey, ObjectStatus],
+                           earlier: dict[ObjectKey, ObjectStatus]) -> list[tuple[int, BuiltRoute, ObjectStatus]]:
+        """Every TLS Route of `routes` (in key order), by index, as served and with its status:
+        those that list a TLS hostname another Route has with other settings lose it
+        (ir/conflicts.py)."""
+        conflicts = tls_hostname_conflicts(routes)
+        out = []
+        for index, route in enumerate(routes):
+            if route.tls is None:
+                continue
+            status = statuses[route.key]
+            found = conflicts.get(index)
+            if found is not None:
+                route = without_hostnames(route, found[1])
+                status = conflicted(status, found[1])
+                if earlier.get(route.key) != status:  # logged when it appears or changes, not every build
+                    log.error("%s: %s", route.key, "; ".join(c.message for c in status.conditions
+                                                             if c.type == ACCEPTED))
+            out.append((index, route, status))
+        return out
 
     def _full(self, state: StateStore, result: BuildResult) -> None:
         objects = state.objects
@@ -285,6 +380,8 @@ class Builder:
 
         slices = slices_by_service(state) if state.endpoint_slices else {}
         now = now_utc()
+        rechecks: dict[ObjectKey, datetime.datetime] = {}
+        tls_keys: set[ObjectKey] = set()
         cluster_memo: dict[ObjectKey, _ClusterMemo] = {}
         previous_clusters = self._cluster_memo
         statuses = result.statuses
@@ -296,9 +393,14 @@ class Builder:
                         and hit.obj is obj):
                     entry = hit  # static endpoints or DNS: depends on the spec alone
                 else:
-                    cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, now)
+                    recheck = Recheck(now)
+                    cluster, refs, secrets, warnings = _cluster(state, slices, key, spec, recheck)
                     entry = _ClusterMemo(spec, obj, cluster, secrets,
-                                         self._status(obj, validated_memo[key][1], refs, warnings))
+                                         self._status(obj, validated_memo[key][1], refs, warnings), recheck.at)
+                if spec.tls is not None:
+                    tls_keys.add(key)
+                    if entry.recheck_at is not None:
+                        rechecks[key] = entry.recheck_at
                 cluster_memo[key] = entry
                 if entry.cluster is not None:
                     result.clusters[entry.cluster.name] = entry.cluster
@@ -318,22 +420,35 @@ class Builder:
                 present = tuple(name in clusters for name in referenced)
                 secret_contents = _referenced_secrets(state, key, spec)
                 if (route_hit is not None and same_spec and route_hit.present == present and route_hit.obj is obj
-                        and route_hit.secrets == secret_contents):
+                        and route_hit.secrets == secret_contents
+                        and (route_hit.recheck_at is None or now < route_hit.recheck_at)):
                     route_entry = route_hit
                 else:
-                    route, refs, warnings = _route(state, key, spec, clusters, now)
+                    recheck = Recheck(now)
+                    route, refs, warnings = _route(state, key, spec, clusters, recheck)
                     route_entry = _RouteMemo(spec, obj, referenced, present, secret_contents, route,
-                                             self._status(obj, validated_memo[key][1], refs, warnings))
+                                             self._status(obj, validated_memo[key][1], refs, warnings), recheck.at)
+                if spec.tls is not None:
+                    tls_keys.add(key)
+                    if route_entry.recheck_at is not None:
+                        rechecks[key] = route_entry.recheck_at
                 route_memo[key] = route_entry
                 routes.append(route_entry.route)
                 statuses[key] = route_entry.status
         self._route_memo = route_memo
         self._cluster_memo = cluster_memo
+        earlier_statuses = self._previous.statuses if self._previous is not None else {}
+        for index, route, status in self._resolve_conflicts(routes, statuses, earlier_statuses):
+            routes[index] = route
+            statuses[route.key] = status
+        # (After the TLS hostname conflicts: a redirect follows the hostnames its Route kept.)
         conflicts = redirect_conflicts(routes)
         statuses.update(with_conflicts(statuses, conflicts))
         self._redirecting = bool(conflicts)
         result.routes = tuple(routes)
         result.routes_by_key = {r.key: r for r in routes}
+        self._tls_keys, self._rechecks = tls_keys, rechecks
+        result.recheck_at = min(rechecks.values(), default=None)
         if len(specs) < len(objects):
             for key in objects.keys() - specs.keys():
                 statuses[key] = self._status(objects[key], validated_memo[key][1], None)
@@ -371,22 +486,24 @@ def _invalid_certificate(problems: list[str]) -> Condition:
     return Condition(RESOLVED_REFS, False, "InvalidCertificateRef", "; ".join(problems))
 
 
-def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, now: datetime.datetime,
+def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, recheck: Recheck,
                   problems: list[str], warnings: list[str]) -> tuple[UpstreamTlsIR | None, list[SecretIR]]:
     tls = spec.tls
     if tls is None:
         return None, []
     secrets = []
     names: dict[str, str | None] = {"ca": None, "client": None}
-    for what, ref, path in (("ca", tls.ca_certificate_ref, "spec.tls.caCertificateRef"),
+    ca_ref = tls.ca_certificate_ref
+    for what, ref, path in (("ca", ca_ref.name if ca_ref is not None else None, "spec.tls.caCertificateRef"),
                             ("client", tls.client_certificate_ref, "spec.tls.clientCertificateRef")):
         if ref is None:
             continue
         try:
             if what == "ca":
-                secret, found = ca_secret(state, key.namespace, ref, now)
+                read_ca = ca_config_map if ca_ref is not None and ca_ref.kind == "ConfigMap" else ca_secret
+                secret, found = read_ca(state, key.namespace, ref, recheck)
             else:
-                secret, _, found = tls_secret(state, key.namespace, ref, now)
+                secret, _, found = tls_secret(state, key.namespace, ref, recheck)
         except UnusableSecret as exc:
             problems.append(f"{path}: {exc}")
             continue
@@ -399,11 +516,11 @@ def _upstream_tls(state: StateStore, key: ObjectKey, spec: model.BackendSpec, no
 
 
 def _cluster(state: StateStore, slices: SlicesByService, key: ObjectKey, spec: model.BackendSpec,
-             now: datetime.datetime) -> tuple[ClusterIR | None, Condition, tuple[SecretIR, ...], tuple[str, ...]]:
+             recheck: Recheck) -> tuple[ClusterIR | None, Condition, tuple[SecretIR, ...], tuple[str, ...]]:
     """The cluster (None when its TLS Secrets cannot be used), ResolvedRefs, secrets, warnings."""
     problems: list[str] = []
     warnings: list[str] = []
-    tls, secrets = _upstream_tls(state, key, spec, now, problems, warnings)
+    tls, secrets = _upstream_tls(state, key, spec, recheck, problems, warnings)
     if problems:
         return None, _invalid_certificate(problems), (), ()
     for warning in warnings:
@@ -444,6 +561,28 @@ def _referenced_clusters(key: ObjectKey, spec: model.RouteSpec) -> tuple[str, ..
     return tuple(cluster_name(ObjectKey("Backend", key.namespace, n)) for n in names)
 
 
+def _changed_sources(now: dict[tuple[str, str], dict[str, Any]], before: dict[tuple[str, str], dict[str, Any]],
+                     kind: str) -> set[tuple[str, str, str]]:
+    """The Secrets (or ConfigMaps) that differ between two states, as (kind, namespace, name)."""
+    if now == before:
+        return set()
+    return {(kind, *k) for k in now.keys() | before.keys() if now.get(k) != before.get(k)}
+
+
+def _tls_sources(key: ObjectKey, spec: model.RouteSpec | model.BackendSpec) -> set[tuple[str, str, str]]:
+    """The Secrets and ConfigMaps an object's TLS reads, as (kind, namespace, name)."""
+    tls = spec.tls
+    if tls is None:
+        return set()
+    if isinstance(tls, model.RouteTLS):
+        names = [tls.certificate_ref, tls.ca_certificate_ref]
+        return {("Secret", key.namespace, n) for n in names if n is not None}
+    found = {("Secret", key.namespace, tls.client_certificate_ref)} if tls.client_certificate_ref else set()
+    if tls.ca_certificate_ref is not None:
+        found.add((tls.ca_certificate_ref.kind, key.namespace, tls.ca_certificate_ref.name))
+    return found
+
+
 def _referenced_secrets(state: StateStore, key: ObjectKey, spec: model.RouteSpec) -> tuple[object, ...]:
     """What a Route's TLS depends on besides its spec: the Secrets' contents."""
     if spec.tls is None:
@@ -452,14 +591,14 @@ def _referenced_secrets(state: StateStore, key: ObjectKey, spec: model.RouteSpec
                  for name in (spec.tls.certificate_ref, spec.tls.ca_certificate_ref) if name is not None)
 
 
-def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, now: datetime.datetime,
+def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, recheck: Recheck,
                     problems: list[str], warnings: list[str]) -> tuple[DownstreamTlsIR | None, list[SecretIR]]:
     tls = spec.tls
     if tls is None:
         return None, []
     secrets = []
     try:
-        certificate, pair, found = tls_secret(state, key.namespace, tls.certificate_ref, now)
+        certificate, pair, found = tls_secret(state, key.namespace, tls.certificate_ref, recheck)
     except UnusableSecret as exc:
         problems.append(f"spec.tls.certificateRef: {exc}")
     else:
@@ -472,7 +611,7 @@ def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, no
     ca_name = None
     if tls.ca_certificate_ref is not None:
         try:
-            ca, found = ca_secret(state, key.namespace, tls.ca_certificate_ref, now)
+            ca, found = ca_secret(state, key.namespace, tls.ca_certificate_ref, recheck)
         except UnusableSecret as exc:
             problems.append(f"spec.tls.clientValidation.caCertificateRef: {exc}")
         else:
@@ -485,10 +624,10 @@ def _downstream_tls(state: StateStore, key: ObjectKey, spec: model.RouteSpec, no
 
 
 def _route(state: StateStore, key: ObjectKey, spec: model.RouteSpec, clusters: dict[str, ClusterIR],
-           now: datetime.datetime) -> tuple[BuiltRoute, Condition, tuple[str, ...]]:
+           recheck: Recheck) -> tuple[BuiltRoute, Condition, tuple[str, ...]]:
     tls_problems: list[str] = []
     warnings: list[str] = []
-    tls, secrets = _downstream_tls(state, key, spec, now, tls_problems, warnings)
+    tls, secrets = _downstream_tls(state, key, spec, recheck, tls_problems, warnings)
     if tls_problems:
         log.error("%s: TLS hostnames left out: %s", key, "; ".join(tls_problems))
         return (BuiltRoute(key, spec.port, spec.hostnames, spec.proxies, (), left_out=True),

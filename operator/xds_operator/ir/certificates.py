@@ -25,7 +25,21 @@ EXPIRY_WARNING = datetime.timedelta(days=14)
 
 
 class InvalidSecret(Exception):
-    """A Secret that cannot be used; the message says why (without the Secret's name)."""
+    """A Secret that cannot be used; the message says why (without the Secret's name). `validity`:
+    its certificates', when it is their time that makes it unusable (not valid yet)."""
+
+    def __init__(self, message: str, validity: tuple[Validity, ...] = ()) -> None:
+        super().__init__(message)
+        self.validity = validity
+
+
+@dataclass(frozen=True)
+class Validity:
+    """When one certificate of a Secret is valid, and what to call it in a message."""
+
+    what: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
 
 
 @dataclass(frozen=True)
@@ -36,12 +50,31 @@ class KeyPair:
     key: bytes
     names: tuple[str, ...]  # the leaf's DNS names (subjectAltName, else the common name)
     not_after: datetime.datetime
+    validity: tuple[Validity, ...] = ()
 
 
 @dataclass(frozen=True)
 class CaBundle:
     pem: bytes
-    not_after: datetime.datetime  # the earliest expiry in the bundle
+    not_after: datetime.datetime  # the earliest expiry in the bundle (of the certificates valid now)
+    validity: tuple[Validity, ...] = ()
+
+
+class Recheck:
+    """The earliest instant after `now` at which a check made at `now` may come out otherwise: a
+    certificate becoming valid, expiring, or coming within EXPIRY_WARNING of its expiry. The build
+    is made again then (controlplane/controller.py), so that an expiry while nothing else changes
+    still takes the certificate out of Envoy and a warning still appears."""
+
+    def __init__(self, now: datetime.datetime) -> None:
+        self.now = now
+        self.at: datetime.datetime | None = None
+
+    def note(self, validity: tuple[Validity, ...]) -> None:
+        for v in validity:
+            for instant in (v.not_before, v.not_after - EXPIRY_WARNING, v.not_after):
+                if instant > self.now and (self.at is None or instant < self.at):
+                    self.at = instant
 
 
 def _certificates(pem: bytes, what: str) -> list[x509.Certificate]:
@@ -53,11 +86,15 @@ def _certificates(pem: bytes, what: str) -> list[x509.Certificate]:
         raise InvalidSecret(f"{what} does not parse as PEM certificates ({exc})") from None
 
 
-def _check_validity(cert: x509.Certificate, what: str, now: datetime.datetime) -> None:
-    if cert.not_valid_before_utc > now:
-        raise InvalidSecret(f"{what} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC")
-    if cert.not_valid_after_utc <= now:
-        raise InvalidSecret(f"{what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+def _validity(cert: x509.Certificate, what: str) -> Validity:
+    return Validity(what, cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+def _check_validity(validity: tuple[Validity, ...], v: Validity, now: datetime.datetime) -> None:
+    if v.not_before > now:
+        raise InvalidSecret(f"{v.what} is not valid before {v.not_before:%Y-%m-%d %H:%M:%S} UTC", validity)
+    if v.not_after <= now:
+        raise InvalidSecret(f"{v.what} expired on {v.not_after:%Y-%m-%d %H:%M:%S} UTC", validity)
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -82,11 +119,19 @@ def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
         return tuple(str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
 
 
-@lru_cache(maxsize=4096)
 def key_pair(chain_pem: bytes, key_pem: bytes, now: datetime.datetime) -> KeyPair:
     """The checked key pair of a kubernetes.io/tls Secret, or InvalidSecret: the PEM parses, the
     key is the leaf's, each certificate is signed by the next (the chain is in order), and every
     one is valid at `now`."""
+    pair = _parsed_key_pair(chain_pem, key_pem)
+    for v in pair.validity:
+        _check_validity(pair.validity, v, now)
+    return pair
+
+
+@lru_cache(maxsize=4096)
+def _parsed_key_pair(chain_pem: bytes, key_pem: bytes) -> KeyPair:
+    """All checks but the time's, which are cheap and made at every build: parsing is cached."""
     chain = _certificates(chain_pem, CERT_KEY)
     if b"-----BEGIN" not in key_pem:
         raise InvalidSecret(f"{PRIVATE_KEY} holds no PEM private key")
@@ -106,19 +151,24 @@ def key_pair(chain_pem: bytes, key_pem: bytes, now: datetime.datetime) -> KeyPai
         if not _signed_by(cert, issuer):
             raise InvalidSecret(f"{CERT_KEY} is not in order: certificate {i + 1} ({cert.subject.rfc4514_string()}) "
                                 f"is not signed by certificate {i + 2} ({issuer.subject.rfc4514_string()})")
-    for i, cert in enumerate(chain):
-        _check_validity(cert, f"certificate {i + 1} of {CERT_KEY} ({cert.subject.rfc4514_string()})", now)
-    not_after = min(c.not_valid_after_utc for c in chain)
-    return KeyPair(chain_pem, key_pem, dns_names(leaf), not_after)
+    validity = tuple(_validity(cert, f"certificate {i + 1} of {CERT_KEY} ({cert.subject.rfc4514_string()})")
+                     for i, cert in enumerate(chain))
+    return KeyPair(chain_pem, key_pem, dns_names(leaf), min(v.not_after for v in validity), validity)
+
+
+def ca_bundle(pem: bytes, now: datetime.datetime) -> CaBundle:
+    """The CA certificates of a ca.crt, or InvalidSecret: the PEM parses and one at least is valid at `now`."""
+    validity = _parsed_ca_bundle(pem)
+    valid = [v for v in validity if v.not_before <= now < v.not_after]
+    if not valid:
+        _check_validity(validity, validity[0], now)
+    return CaBundle(pem, min(v.not_after for v in valid), validity)
 
 
 @lru_cache(maxsize=4096)
-def ca_bundle(pem: bytes, now: datetime.datetime) -> CaBundle:
-    certs = _certificates(pem, CA_KEY)
-    valid = [c for c in certs if c.not_valid_before_utc <= now < c.not_valid_after_utc]
-    if not valid:
-        _check_validity(certs[0], f"the CA certificate in {CA_KEY} ({certs[0].subject.rfc4514_string()})", now)
-    return CaBundle(pem, min(c.not_valid_after_utc for c in valid))
+def _parsed_ca_bundle(pem: bytes) -> tuple[Validity, ...]:
+    return tuple(_validity(cert, f"the CA certificate in {CA_KEY} ({cert.subject.rfc4514_string()})")
+                 for cert in _certificates(pem, CA_KEY))
 
 
 def covers(names: tuple[str, ...], hostname: str) -> bool:
@@ -136,11 +186,11 @@ def covers(names: tuple[str, ...], hostname: str) -> bool:
 
 def expiry_warning(not_after: datetime.datetime, now: datetime.datetime) -> str | None:
     left = not_after - now
-    if left < EXPIRY_WARNING:
+    if left <= EXPIRY_WARNING:  # from the instant Recheck notes on
         return f"expires in {left.days} days, on {not_after:%Y-%m-%d %H:%M:%S} UTC"
     return None
 
 
 def now_utc() -> datetime.datetime:
-    """The time certificates are checked against, to the minute (so the checks' cache works)."""
-    return datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
+    """The time certificates are checked against (to the microsecond: only parsing is cached)."""
+    return datetime.datetime.now(datetime.UTC)

@@ -24,8 +24,8 @@ class Endpoint:
 class SecretIR:
     """One SDS resource: a certificate and its key, or a CA bundle to validate peers with."""
 
-    name: str  # tls_secret_name() or ca_secret_name()
-    source: ObjectKey  # the Kubernetes Secret
+    name: str  # tls_secret_name(), ca_secret_name() or config_map_ca_name()
+    source: ObjectKey  # the Kubernetes Secret or ConfigMap
     certificate_chain: str = ""
     private_key: str = dataclasses.field(default="", repr=False, metadata={"redact": True})
     trusted_ca: str = ""
@@ -144,6 +144,11 @@ def tls_secret_name(namespace: str, name: str) -> str:
 def ca_secret_name(namespace: str, name: str) -> str:
     """The SDS name of a Secret's ca.crt, as a validation context."""
     return joined("ca", namespace, name)
+
+
+def config_map_ca_name(namespace: str, name: str) -> str:
+    """The SDS name of a ConfigMap's ca.crt, as a validation context (apart from a Secret's of the same name)."""
+    return joined("configmap-ca", namespace, name)
 
 
 def cluster_name(key: ObjectKey) -> str:

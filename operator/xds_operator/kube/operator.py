@@ -32,6 +32,7 @@ from ..translate import TranslateOptions
 from ..xds.channel_tls import XdsTlsFiles
 from .ack_share import AckPublisher, AckRecords, ShareTimings
 from .client import ExponentialBackoff, KubeClient
+from .configmaps import ConfigMapReads
 from .leader import ELECTION_BACKOFF, LeaderElector, LeaderTimings, default_identity
 from .readiness import KubeReadiness, Permission, WatchedKind, quiet_kopf_retries
 from .resync import Resync
@@ -159,6 +160,9 @@ class Operator:
         self.plane.readiness_checks.append(self.secrets_listed)
         self.tasks = [asyncio.create_task(self.readiness.run(), name="kube-readiness"),
                       asyncio.create_task(secrets.run(), name="secret-watch"),
+                      asyncio.create_task(ConfigMapReads(settings, self.plane.state,
+                                                         refresh=self.config.resync_interval).run(),
+                                          name="configmap-reads"),
                       asyncio.create_task(self.writer.run(), name="status-writer"),
                       asyncio.create_task(resync.run(), name="kube-resync")]
         if self.elector is not None and self.publisher is not None and self.records is not None:

@@ -5,7 +5,8 @@ Secrets, as kopf makes it, receives and parses each of them (projectcontour/cont
 - kubernetes.io/tls Secrets come from a LIST (paginated) and WATCH filtered by the API server
   (fieldSelector type=kubernetes.io/tls): no other Secret is ever sent;
 - the other Secrets a Route or Backend names (a CA bundle in an Opaque Secret's ca.crt) are read
-  one by one with GET, when first referenced and then every `refresh` seconds.
+  one by one with GET, when first referenced and then every `refresh` seconds (a CA bundle in a
+  ConfigMap likewise, by kube/configmaps.py).
 Only tls.crt, tls.key and ca.crt are kept (sources/kubernetes.kept_secret).
 """
 
@@ -24,6 +25,7 @@ from kopf._cogs.clients import errors as kopf_errors
 from ..sources.kubernetes import TLS_SECRET_TYPE, kept_secret
 from ..sources.state import StateStore
 from .client import KubeClient, retry_log
+from .configmaps import names_a_config_map
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ class SecretWatch:
             refs = [tls.get("certificateRef"), tls.get("caCertificateRef"), tls.get("clientCertificateRef"),
                     validation.get("caCertificateRef") if isinstance(validation, dict) else None]
             names.update((key.namespace, ref["name"]) for ref in refs
-                         if isinstance(ref, dict) and isinstance(ref.get("name"), str))
+                         if isinstance(ref, dict) and isinstance(ref.get("name"), str) and not names_a_config_map(ref))
         return names
 
     async def _read_referenced(self) -> None:

@@ -32,7 +32,7 @@ PLURALS = {"Route": "routes", "Backend": "backends"}
 PREFIX = f"/apis/{API_VERSION}"
 WRITERS = 8  # status writes in flight at once
 # (condition, reason) pairs that are posted as Warning Events: a rejected spec, a NACK.
-WARNINGS = {("Accepted", "Invalid"), ("Programmed", "Rejected")}
+WARNINGS = {("Accepted", "Invalid"), ("Accepted", "HostnameConflict"), ("Programmed", "Rejected")}
 
 
 def desired_status(report: ObjectReport, current: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The file source: Routes and Backends (and the Services, EndpointSlices and Secrets they resolve against)
+"""The file source: Routes and Backends (and the Services, EndpointSlices, Secrets and ConfigMaps they resolve against)
 from YAML files, a directory tree of them, or several of either.
 
 Nothing a file contains stops the source: each problem becomes a Finding at its file, line and
@@ -40,7 +40,13 @@ from ..api.objects import API_GROUP, API_VERSION, KINDS, ObjectKey, UserObject
 from ..collector import collector_paused
 from . import yamldocs
 from .findings import Finding, Severity
-from .kubernetes import InvalidSecretData, trimmed_endpoint_slice, trimmed_secret, trimmed_service
+from .kubernetes import (
+    InvalidSecretData,
+    trimmed_config_map,
+    trimmed_endpoint_slice,
+    trimmed_secret,
+    trimmed_service,
+)
 from .state import StateStore
 from .yamldocs import NULL_TAG, DocumentError, Position
 
@@ -48,7 +54,7 @@ log = logging.getLogger(__name__)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # The Kubernetes kinds endpoint resolution reads, besides this API's own, and their apiVersion.
-CORE_KINDS = {"Service": "v1", "EndpointSlice": "discovery.k8s.io/v1", "Secret": "v1"}
+CORE_KINDS = {"Service": "v1", "EndpointSlice": "discovery.k8s.io/v1", "Secret": "v1", "ConfigMap": "v1"}
 
 Stamp = tuple[int, int, int, int]  # mtime_ns, size, inode, mode (a chmod can make a file readable)
 Order = tuple[int, tuple[str, ...]]  # root index, then path components: Path order, without Paths
@@ -385,10 +391,26 @@ def _secret_errors(doc: dict[str, Any]) -> list[FieldError]:
     return f.errors
 
 
-_CORE_ERRORS = {"Service": _service_errors, "EndpointSlice": _endpoint_slice_errors, "Secret": _secret_errors}
-_CORE_TRIMMED = {"Service": trimmed_service, "EndpointSlice": trimmed_endpoint_slice, "Secret": trimmed_secret}
+def _config_map_errors(doc: dict[str, Any]) -> list[FieldError]:
+    f = Fields()
+    for name in ("data", "binaryData"):
+        values = doc.get(name)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            f.error(name, "must be a map of strings")
+            continue
+        for k, v in values.items():
+            f.string(v, f"{name}.{k}", max_len=1 << 20)
+    return f.errors
+
+
+_CORE_ERRORS = {"Service": _service_errors, "EndpointSlice": _endpoint_slice_errors, "Secret": _secret_errors,
+                "ConfigMap": _config_map_errors}
+_CORE_TRIMMED = {"Service": trimmed_service, "EndpointSlice": trimmed_endpoint_slice, "Secret": trimmed_secret,
+                 "ConfigMap": trimmed_config_map}
 _PUT = {"Service": StateStore.put_service, "EndpointSlice": StateStore.put_endpoint_slice,
-        "Secret": StateStore.put_secret}
+        "Secret": StateStore.put_secret, "ConfigMap": StateStore.put_config_map}
 
 
 # -- finding the files -------------------------------------------------------------------------

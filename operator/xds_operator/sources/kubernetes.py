@@ -41,7 +41,8 @@ def trimmed_endpoint_slice(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class InvalidSecretData(ValueError):
-    """A Secret's data value that is not base64 (the API server refuses it; a file may have it)."""
+    """A Secret's data (or a ConfigMap's binaryData) value that is not base64 (the API server
+    refuses it; a file may have it)."""
 
 
 def trimmed_secret(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,6 +77,25 @@ def kept_secret(body: Mapping[str, Any]) -> dict[str, Any] | None:
         return trimmed_secret({"type": type_, "data": {k: data[k] for k in SECRET_KEYS if k in data}})
     except InvalidSecretData:
         return None  # the API server stores only base64: not reached
+
+
+CONFIG_MAP_CA_KEY = "ca.crt"
+
+
+def trimmed_config_map(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A ConfigMap's CA bundle, its only key the operator reads: `data` holds text, `binaryData`
+    base64 (the API server refuses a key in both; here `data` wins)."""
+    data: dict[str, bytes] = {}
+    binary = (body.get("binaryData") or {}).get(CONFIG_MAP_CA_KEY)
+    if binary is not None:
+        try:
+            data[CONFIG_MAP_CA_KEY] = base64.b64decode(str(binary), validate=True)
+        except binascii.Error:
+            raise InvalidSecretData(f"binaryData.{CONFIG_MAP_CA_KEY} is not base64") from None
+    text = (body.get("data") or {}).get(CONFIG_MAP_CA_KEY)
+    if text is not None:
+        data[CONFIG_MAP_CA_KEY] = str(text).encode()
+    return {"data": data}
 
 
 def apply_service_event(state: StateStore, event_type: str, body: Mapping[str, Any]) -> None:

@@ -23,6 +23,8 @@ class StateStore:
         self.endpoint_slices: dict[NamespacedName, dict[str, Any]] = {}
         # Secrets as sources/kubernetes.trimmed_secret keeps them: {"type": ..., "data": {key: bytes}}.
         self.secrets: dict[NamespacedName, dict[str, Any]] = {}
+        # ConfigMaps with a CA bundle, as sources/kubernetes.trimmed_config_map keeps them: {"data": {"ca.crt": bytes}}.
+        self.config_maps: dict[NamespacedName, dict[str, Any]] = {}
         # What each source could not load (a broken file...), for /status and /metrics.
         self.problems: dict[str, tuple[Finding, ...]] = {}
         self.revision = 0
@@ -51,7 +53,7 @@ class StateStore:
         """No rebuild: there is nothing to build from them."""
         self.problems[source] = problems
 
-    # -- Services, EndpointSlices and Secrets----------------------------------------------------
+    # -- Services, EndpointSlices, Secrets and ConfigMaps ------------------------------------------------
 
     def put_service(self, namespace: str, name: str, manifest: dict[str, Any] | None) -> None:
         self._put_raw(self.services, (namespace, name), manifest)
@@ -61,6 +63,9 @@ class StateStore:
 
     def put_secret(self, namespace: str, name: str, manifest: dict[str, Any] | None) -> None:
         self._put_raw(self.secrets, (namespace, name), manifest)
+
+    def put_config_map(self, namespace: str, name: str, manifest: dict[str, Any] | None) -> None:
+        self._put_raw(self.config_maps, (namespace, name), manifest)
 
     def _put_raw(self, table: dict[NamespacedName, dict[str, Any]], key: NamespacedName, manifest: dict[str, Any] | None) -> None:
         if manifest is None:
