@@ -244,6 +244,11 @@ def test_builds_with_an_https_redirect_match_fresh_ones() -> None:
         (lambda: state.put(plain_route("b", host="a.example.com")), False, "True"),  # takes a.example.com
         (lambda: state.put(plain_route("c", host="a.example.com")), True, "True"),
         (lambda: state.put(plain_route("c")), False, "False"),  # gives it back
+        # The redirecting TLS Route itself edited: built whole, its Conflicted condition made again.
+        (lambda: state.put(UserObject(secure, {
+            "port": 8443, "hostnames": ["a.example.com", "b.example.com"],
+            "tls": {"certificateRef": {"name": "cert"}, "httpRedirect": {"port": 8080}},
+            "rules": [{"directResponse": {"status": 201}}]})), False, "False"),
     ]
     for edit, incremental, conflicted in edits:
         edit()
