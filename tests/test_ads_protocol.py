@@ -12,7 +12,7 @@ import pytest
 
 from xds_operator.api.objects import API_VERSION, ObjectKey, UserObject
 from xds_operator.controlplane.app import ControlPlane
-from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST
 
 from .xds_client import AdsClient, resource_names, unpack
 
@@ -154,7 +154,11 @@ async def sync_delta(client: AdsClient) -> dict:
     client.send_delta(ROUTE, subscribe=resource_names(got[LISTENER]))
     client.ack(got[LISTENER])
     got[ROUTE] = await client.expect(ROUTE)
+    # As Envoy: the route configurations name VHDS, whose one request names nothing.
+    client.send_delta(VIRTUAL_HOST)
     client.ack(got[ROUTE])
+    got[VIRTUAL_HOST] = await client.expect(VIRTUAL_HOST)
+    client.ack(got[VIRTUAL_HOST])
     return got
 
 
@@ -538,11 +542,11 @@ async def test_delta_deleted_backend_is_removed_after_routes_moved(plane, connec
     assert resource_names(eds) == ["t/c"]
     assert list(eds.removed_resources) == []  # nor are its endpoints taken away yet
     client.ack(eds)
-    rds = await client.expect(ROUTE)  # the listeners did not change
-    assert resource_names(rds) == ["http-10080"]
-    assert list(rds.removed_resources) == []
+    vhds = await client.expect(VIRTUAL_HOST)  # the listeners and route configurations did not change
+    assert resource_names(vhds) == ["http-10080/*"]
+    assert list(vhds.removed_resources) == []
     await client.expect_silence(0.3)
-    client.ack(rds)
+    client.ack(vhds)
 
     removal = await client.expect(CLUSTER)
     assert list(removal.resources) == []
