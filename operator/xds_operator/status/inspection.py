@@ -25,6 +25,7 @@ from ..translate.resources import (
     ROUTE,
     SECRET,
     SHORT_NAMES,
+    VIRTUAL_HOST,
 )
 from ..xds.proxies import ProxyState
 from ..xds.snapshot import Snapshot, version_of_pairs
@@ -63,6 +64,7 @@ def snapshot_dump(group: str, snapshot: Snapshot) -> JSON:
                               for r in sorted(snapshot.resources(t).values(), key=lambda r: r.name)],
             }
             for t in PUSH_ORDER
+            if t != VIRTUAL_HOST or snapshot.resources(t)  # (VHDS: delta proxies only)
         },
     }
 
@@ -86,6 +88,8 @@ def proxy_status(proxy: ProxyState, snapshot: Snapshot) -> JSON:
         acked = proxy.acked.get(type_url, {})
         nack = proxy.nacks.get(type_url)
         expected = {n: r.version for n, r in snapshot.resources(type_url).items()}
+        if type_url == VIRTUAL_HOST and not expected and not acked and nack is None:
+            continue  # (VHDS: delta proxies' virtual hosts)
         # A NACK isolated down to single resources leaves the rest ACKed: the type is NACKED as long
         # as a resource of the snapshot is refused at the version the snapshot holds.
         refused = {name: r for name, r in proxy.rejected.get(type_url, {}).items() if expected.get(name) == r.version}

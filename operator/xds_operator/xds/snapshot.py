@@ -45,6 +45,7 @@ _MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 WILDCARD = None  # a subscription to every resource of a type
+PROTOCOLS = ("sotw", "delta")  # what Snapshot.for_protocol takes (StreamInfo.protocol)
 
 # The version of a set of endpoint sets or route configurations lists a digest per resource,
 # so a SotW client's version says which resources it has (see SotwStream._adopt).
