@@ -24,7 +24,7 @@ from ..sources.state import StateStore
 from ..translate import TranslateOptions
 from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry, ProxyState
-from ..xds.snapshot import Snapshot
+from ..xds.snapshot import PROTOCOLS, Snapshot
 from .inspection import explain, proxy_status, snapshot_dump, target_groups
 from .report import proxy_groups, report
 
@@ -56,6 +56,8 @@ def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegist
         # A node's dump is what its protocol gets (delta: virtual hosts over VHDS); a group's, SotW's
         # unless protocol=delta.
         protocol = request.query.get("protocol", "sotw")
+        if protocol not in PROTOCOLS:
+            raise _error(web.HTTPBadRequest, f"protocol= is one of {', '.join(PROTOCOLS)}")
         if node is not None:
             proxy = _proxy(registry, node)
             group, protocol = proxy.group, proxy.protocol

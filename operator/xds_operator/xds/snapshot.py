@@ -137,14 +137,6 @@ _ClusterSet = tuple[Mapping[str, VersionedResource], Mapping[str, VersionedResou
 
 
 @dataclass(frozen=True)
-class _HostPieces:
-    """One virtual host of a plain route configuration, in the two forms it is sent in."""
-
-    record: bytes  # its RouteConfiguration.virtual_hosts element (SotW: the route configuration whole)
-    vhds: VersionedResource  # its VHDS resource (delta)
-
-
-@dataclass(frozen=True)
 class RouteTable:
     """A plain route configuration whole (SotW), and its virtual hosts as VHDS resources (delta)."""
 
@@ -222,31 +214,42 @@ class ResourceMemo:
         if earlier is not None and earlier[0] is vhs:
             self._current[key] = earlier
             return earlier[1][1]  # type: ignore[no-any-return]
+        # Per virtual host, in order: its RouteConfiguration.virtual_hosts element (SotW), and
+        # by VHDS name its resource (delta).
+        records: list[bytes]
+        vhds: dict[str, VersionedResource]
         if earlier is not None and len(earlier[0]) == len(vhs):  # type: ignore[arg-type]
-            old_vhs, pieces = earlier[0], list(earlier[1][0])
-            vhds = dict(earlier[1][1].virtual_hosts)
+            old_vhs, (old_records, old_table) = earlier
+            records, vhds = list(old_records), dict(old_table.virtual_hosts)
             changed = list(compress(range(len(vhs)), map(is_not, old_vhs, vhs)))  # type: ignore[call-overload]
             for i in changed:  # (all old names out first: a name may move to another position)
-                del vhds[pieces[i].vhds.name]
+                del vhds[vhds_name(listener.name, old_vhs[i])]  # type: ignore[index]
             for i in changed:
-                pieces[i] = self._pieces(listener.name, vhs[i])
-                vhds[pieces[i].vhds.name] = pieces[i].vhds
+                records[i], resource = self._pieces(listener.name, vhs[i])
+                vhds[resource.name] = resource
         else:
-            known = dict(zip(map(id, earlier[0]), earlier[1][0], strict=False)) if earlier is not None else {}  # type: ignore[call-overload]
+            known: dict[int, tuple[bytes, VersionedResource]] = {}
+            if earlier is not None:
+                old_vhs, (old_records, old_table) = earlier
+                known = {id(vh): (record, old_table.virtual_hosts[vhds_name(listener.name, vh)])
+                         for vh, record in zip(old_vhs, old_records, strict=True)}  # type: ignore[call-overload]
             pieces = [known.get(id(vh)) or self._pieces(listener.name, vh) for vh in vhs]
-            vhds = {p.vhds.name: p.vhds for p in pieces}
-        serialized = route_configuration_bytes(listener.name, [p.record for p in pieces])
-        table = RouteTable(versioned_bytes(ROUTE, listener.name, serialized), MappingProxyType(vhds))
+            records = [record for record, _ in pieces]
+            vhds = {resource.name: resource for _, resource in pieces}
+        table = RouteTable(versioned_bytes(ROUTE, listener.name, route_configuration_bytes(listener.name, records)),
+                           MappingProxyType(vhds))
         # The old tuple stays referenced until this entry is replaced, so its ids stay valid.
-        self._put(key, vhs, (pieces, table))
+        self._put(key, vhs, (records, table))
         return table
 
     @staticmethod
-    def _pieces(route_config: str, vh: VirtualHostIR) -> _HostPieces:
+    def _pieces(route_config: str, vh: VirtualHostIR) -> tuple[bytes, VersionedResource]:
+        """A virtual host's RouteConfiguration.virtual_hosts element and its VHDS resource:
+        serialized once, named twice."""
         body = virtual_host_body(vh)
         name = vhds_name(route_config, vh)
-        return _HostPieces(virtual_host_record(named_virtual_host(vh.name, body)),
-                           versioned_bytes(VIRTUAL_HOST, name, named_virtual_host(name, body)))
+        return (virtual_host_record(named_virtual_host(vh.name, body)),
+                versioned_bytes(VIRTUAL_HOST, name, named_virtual_host(name, body)))
 
     def rotate(self) -> None:
         """Called after each build: what the build did not use is forgotten."""
