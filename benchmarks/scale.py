@@ -17,21 +17,21 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from envoy.service.discovery.v3 import discovery_pb2
+
 from xds_operator.api.objects import ObjectKey, UserObject
 from xds_operator.controlplane.controller import build_snapshots, make_snapshot
 from xds_operator.ir.builder import Builder, BuildResult
 from xds_operator.sources.state import StateStore
 from xds_operator.status.report import proxy_groups, reports
 from xds_operator.translate import TranslateOptions
-from envoy.service.discovery.v3 import discovery_pb2
-
 from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, VIRTUAL_HOST
 from xds_operator.xds.cache import SnapshotCache
 from xds_operator.xds.callbacks import NoCallbacks, StreamInfo
 from xds_operator.xds.delta import DeltaStream
-from xds_operator.xds.sotw import SotwStream
 from xds_operator.xds.proxies import ProxyRegistry
 from xds_operator.xds.snapshot import ResourceMemo, Snapshot
+from xds_operator.xds.sotw import SotwStream
 
 T = TypeVar("T")
 

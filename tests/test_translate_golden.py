@@ -43,8 +43,7 @@ from xds_operator.sources.kubernetes import trimmed_secret
 from xds_operator.sources.state import StateStore
 from xds_operator.translate import translate
 from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, VIRTUAL_HOST
-from xds_operator.xds.snapshot import vhds_namespace
-from xds_operator.xds.snapshot import Snapshot
+from xds_operator.xds.snapshot import Snapshot, vhds_namespace
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name[: -len(".in.yaml")] for p in GOLDEN.glob("*.in.yaml"))

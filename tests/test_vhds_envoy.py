@@ -6,9 +6,6 @@ stops answering, and unchanged hostnames answer throughout."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-
-import pytest
 
 from xds_operator.dev.processes import free_port
 

@@ -78,7 +78,8 @@ def virtual_host_body(vh: VirtualHostIR) -> bytes:
     same bytes serve under either name: see named_virtual_host."""
     unnamed = translate_virtual_host(vh)
     unnamed.ClearField("name")
-    return unnamed.SerializeToString(deterministic=True)
+    serialized: bytes = unnamed.SerializeToString(deterministic=True)
+    return serialized
 
 
 def named_virtual_host(name: str, body: bytes) -> bytes:
