@@ -19,6 +19,7 @@ served when such a virtual host exists.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -52,6 +53,10 @@ class DeltaTypeState:
     # The type's snapshot version at which nothing was due; any request or response forgets
     # it. (A change elsewhere then costs this type one comparison, not a pass over everything.)
     nothing_due_at: str | None = None
+    # Virtual hosts: the snapshot's VHDS resources and the selection the client was last brought
+    # in line with, so that the next change is compared over what changed since (one diff per
+    # snapshot, shared by the streams), not over every virtual host of the group.
+    in_sync_with: tuple[Mapping[str, VersionedResource], frozenset[str]] | None = None
 
 
 def _subscribed(type_url: str, ts: DeltaTypeState, name: str) -> bool:
@@ -81,9 +86,6 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         if not self._supported(type_url):
             return []
         self.callbacks.on_request(self.info, type_url)
-        log.debug("%s %s: subscribe %s, unsubscribe %s, initial %s", self.info.node_id, SHORT_NAMES[type_url],
-                  request.resource_names_subscribe[:5], request.resource_names_unsubscribe[:5],
-                  list(request.initial_resource_versions)[:5])
         ts = self.types.get(type_url)
         if ts is not None:
             ts.nothing_due_at = None
@@ -118,8 +120,8 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         # (applied above); only the ACK/NACK part belongs to the response in flight.
         if request.response_nonce and request.response_nonce == ts.nonce:
             self._settle(type_url, ts, request)
-            if type_url == ROUTE and (vhds := self.types.get(VIRTUAL_HOST)) is not None:
-                vhds.nothing_due_at = None  # virtual hosts of route configurations just ACKed are due
+        if type_url == ROUTE and (vhds := self.types.get(VIRTUAL_HOST)) is not None:
+            vhds.nothing_due_at = None  # the route configurations it holds, whose virtual hosts it gets, may differ
         return self.reconcile()
 
     def _adopt(self, type_url: str, ts: DeltaTypeState, snapshot: Snapshot) -> None:
@@ -136,6 +138,7 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         if not request.HasField("error_detail"):
             self.callbacks.on_ack(self.info, type_url, carried, removed, None)
             return
+        ts.in_sync_with = None
         message = self._nack_message(request.error_detail.code, request.error_detail.message)
         log.error("%s (%s) NACKed %s (%d resources, %d removals): %s", self.info.node_id, self.info.group,
                   SHORT_NAMES[type_url], len(carried), len(removed), message)
@@ -168,13 +171,34 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
     def _changes(self, type_url: str, ts: DeltaTypeState,
                  snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
         if type_url == VIRTUAL_HOST:
-            desired = snapshot.select(type_url, ts.names | self._route_configurations_held() if ts.wildcard else ts.names)
-        else:
-            desired = snapshot.select(type_url, WILDCARD if ts.wildcard else ts.names)
+            return self._virtual_host_changes(ts, snapshot)
+        desired = snapshot.select(type_url, WILDCARD if ts.wildcard else ts.names)
         updates = {n: r for n, r in desired.items()
                    if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
         removed = [n for n in ts.client if n not in desired and _subscribed(type_url, ts, n)]
         return updates, removed
+
+    def _virtual_host_changes(self, ts: DeltaTypeState,
+                              snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
+        names = self._virtual_host_selection(ts)
+        current = snapshot.resources(VIRTUAL_HOST)
+        base = ts.in_sync_with
+        if base is not None and base[1] == names:
+            changed, gone = snapshot.changes_since(base[0])
+            due = (n for n in changed if n in names or vhds_namespace(n) in names)
+            updates = {n: current[n] for n in due
+                       if ts.client.get(n) != current[n].version and ts.rejected.get(n) != current[n].version}
+            removed = [n for n in gone if n in ts.client]
+        else:
+            desired = snapshot.select(VIRTUAL_HOST, names)
+            updates = {n: r for n, r in desired.items()
+                       if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
+            removed = [n for n in ts.client if n not in desired and _subscribed(VIRTUAL_HOST, ts, n)]
+        return updates, removed
+
+    def _virtual_host_selection(self, ts: DeltaTypeState) -> frozenset[str]:
+        """The names a client's VHDS subscription selects by (virtual hosts or route configurations)."""
+        return ts.names | self._route_configurations_held() if ts.wildcard else ts.names
 
     def _routing_converged(self, snapshot: Snapshot) -> bool:
         # Route configurations that name VHDS route nothing until their virtual hosts come.
@@ -225,6 +249,8 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             if ts.nothing_due_at == snapshot.versions[type_url]:
                 return None
             updates, removed = self._changes(type_url, ts, snapshot)
+            if type_url == VIRTUAL_HOST:  # once these are sent, the client is in line with the snapshot
+                ts.in_sync_with = (snapshot.resources(type_url), self._virtual_host_selection(ts))
             if not updates and not removed:
                 ts.nothing_due_at = snapshot.versions[type_url]
                 return None

@@ -280,6 +280,8 @@ class Snapshot:
         self._digests: dict[str, frozenset[str]] = {}
         self._delta: Snapshot | None = None  # for_protocol("delta")
         self._vhds_selections: dict[frozenset[str], Mapping[str, VersionedResource]] = {}
+        # changes_since(): id(earlier) -> (earlier, changed, gone); `earlier` kept so its id stays its own
+        self._changes_since: dict[int, tuple[Mapping[str, VersionedResource], frozenset[str], frozenset[str]]] = {}
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
@@ -357,6 +359,19 @@ class Snapshot:
         if type_url == VIRTUAL_HOST:
             return dict(self._virtual_hosts_in(names))
         return {n: available[n] for n in names if n in available}
+
+    def changes_since(self, earlier: Mapping[str, VersionedResource]) -> tuple[frozenset[str], frozenset[str]]:
+        """VHDS: the virtual hosts new or changed since `earlier` (the VIRTUAL_HOST resources of
+        another snapshot), and those gone. Unchanged ones are the very same objects (the memo
+        reuses them), so this is one identity pass, made once per snapshot for all streams."""
+        current = self.resources(VIRTUAL_HOST)
+        if current is earlier:
+            return frozenset(), frozenset()
+        cached = self._changes_since.get(id(earlier))
+        if cached is None or cached[0] is not earlier:
+            changed = frozenset(n for n, r in current.items() if earlier.get(n) is not r)
+            cached = self._changes_since[id(earlier)] = (earlier, changed, frozenset(earlier.keys() - current.keys()))
+        return cached[1], cached[2]
 
     def _virtual_hosts_in(self, names: frozenset[str]) -> Mapping[str, VersionedResource]:
         """VHDS subscriptions name route configurations (every virtual host of each) or single
