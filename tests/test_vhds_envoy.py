@@ -81,6 +81,9 @@ async def test_virtual_hosts_over_vhds_with_a_real_delta_envoy(tmp_path):
                                       what="r7 synced at generation 2")
             programmed = next(c for c in status["conditions"] if c["type"] == "Programmed")
             assert (programmed["status"], programmed["message"]) == ("True", "1/1 proxies ACKed it")
+            explained = server.get_json("/debug/explain?kind=Route&namespace=vh&name=r7")
+            assert [(p["node"], p["protocol"], p["state"]) for g in explained["groups"] for p in g["proxies"]] == [
+                ("delta-1", "delta", "ACKED")]
             stats = delta.stats()
             assert stats[f"http.http-{port}.rds.http-{port}.update_success"] == rds_updates
             assert stats[f"http.http-{port}.rds.vhds.http-{port}.update_success"] == vhds_updates + 1

@@ -176,7 +176,13 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         updates = {n: r for n, r in desired.items()
                    if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
         removed = [n for n in ts.client if n not in desired and _subscribed(type_url, ts, n)]
-        return updates, removed
+        return updates, removed + self._rejected_gone(type_url, ts, desired)
+
+    @staticmethod
+    def _rejected_gone(type_url: str, ts: DeltaTypeState, desired: Mapping[str, VersionedResource]) -> list[str]:
+        """Rejected resources (so not on the client) that left the snapshot: said removed too, so
+        that the rejection is settled by the ACK (removing what Envoy does not have is a no-op)."""
+        return [n for n in ts.rejected if n not in desired and n not in ts.client and _subscribed(type_url, ts, n)]
 
     def _virtual_host_changes(self, ts: DeltaTypeState,
                               snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
@@ -188,12 +194,13 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             due = (n for n in changed if n in names or vhds_namespace(n) in names)
             updates = {n: current[n] for n in due
                        if ts.client.get(n) != current[n].version and ts.rejected.get(n) != current[n].version}
-            removed = [n for n in gone if n in ts.client]
+            removed = [n for n in gone if n in ts.client or n in ts.rejected]
         else:
             desired = snapshot.select(VIRTUAL_HOST, names)
             updates = {n: r for n, r in desired.items()
                        if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
             removed = [n for n in ts.client if n not in desired and _subscribed(VIRTUAL_HOST, ts, n)]
+            removed += self._rejected_gone(VIRTUAL_HOST, ts, desired)
         return updates, removed
 
     def _virtual_host_selection(self, ts: DeltaTypeState) -> frozenset[str]:
@@ -265,7 +272,8 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         for name, resource in updates.items():
             ts.client[name] = resource.version
         for name in removed:
-            del ts.client[name]
+            ts.client.pop(name, None)
+            ts.rejected.pop(name, None)
         ts.in_flight = {n: r.version for n, r in updates.items()}
         ts.in_flight_removed = sorted(removed)
         self.callbacks.on_response(self.info, type_url, ts.in_flight, ts.in_flight_removed)
