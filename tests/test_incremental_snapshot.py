@@ -20,12 +20,20 @@ from .test_translate_golden import CASES, GOLDEN, load_case
 OPTIONS = TranslateOptions()
 
 
-def assert_same_as_translate(snapshot: Snapshot, expected: Snapshot) -> None:
+def assert_same_as_translate(snapshot: Snapshot, expected: Snapshot, config=None) -> None:
+    """`snapshot` (from_config) is `expected` (translate()); with `config`, its delta view (VHDS)
+    is also translate(config, vhds=True)."""
     for type_url in PUSH_ORDER:
         got = {n: (r.version, r.packed.SerializeToString()) for n, r in snapshot.resources(type_url).items()}
         want = {n: (r.version, r.packed.SerializeToString()) for n, r in expected.resources(type_url).items()}
         assert got == want, type_url
     assert snapshot.version == expected.version
+    if config is not None:
+        delta, vhds = snapshot.for_protocol("delta"), Snapshot.from_messages(translate(config, OPTIONS, vhds=True))
+        for type_url in PUSH_ORDER:
+            got = {n: (r.version, r.packed.SerializeToString()) for n, r in delta.resources(type_url).items()}
+            want = {n: (r.version, r.packed.SerializeToString()) for n, r in vhds.resources(type_url).items()}
+            assert got == want, f"delta view, {type_url}"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -35,7 +43,7 @@ def test_golden_case_snapshot_is_byte_identical_to_translate(case: str) -> None:
     for group in groups:
         config = result.config_for(group)
         assert_same_as_translate(Snapshot.from_config(config, OPTIONS, ResourceMemo()),
-                                 Snapshot.from_messages(translate(config, OPTIONS)))
+                                 Snapshot.from_messages(translate(config, OPTIONS)), config)
 
 
 def route(i: int, marker: str = "a", host: str | None = None) -> UserObject:
@@ -72,7 +80,8 @@ def test_edits_through_the_memos_match_a_fresh_build() -> None:
         memo.rotate()
         fresh = Builder().build(state)
         assert result.statuses == fresh.statuses
-        assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for("default"), OPTIONS)))
+        assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for("default"), OPTIONS)),
+                                 fresh.config_for("default"))
 
 
 def test_an_assembled_route_configuration_parses_back_to_the_translated_message() -> None:
@@ -118,7 +127,8 @@ def test_incremental_group_configs_match_fresh_ones_for_every_group() -> None:
         for group in groups:
             assert result.config_for(group) == fresh.config_for(group), group
             snapshot = Snapshot.from_config(result.config_for(group), OPTIONS, memo)
-            assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for(group), OPTIONS)))
+            assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for(group), OPTIONS)),
+                                     fresh.config_for(group))
         memo.rotate()
 
 
@@ -265,5 +275,6 @@ def test_builds_with_an_https_redirect_match_fresh_ones() -> None:
         assert redirected == ({"b.example.com"} if conflicted == "True" else {"a.example.com", "b.example.com"})
         snapshot = Snapshot.from_config(config, OPTIONS, memo)
         snapshot.check_consistent()
-        assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for("default"), OPTIONS)))
+        assert_same_as_translate(snapshot, Snapshot.from_messages(translate(fresh.config_for("default"), OPTIONS)),
+                                 fresh.config_for("default"))
         memo.rotate()

@@ -110,10 +110,11 @@ async def test_the_route_to_blame_is_found_and_held_back(api_type, monkeypatch, 
         assert serves("/anything/fixed1") and serves("/ip")  # (their last ACKed versions)
         assert not serves("/get") and not serves("/anything/one")  # (the good Route's old paths are gone)
         assert await asyncio.to_thread(metrics) == {"xds_operator_route_isolations_total": 2, "xds_operator_route_culprits_total": 3}
-        # Both Envoys run the same, good, route configuration.
+        # Both Envoys run the same, good, route configuration (delta: its virtual hosts over VHDS).
+        subscription = f"rds.http-{port}" if api_type == "GRPC" else f"rds.vhds.http-{port}"
         for envoy in envoys:
-            assert envoy.stats()[f"http.http-{port}.rds.http-{port}.update_rejected"] >= 2
-        versions = {envoy.stats()[f"http.http-{port}.rds.http-{port}.version_text"] for envoy in envoys}
+            assert envoy.stats()[f"http.http-{port}.{subscription}.update_rejected"] >= 2
+        versions = {envoy.stats()[f"http.http-{port}.{subscription}.version_text"] for envoy in envoys}
         assert len(versions) == 1
     finally:
         for envoy in envoys:

@@ -42,14 +42,16 @@ from xds_operator.ir.ir import to_data
 from xds_operator.sources.kubernetes import trimmed_secret
 from xds_operator.sources.state import StateStore
 from xds_operator.translate import translate
-from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
-from xds_operator.xds.snapshot import Snapshot
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, VIRTUAL_HOST
+from xds_operator.xds.snapshot import Snapshot, vhds_namespace
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name[: -len(".in.yaml")] for p in GOLDEN.glob("*.in.yaml"))
 TYPE_NAMES = {t: t.rsplit(".", 1)[1] for t in PUSH_ORDER}  # Cluster, ClusterLoadAssignment, Listener, ...
 _GROUPS = re.compile(r"^#\s*proxyGroups?:\s*(.+)$", re.MULTILINE)
 HCM_NAME = "envoy.filters.network.http_connection_manager"
+# Cases also rendered as delta proxies get them (VHDS): <case>.vhds.out.yaml, the route types only.
+VHDS_CASES = ("tls", "two_ports", "virtual_hosts")
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -95,7 +97,7 @@ def resources_data(resources: dict[str, dict[str, Message]]) -> dict:
                                                                         preserving_proto_field_name=True)))
                         for name in sorted(resources[t])]
         for t in PUSH_ORDER
-        if t != SECRET or resources[t]  # (cases without TLS have no Secret section)
+        if t not in (SECRET, VIRTUAL_HOST) or resources[t]  # (no Secret section without TLS; VHDS: delta only)
     }
 
 
@@ -112,6 +114,33 @@ def render(text: str) -> tuple[str, str, dict[str, dict[str, dict[str, Message]]
     ir_text = dump({"statuses": statuses_data(result), "groups": {g: to_data(c) for g, c in configs.items()}})
     out_text = dump({g: resources_data(r) for g, r in resources.items()})
     return ir_text, out_text, resources
+
+
+def render_vhds(text: str) -> tuple[str, dict[str, dict[str, dict[str, Message]]]]:
+    """(vhds.out.yaml text, the resources of each group) as delta proxies get them."""
+    state, groups = load_case(text)
+    result = Builder().build(state)
+    resources = {g: translate(result.config_for(g), vhds=True) for g in groups}
+    route_types = {g: {k: v for k, v in resources_data(r).items() if k in (TYPE_NAMES[ROUTE], TYPE_NAMES[VIRTUAL_HOST])}
+                   for g, r in resources.items()}
+    return dump(route_types), resources
+
+
+def merged_vhds(resources: dict[str, dict[str, Message]]) -> dict[str, dict[str, Message]]:
+    """What Envoy makes of VHDS (router/route_config_update_receiver_impl.cc): each route
+    configuration with its virtual hosts put in, for a static bootstrap (which cannot use VHDS)."""
+    routes: dict[str, Message] = {}
+    for name, config in resources[ROUTE].items():
+        if not config.HasField("vhds"):  # (an SNI chain's: its one virtual host inline)
+            routes[name] = config
+            continue
+        merged = type(config)()
+        merged.CopyFrom(config)
+        merged.ClearField("vhds")
+        merged.virtual_hosts.extend(vh for n, vh in sorted(resources[VIRTUAL_HOST].items()) if vhds_namespace(n) == name)
+        routes[name] = merged
+    assert all(vhds_namespace(n) in routes for n in resources[VIRTUAL_HOST]), "virtual hosts of no route configuration"
+    return {**resources, ROUTE: routes, VIRTUAL_HOST: {}}
 
 
 # -- Envoy validation ----------------------------------------------------------------------------
@@ -214,6 +243,7 @@ def _compare(path: Path, actual: str, update: bool) -> None:
 def test_golden_cases_exist():
     assert len(CASES) >= 8, f"golden inputs are missing from {GOLDEN}"
     expected = {f"{c}{suffix}" for c in CASES for suffix in (".in.yaml", ".ir.yaml", ".out.yaml")}
+    expected |= {f"{c}.vhds.out.yaml" for c in VHDS_CASES}
     stray = {p.name for p in GOLDEN.glob("*.yaml")} - expected
     assert not stray, f"golden files without an input: {sorted(stray)}"
 
@@ -235,6 +265,31 @@ def test_envoy_accepts_golden_output(case: str, tmp_path: Path):
     for by_type in resources.values():
         Snapshot.from_messages(by_type).check_consistent()  # what the server checks before serving it
     assert_envoy_accepts(resources, tmp_path)
+
+
+@pytest.mark.parametrize("case", VHDS_CASES)
+def test_golden_vhds(case: str, update_golden: bool, tmp_path: Path):
+    """Delta proxies: route configurations that name VHDS, and every virtual host on its own,
+    named "<route configuration>/<domain>"; the SotW rendering (above) is unchanged."""
+    text = (GOLDEN / f"{case}.in.yaml").read_text()
+    out_text, resources = render_vhds(text)
+    _compare(GOLDEN / f"{case}.vhds.out.yaml", out_text, update_golden)
+    _, _, sotw = render(text)
+    for group, by_type in resources.items():
+        assert {t: m for t, m in by_type.items() if t not in (ROUTE, VIRTUAL_HOST)} == \
+            {t: m for t, m in sotw[group].items() if t not in (ROUTE, VIRTUAL_HOST)}
+        Snapshot.from_messages(by_type).check_consistent()
+        # The virtual hosts put back are the SotW route configurations', but for their names.
+        for name, config in merged_vhds(by_type)[ROUTE].items():
+            expected = sotw[group][ROUTE][name]
+            if not by_type[ROUTE][name].HasField("vhds"):
+                assert config == expected
+                continue
+            assert [vh.name for vh in config.virtual_hosts] == \
+                sorted(f"{name}/{vh.name}" for vh in expected.virtual_hosts)
+            assert sorted((tuple(vh.domains), vh.routes) for vh in config.virtual_hosts) == \
+                sorted((tuple(vh.domains), vh.routes) for vh in expected.virtual_hosts)
+    assert_envoy_accepts({g: merged_vhds(r) for g, r in resources.items()}, tmp_path)
 
 
 # -- Envoy's limits are validation's limits --------------------------------------------------------

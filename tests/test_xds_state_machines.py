@@ -203,7 +203,7 @@ SOTW_CASES = {
         (Req("EDS", ("a", "b")), []),
         (Change(snap(EDS={"a": 2, "b": 1})), [("EDS", ["a"])]),  # a changes: b's rejected version stays out
         (Req("EDS", ("a", "b")), []),
-        (Change(snap(EDS={"a": 2, "b": 3})), [("EDS", ["a", "b"])]),  # a new b is tried again
+        (Change(snap(EDS={"a": 2, "b": 3})), [("EDS", ["b"])]),  # a new b is tried again (a is current)
     ],
     "two bad route configurations among four are both found": (RDS4, [
         (Req("RDS", ("r1", "r2", "r3", "r4")), [("RDS", ["r1", "r2", "r3", "r4"])]),
@@ -219,16 +219,22 @@ SOTW_CASES = {
         (Req("EDS", ("a", "b")), [("EDS", ["a", "b"])]),
         (Req("EDS", ("a", "b")), []),
         (Req("EDS", ("a",)), []),
-        (Req("EDS", ("a", "b")), [("EDS", ["a", "b"])]),
+        (Req("EDS", ("a", "b")), [("EDS", ["b"])]),  # (a is current: left out, as unchanged)
     ],
     "a reconnect naming the current versions is sent nothing": [
         (Req("CDS", fresh=True, version=BASE.versions[CLUSTER]), []),
         (Req("EDS", ("a", "b"), fresh=True, version=BASE.versions[ENDPOINT]), []),
         (Req("LDS", fresh=True, version="0000000000000000"), [("LDS", ["l1", "l2"])]),
     ],
-    "a normal push after a recognised reconnect carries the whole subscription": [
+    "a push after a recognised reconnect carries only what changed": [
         (Req("EDS", ("a", "b"), fresh=True, version=BASE.versions[ENDPOINT]), []),
-        (Change(snap(EDS={"a": 1, "b": 5})), [("EDS", ["a", "b"])]),  # (a normal push is whole)
+        (Change(snap(EDS={"a": 1, "b": 5})), [("EDS", ["b"])]),  # (left out: unchanged, not removed)
+    ],
+    "a push carries only the endpoint sets that changed, with the version of them all": [
+        (Req("EDS", ("a", "b")), [("EDS", ["a", "b"])]),
+        (Req("EDS", ("a", "b")), []),
+        (Change(snap(EDS={"a": 1, "b": 5})), [("EDS", ["b"])]),
+        (Req("EDS", ("a", "b")), []),
     ],
 }
 
@@ -238,10 +244,10 @@ SOTW_RESTART_CASES = {
     "dropped names: nothing is resent": (
         snap(EDS={"a": 1, "b": 1}),
         [(Req("EDS", ("a", "b"), fresh=True, version=_OLD.versions[ENDPOINT]), [])]),
-    "dropped names, then a change: pushed as usual, with the whole subscription": (
+    "dropped names, then a change: only the changed one is pushed": (
         snap(EDS={"a": 1, "b": 1}),
         [(Req("EDS", ("a", "b"), fresh=True, version=_OLD.versions[ENDPOINT]), []),
-         (Change(snap(EDS={"a": 2, "b": 1})), [("EDS", ["a", "b"])])]),
+         (Change(snap(EDS={"a": 2, "b": 1})), [("EDS", ["a"])])]),
     "dropped names and one change: only the changed one is sent": (
         snap(EDS={"a": 1, "b": 2}),
         [(Req("EDS", ("a", "b"), fresh=True, version=_OLD.versions[ENDPOINT]), [("EDS", ["b"])]),

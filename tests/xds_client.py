@@ -14,14 +14,15 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST
 
 MESSAGES = {CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
-            LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration}
+            LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration,
+            VIRTUAL_HOST: route_components_pb2.VirtualHost}
 
 _END = object()
 

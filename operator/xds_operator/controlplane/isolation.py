@@ -11,6 +11,11 @@ left out if they have none), halving by what the proxies ACK or reject (ir/culpr
 the culprits are known. From then on everyone else's changes are served, each culprit held
 back for the group (and reported Rejected, with Envoy's message) until its spec changes.
 
+Delta proxies get a plain route configuration's virtual hosts one by one (VHDS): there the
+slot is one virtual host ("<route configuration>/<hostname>"), its suspects the Routes of that
+hostname, and what the refusing proxy last ACKed is read from the registry (no ACK of the
+thousands of virtual hosts is tracked here, only those of slots under search).
+
 It listens to the proxy registry's stream events on the event loop; `plan` runs in the build
 thread, hence the lock.
 """
@@ -29,16 +34,16 @@ from ..api.objects import ObjectKey
 from ..ir.builder import BuildResult, BuiltRoute
 from ..ir.culprits import CulpritSearch
 from ..ir.ir import ClusterIR, ProxyConfigIR, listener_name, tls_route_config_name
-from ..translate.resources import ROUTE
+from ..translate.resources import ROUTE, VIRTUAL_HOST
 from ..xds.callbacks import NoCallbacks, StreamInfo
 from ..xds.proxies import ProxyRegistry
-from ..xds.snapshot import Snapshot
+from ..xds.snapshot import Snapshot, VersionedResource, vhds_namespace
 
 log = logging.getLogger(__name__)
 
 _KEPT_VERSIONS = 32  # served versions remembered per route configuration (a proxy ACKs one of the last few)
 
-Slot = tuple[str, str]  # (proxy group, route configuration name)
+Slot = tuple[str, str]  # (proxy group, route configuration name, or VHDS virtual host name)
 Step = tuple[int, int]  # (search id, trial number)
 
 
@@ -47,21 +52,18 @@ class _Served:
     version: str
     routes: tuple[BuiltRoute, ...]  # every Route the group was served in that build (filtered lazily)
     port: int
-    step: Step | None  # the trial it carried, if any
-    hostname: str | None = None  # an SNI hostname's route configuration; None: the port's plain one
+    steps: Mapping[str, Step]  # the trial each slot of it carried, if any
+    # The build's VHDS virtual hosts (delta proxies), by name: shared with its snapshot.
+    virtual_hosts: Mapping[str, VersionedResource]
+    sni_hostname: str | None = None  # an SNI hostname's route configuration; None: the port's plain one
 
-    def contributors(self, group: str) -> dict[ObjectKey, BuiltRoute]:
-        if self.hostname is None:
-            return {r.key: r for r in self.routes if r.port == self.port and r.tls is None and r.applies_to(group)}
-        return {r.key: r for r in self.routes if r.port == self.port and r.tls is not None
-                and self.hostname in r.hostnames and r.applies_to(group)}
-
-
-def route_config_names(route: BuiltRoute) -> list[str]:
-    """The route configurations a Route contributes to: its port's plain one, or one per TLS hostname."""
-    if route.tls is None:
-        return [listener_name(route.port)]
-    return [tls_route_config_name(route.port, hostname) for hostname in route.hostnames]
+    def contributors(self, group: str, hostname: str | None = None) -> dict[ObjectKey, BuiltRoute]:
+        """The Routes this version was made from (a VHDS virtual host: those of `hostname`)."""
+        if self.sni_hostname is not None:
+            return {r.key: r for r in self.routes if r.port == self.port and r.tls is not None
+                    and self.sni_hostname in r.hostnames and r.applies_to(group)}
+        return {r.key: r for r in self.routes if r.port == self.port and r.tls is None and r.applies_to(group)
+                and (hostname is None or hostname in r.hostnames)}
 
 
 @dataclass
@@ -118,7 +120,7 @@ class RouteIsolation(NoCallbacks):
             routes = []
             for route in result.routes:
                 chosen: BuiltRoute | None = route
-                for name in route_config_names(route):
+                for name in _slots_of(route):
                     if name in slots:
                         chosen = self._choose(group, name, route)
                         if chosen is not route:
@@ -135,21 +137,31 @@ class RouteIsolation(NoCallbacks):
 
     def served(self, group: str, plan: Plan, snapshot: Snapshot) -> None:
         """Remembers which Route versions each route configuration version was made from."""
+        virtual_hosts = snapshot.for_protocol("delta").resources(VIRTUAL_HOST)
         with self._lock:
             for listener in plan.config.listeners:
-                configs = [(listener.name, None), *((h.route_config, h.hostname) for h in listener.tls_hosts)]
-                for name, hostname in configs:
-                    self._remember(group, plan, snapshot, name, listener.port, hostname)
+                self._remember(group, plan, snapshot, listener.name, listener.port, None, virtual_hosts)
+                for host in listener.tls_hosts:
+                    self._remember(group, plan, snapshot, host.route_config, listener.port, host.hostname, {})
+                for (g, name), search in list(self._searches.items()):  # the same, for virtual hosts
+                    found = virtual_hosts.get(name)
+                    if g == group and vhds_namespace(name) == listener.name and found is not None \
+                            and plan.steps.get(name) == (search.id, search.step) \
+                            and self._all_acked(group, name, found.version, VIRTUAL_HOST):
+                        search.search.passed()
+                        self._advanced((group, name), search)
+                        self._call_on_loop(self._on_change)
 
     def _remember(self, group: str, plan: Plan, snapshot: Snapshot, name: str, port: int,
-                  hostname: str | None) -> None:
+                  sni_hostname: str | None, virtual_hosts: Mapping[str, VersionedResource]) -> None:
         resource = snapshot.resources(ROUTE).get(name)
         if resource is None:
             return
         versions = self._served.setdefault((group, name), {})
         versions.pop(resource.version, None)
         step = plan.steps.get(name)
-        versions[resource.version] = _Served(resource.version, plan.routes, port, step, hostname)
+        steps = {n: st for n, st in plan.steps.items() if n == name or vhds_namespace(n) == name}
+        versions[resource.version] = _Served(resource.version, plan.routes, port, steps, virtual_hosts, sni_hostname)
         if len(versions) > _KEPT_VERSIONS:
             del versions[next(iter(versions))]
         search = self._searches.get((group, name))
@@ -180,6 +192,9 @@ class RouteIsolation(NoCallbacks):
 
     def on_ack(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str],
                removed: Sequence[str], state: Mapping[str, str] | None) -> None:
+        if type_url == VIRTUAL_HOST:
+            self._virtual_hosts_acked(stream, resources)
+            return
         if type_url != ROUTE:
             return
         self._remember_loop()
@@ -192,7 +207,7 @@ class RouteIsolation(NoCallbacks):
                     continue
                 self._acked.setdefault(slot, {})[stream.stream_id] = served
                 search = self._searches.get(slot)
-                if search is not None and served.step == (search.id, search.step) \
+                if search is not None and served.steps.get(name) == (search.id, search.step) \
                         and self._all_acked(stream.group, name, version):
                     search.search.passed()
                     self._advanced(slot, search)
@@ -200,29 +215,66 @@ class RouteIsolation(NoCallbacks):
         if changed:
             self._on_change()
 
+    def _virtual_hosts_acked(self, stream: StreamInfo, resources: Mapping[str, str]) -> None:
+        """A delta proxy ACKed virtual hosts: a search in one of them may have passed a trial."""
+        self._remember_loop()
+        changed = False
+        with self._lock:
+            for slot, search in list(self._searches.items()):
+                group, name = slot
+                version = resources.get(name) if group == stream.group else None
+                served = self._served_virtual_host(group, name, version)
+                if version is not None and served is not None and served.steps.get(name) == (search.id, search.step) \
+                        and self._all_acked(group, name, version, VIRTUAL_HOST):
+                    search.search.passed()
+                    self._advanced(slot, search)
+                    changed = True
+        if changed:
+            self._on_change()
+
+    def _served_virtual_host(self, group: str, name: str, version: str | None) -> _Served | None:
+        """The newest build that served this version of a VHDS virtual host."""
+        if version is None:
+            return None
+        for served in reversed(self._served.get((group, vhds_namespace(name)), {}).values()):
+            resource = served.virtual_hosts.get(name)
+            if resource is not None and resource.version == version:
+                return served
+        return None
+
     def on_rejected(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str], message: str) -> None:
-        if type_url != ROUTE:
+        if type_url not in (ROUTE, VIRTUAL_HOST):
             return
         self._remember_loop()
         changed = False
         with self._lock:
             for name, version in resources.items():
                 slot = (stream.group, name)
-                served = self._served.get(slot, {}).get(version)
+                hostname = None
+                if type_url == ROUTE:
+                    served = self._served.get(slot, {}).get(version)
+                else:  # one virtual host: the Routes of its hostname
+                    served = self._served_virtual_host(stream.group, name, version)
+                    hostname = name[len(vhds_namespace(name)) + 1:]
                 if served is None:
                     continue
                 why = f"{stream.node_id}: {message}"
                 search = self._searches.get(slot)
                 if search is not None:
-                    if served.step == (search.id, search.step):
+                    if served.steps.get(name) == (search.id, search.step):
                         search.message = why
                         search.search.failed()
                         self._advanced(slot, search)
                         changed = True
                     continue  # (a version built before the search began)
-                contributors = served.contributors(stream.group)
-                last = self._acked.get(slot, {}).get(stream.stream_id)
-                acked = {} if last is None else last.contributors(stream.group)
+                contributors = served.contributors(stream.group, hostname)
+                if type_url == ROUTE:
+                    last = self._acked.get(slot, {}).get(stream.stream_id)
+                else:
+                    proxy = self.registry.proxies.get(stream.stream_id)
+                    last = self._served_virtual_host(
+                        stream.group, name, None if proxy is None else proxy.acked.get(VIRTUAL_HOST, {}).get(name))
+                acked = {} if last is None else last.contributors(stream.group, hostname)
                 suspects = {k: r for k, r in contributors.items() if acked.get(k) != r}
                 if not suspects:
                     log.warning("group %s refused %s, and no Route in it changed since the last ACK", *slot)
@@ -263,9 +315,10 @@ class RouteIsolation(NoCallbacks):
                 del self._searches[slot]
                 log.info("group %s has no proxy left: the search in %s stops", *slot)
 
-    def _all_acked(self, group: str, name: str, version: str) -> bool:
-        return all(p.acked.get(ROUTE, {}).get(name) == version
-                   for p in self.registry.proxies.values() if p.group == group)
+    def _all_acked(self, group: str, name: str, version: str, type_url: str = ROUTE) -> bool:
+        """Every proxy of the group that is sent `type_url` (VHDS: the delta ones) runs it."""
+        return all(p.acked.get(type_url, {}).get(name) == version for p in self.registry.proxies.values()
+                   if p.group == group and (type_url == ROUTE or p.protocol == "delta"))
 
     def _advanced(self, slot: Slot, search: _Search) -> None:
         search.step += 1
@@ -294,6 +347,16 @@ class RouteIsolation(NoCallbacks):
     def searching(self) -> bool:
         with self._lock:
             return bool(self._searches)
+
+
+def _slots_of(route: BuiltRoute) -> list[str]:
+    """The slots a Route is in: a plain Route, its port's route configuration and (delta) the
+    virtual host of each of its hostnames there; a TLS Route, the route configuration of each of
+    its SNI hostnames."""
+    if route.tls is not None:
+        return [tls_route_config_name(route.port, h) for h in route.hostnames]
+    name = listener_name(route.port)
+    return [name, *(f"{name}/{h}" for h in route.hostnames)]
 
 
 def _clusters_exist(route: BuiltRoute, clusters: Mapping[str, ClusterIR]) -> bool:

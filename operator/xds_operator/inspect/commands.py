@@ -76,6 +76,9 @@ def add_commands(sub: Any) -> None:
     target.add_argument("--node", help="a connected proxy's node id")
     target.add_argument("--group", help="a proxy group (Envoy node.cluster), connected or not")
     server_option(s)
+    s.add_argument("--protocol", choices=("sotw", "delta"), default="sotw",
+                   help="with --group: as sent over this xDS protocol (delta: virtual hosts over VHDS); "
+                        "a --node gets its own")
     s.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     s.set_defaults(func=_guarded(_config_dump))
 

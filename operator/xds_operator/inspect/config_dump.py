@@ -10,6 +10,6 @@ from .output import render
 
 
 def run(args: argparse.Namespace) -> int:
-    query = {"node": args.node} if args.node is not None else {"group": args.group}
+    query = {"node": args.node} if args.node is not None else {"group": args.group, "protocol": args.protocol}
     sys.stdout.write(render(ServerClient(args.server).get("/debug/config_dump", **query), args.output))
     return 0

@@ -151,7 +151,8 @@ def _server_state(client: ServerClient) -> tuple[StateStore, TranslateOptions]:
 
 
 def _by_name(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t: {r["name"]: r["resource"] for r in dump["types"][t]["resources"]} for t in TYPES}
+    # (A dump lists VHDS only where there are virtual hosts on their own: delta renderings.)
+    return {t: {r["name"]: r["resource"] for r in dump["types"].get(t, {"resources": []})["resources"]} for t in TYPES}
 
 
 # -- the diff itself ------------------------------------------------------------------------

@@ -26,10 +26,14 @@ def run(args: argparse.Namespace) -> int:
 def format_table(proxies: list[dict[str, Any]]) -> str:
     if not proxies:
         return "no connected proxies\n"
+    # Delta proxies' virtual hosts travel on their own (VHDS): a column when one has them.
+    types = (*TYPES, "VHDS") if any("VHDS" in p["types"] for p in proxies) else TYPES
     rows = [[p["node"], p["group"], p["protocol"], p["connectedSince"],
-             *(f"{p['types'][t]['state']} {p['types'][t]['version'][:8]}" for t in TYPES)] for p in proxies]
-    text = table(["NODE", "GROUP", "PROTOCOL", "CONNECTED SINCE", *TYPES], rows)
-    nacks = [(p["node"], t, p["types"][t]) for p in proxies for t in TYPES if p["types"][t]["state"] == "NACKED"]
+             *(f"{p['types'][t]['state']} {p['types'][t]['version'][:8]}" if t in p["types"] else "-"
+               for t in types)] for p in proxies]
+    text = table(["NODE", "GROUP", "PROTOCOL", "CONNECTED SINCE", *types], rows)
+    nacks = [(p["node"], t, p["types"][t]) for p in proxies for t in types
+             if t in p["types"] and p["types"][t]["state"] == "NACKED"]
     if nacks:
         text += "\nlast NACK:\n" + "".join(f"  {node} {t} version {s['version'][:8]}: {s['message']}\n"
                                            for node, t, s in nacks)

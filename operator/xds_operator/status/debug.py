@@ -21,10 +21,10 @@ from aiohttp import web
 from ..api.objects import API_VERSION, KINDS, ObjectKey
 from ..ir.builder import BuildResult
 from ..sources.state import StateStore
-from ..translate import TranslateOptions, translate
+from ..translate import TranslateOptions
 from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry, ProxyState
-from ..xds.snapshot import Snapshot
+from ..xds.snapshot import PROTOCOLS, Snapshot
 from .inspection import explain, proxy_status, snapshot_dump, target_groups
 from .report import proxy_groups, report
 
@@ -45,7 +45,7 @@ def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegist
         groups = proxy_groups(registry, served.cache, copy=True)
         pairs = sorted(((p, snapshot) for snapshot, proxies in groups.values() for p in proxies),
                        key=lambda pair: (pair[0].group, pair[0].node_id))
-        return await _json(lambda: [proxy_status(p, s) for p, s in pairs])
+        return await _json(lambda: [proxy_status(p, s.for_protocol(p.protocol)) for p, s in pairs])
 
     async def config_dump(request: web.Request) -> web.Response:
         result = _built(served)
@@ -53,10 +53,16 @@ def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegist
         node = request.query.get("node")
         if (group is None) == (node is None):
             raise _error(web.HTTPBadRequest, "give exactly one of group= or node=")
+        # A node's dump is what its protocol gets (delta: virtual hosts over VHDS); a group's, SotW's
+        # unless protocol=delta.
+        protocol = request.query.get("protocol", "sotw")
+        if protocol not in PROTOCOLS:
+            raise _error(web.HTTPBadRequest, f"protocol= is one of {', '.join(PROTOCOLS)}")
         if node is not None:
-            group = _proxy(registry, node).group
+            proxy = _proxy(registry, node)
+            group, protocol = proxy.group, proxy.protocol
         assert group is not None
-        snapshot = await _snapshot(served, result, group)
+        snapshot = (await _snapshot(served, result, group)).for_protocol(protocol)
         return await _json(lambda: snapshot_dump(group, snapshot))
 
     async def explain_(request: web.Request) -> web.Response:
@@ -134,5 +140,5 @@ async def _snapshot(served: Served, result: BuildResult, group: str) -> Snapshot
         if snapshot is not None:
             return snapshot
     options = served.options
-    return await asyncio.to_thread(lambda: Snapshot.from_messages(translate(result.config_for(group), options)))
+    return await asyncio.to_thread(lambda: Snapshot.from_config(result.config_for(group), options))
 

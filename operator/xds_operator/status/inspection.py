@@ -25,6 +25,7 @@ from ..translate.resources import (
     ROUTE,
     SECRET,
     SHORT_NAMES,
+    VIRTUAL_HOST,
 )
 from ..xds.proxies import ProxyState
 from ..xds.snapshot import Snapshot, version_of_pairs
@@ -63,6 +64,7 @@ def snapshot_dump(group: str, snapshot: Snapshot) -> JSON:
                               for r in sorted(snapshot.resources(t).values(), key=lambda r: r.name)],
             }
             for t in PUSH_ORDER
+            if t != VIRTUAL_HOST or snapshot.resources(t)  # (VHDS: delta proxies only)
         },
     }
 
@@ -86,6 +88,8 @@ def proxy_status(proxy: ProxyState, snapshot: Snapshot) -> JSON:
         acked = proxy.acked.get(type_url, {})
         nack = proxy.nacks.get(type_url)
         expected = {n: r.version for n, r in snapshot.resources(type_url).items()}
+        if type_url == VIRTUAL_HOST and not expected and not acked and nack is None:
+            continue  # (VHDS: delta proxies' virtual hosts)
         # A NACK isolated down to single resources leaves the rest ACKed: the type is NACKED as long
         # as a resource of the snapshot is refused at the version the snapshot holds.
         refused = {name: r for name, r in proxy.rejected.get(type_url, {}).items() if expected.get(name) == r.version}
@@ -125,9 +129,24 @@ def explain(key: ObjectKey, result: BuildResult, snapshots: Mapping[str, Snapsho
         found["snapshot"] = snapshot.version
         expected = [(t, r["name"], r["version"]) for t in PUSH_ORDER
                     for r in found["resources"].get(SHORT_NAMES[t], [])]
-        found["proxies"] = [_verdict(p, expected) for p in sorted(proxies.get(group, []), key=lambda p: p.node_id)]
+        by_protocol = {"sotw": expected, "delta": _delta_expected(key, result, snapshot, expected)}
+        found["proxies"] = [_verdict(p, by_protocol.get(p.protocol, expected))
+                            for p in sorted(proxies.get(group, []), key=lambda p: p.node_id)]
         groups.append(found)
     return {"object": str(key), "groups": groups}
+
+
+def _delta_expected(key: ObjectKey, result: BuildResult, snapshot: Snapshot,
+                    expected: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """What a delta proxy must run of what `expected` lists: a plain Route's virtual hosts over
+    VHDS instead of its route configuration whole."""
+    view = snapshot.for_protocol("delta")
+    if view is snapshot or key.kind != "Route":
+        return expected
+    routes = [(t, n) for t, n in _resources_of(key, result, vhds=True) or [] if t in (ROUTE, VIRTUAL_HOST)]
+    plain = {n for t, n in routes if t == ROUTE}
+    return [e for e in expected if e[0] != ROUTE or e[1] not in plain] + [
+        (t, n, view.resources(t)[n].version) for t, n in routes if n in view.resources(t)]
 
 
 def _verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> JSON:

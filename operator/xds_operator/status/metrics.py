@@ -28,6 +28,7 @@ from ..translate.resources import PUSH_ORDER, SHORT_NAMES
 from ..xds.cache import SnapshotCache
 from ..xds.callbacks import NoCallbacks, StreamInfo
 from ..xds.proxies import ProxyRegistry
+from ..xds.snapshot import PROTOCOLS, Snapshot
 
 # From one Envoy on loopback (milliseconds) to thousands of streams on a busy node (seconds).
 CONVERGENCE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -111,7 +112,8 @@ class _Pending:
     version: str
     since: float  # time.monotonic()
     waiting: dict[int, set[str]]  # stream id -> type URLs whose new versions it has not ACKed
-    expected: dict[str, dict[str, str]] = field(default_factory=dict)  # type URL -> name -> version, made lazily
+    # (protocol, type URL) -> name -> version, made lazily
+    expected: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
 
 class ConvergenceTracker(NoCallbacks):
@@ -122,7 +124,7 @@ class ConvergenceTracker(NoCallbacks):
         self.registry = registry
         self.cache = cache
         self.histogram = histogram
-        self._versions: dict[str, Mapping[str, str]] = {}  # group -> per-type versions its proxies were given
+        self._versions: dict[str, Snapshot] = {}  # group -> the snapshot its proxies were given
         self._pending: dict[str, _Pending] = {}
 
     def on_build(self, changed_at: float) -> None:
@@ -136,15 +138,19 @@ class ConvergenceTracker(NoCallbacks):
             if snapshot is None:
                 continue
             before = self._versions.get(group)
-            self._versions[group] = snapshot.versions
+            self._versions[group] = snapshot
             if before is None:
                 continue  # first seen now: no change of this group to time
-            touched = {t for t in PUSH_ORDER if before.get(t) != snapshot.versions.get(t)}
-            if not touched:
+            # By protocol: delta proxies get the route configurations' virtual hosts over VHDS.
+            touched = {protocol: {t for t in PUSH_ORDER if before.for_protocol(protocol).versions.get(t)
+                                  != snapshot.for_protocol(protocol).versions.get(t)}
+                       for protocol in PROTOCOLS}
+            if not any(touched.values()):
                 continue
             pending = self._pending.get(group)
             since = changed_at if pending is None else min(changed_at, pending.since)
-            waiting = {p.stream_id: set(touched) for p in self.registry.proxies.values() if p.group == group}
+            waiting = {p.stream_id: set(touched[p.protocol]) for p in self.registry.proxies.values()
+                       if p.group == group and touched.get(p.protocol)}
             if pending is not None:  # what the last change still waits for is owed too
                 for stream_id, types in pending.waiting.items():
                     waiting.get(stream_id, set()).update(types)
@@ -153,7 +159,7 @@ class ConvergenceTracker(NoCallbacks):
 
     def on_stream_open(self, stream: StreamInfo) -> None:
         if stream.group not in self._versions and (snapshot := self.cache.get(stream.group)) is not None:
-            self._versions[stream.group] = snapshot.versions
+            self._versions[stream.group] = snapshot
 
     def on_stream_closed(self, stream: StreamInfo) -> None:
         pending = self._pending.get(stream.group)
@@ -172,12 +178,13 @@ class ConvergenceTracker(NoCallbacks):
         proxy = self.registry.proxies.get(stream.stream_id)
         if not types or type_url not in types or proxy is None:
             return
-        expected = pending.expected.get(type_url)
+        expected = pending.expected.get((stream.protocol, type_url))
         if expected is None:
             snapshot = self.cache.get(stream.group)
             if snapshot is None or snapshot.version != pending.version:
                 return  # superseded: the next build replaces this entry
-            expected = pending.expected[type_url] = {n: r.version for n, r in snapshot.resources(type_url).items()}
+            expected = pending.expected[stream.protocol, type_url] = {
+                n: r.version for n, r in snapshot.for_protocol(stream.protocol).resources(type_url).items()}
         if proxy.acked.get(type_url, {}) == expected:
             types.discard(type_url)
             if not types:

@@ -18,7 +18,7 @@ from ..api.conditions import ACCEPTED, PROGRAMMED, Condition
 from ..api.objects import ObjectKey
 from ..ir.builder import BuildResult
 from ..ir.ir import cluster_name, listener_name, tls_route_config_name
-from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST
 from ..xds.cache import SnapshotCache
 from ..xds.proxies import ProxyRegistry, ProxyState
 from ..xds.snapshot import Snapshot
@@ -47,8 +47,10 @@ class ObjectReport:
         }
 
 
-def _resources_of(key: ObjectKey, result: BuildResult) -> list[tuple[str, str]] | None:
-    """The (type, name) of the Envoy resources made from an object; None if it is not served."""
+def _resources_of(key: ObjectKey, result: BuildResult, vhds: bool = False) -> list[tuple[str, str]] | None:
+    """The (type, name) of the Envoy resources made from an object; None if it is not served.
+    With `vhds` as delta proxies get them: a plain Route is in the virtual host of each of its
+    hostnames (VHDS), not in the whole route configuration."""
     if key.kind == "Backend":
         cluster = result.clusters.get(cluster_name(key))
         if cluster is None:
@@ -65,8 +67,12 @@ def _resources_of(key: ObjectKey, result: BuildResult) -> list[tuple[str, str]] 
         redirect = route.https_redirect  # and the plain port's, where it redirects to HTTPS
         plain = [] if redirect is None else [(LISTENER, listener_name(redirect.port)),
                                              (ROUTE, listener_name(redirect.port))]
+        if redirect is not None and vhds:  # (a delta proxy gets the redirects as virtual hosts)
+            plain += [(VIRTUAL_HOST, f"{listener_name(redirect.port)}/{h}") for h in route.hostnames]
         return [(LISTENER, name), *((ROUTE, tls_route_config_name(route.port, h)) for h in route.hostnames),
                 *((SECRET, s.name) for s in route.secrets), *plain]
+    if vhds:
+        return [(LISTENER, name), (ROUTE, name), *((VIRTUAL_HOST, f"{name}/{h}") for h in route.hostnames)]
     return [(LISTENER, name), (ROUTE, name)]
 
 
@@ -99,23 +105,37 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
             total += len(proxies)
             nacks.append(refusal)
             continue
-        expected = []
-        for type_url, name in resources:
-            resource = snapshot.resources(type_url).get(name)
-            if resource is None:
-                break  # this group is not sent this object
-            expected.append((type_url, name, resource.version))
-        else:
-            for proxy in proxies:
-                total += 1
-                ok, nack = _proxy_verdict(proxy, expected)
-                synced += ok
-                if nack is not None:
-                    nacks.append(f"{proxy.node_id}: {nack}")
+        expectations: dict[str, list[tuple[str, str, str]] | None] = {}  # by protocol
+        for proxy in proxies:
+            if proxy.protocol not in expectations:
+                expectations[proxy.protocol] = _expected(key, result, snapshot.for_protocol(proxy.protocol), resources)
+            expected = expectations[proxy.protocol]
+            if expected is None:
+                continue  # this group is not sent this object
+            total += 1
+            ok, nack = _proxy_verdict(proxy, expected)
+            synced += ok
+            if nack is not None:
+                nacks.append(f"{proxy.node_id}: {nack}")
     counts = ProxyCounts(total, synced, len(nacks))
     nacked = tuple(sorted(nacks))
     return ObjectReport(status.generation, (*status.conditions, programmed_condition(counts, nacked)), counts,
                         nacked)
+
+
+def _expected(key: ObjectKey, result: BuildResult, snapshot: Snapshot,
+              resources: list[tuple[str, str]]) -> list[tuple[str, str, str]] | None:
+    """The (type, name, version) a proxy given `snapshot` must run for the object; None if it is
+    not sent the object."""
+    if snapshot.resources(VIRTUAL_HOST):
+        resources = _resources_of(key, result, vhds=True) or resources
+    expected = []
+    for type_url, name in resources:
+        resource = snapshot.resources(type_url).get(name)
+        if resource is None:
+            return None
+        expected.append((type_url, name, resource.version))
+    return expected
 
 
 def programmed_condition(counts: ProxyCounts, nacks: tuple[str, ...]) -> Condition:

@@ -10,9 +10,12 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+# Virtual hosts on their own (VHDS): delta xDS only. A delta proxy's plain route configurations
+# hold no virtual hosts, only where to find them, so a one-Route change sends one virtual host.
+VIRTUAL_HOST = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 
-PUSH_ORDER = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
-SHORT_NAMES = {SECRET: "SDS", CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS"}
+PUSH_ORDER = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST)
+SHORT_NAMES = {SECRET: "SDS", CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS", VIRTUAL_HOST: "VHDS"}
 # For these, a SotW response carries every resource and absence means deletion; for the
 # others a response carries only what was asked for (xds_protocol, "resource types").
 FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})

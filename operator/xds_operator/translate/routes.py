@@ -15,7 +15,7 @@ from google.protobuf import wrappers_pb2
 from ..api import model
 from ..api.limits import header_value_as_sent
 from ..ir.ir import ListenerIR, RouteEntryIR, TlsHostIR, VirtualHostIR
-from .common import duration
+from .common import ads_config_source, duration
 
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
@@ -45,6 +45,48 @@ def _route_configuration(name: str, virtual_hosts: tuple[VirtualHostIR, ...]) ->
 
 def translate_virtual_host(vh: VirtualHostIR) -> rc.VirtualHost:
     return rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[translate_route(r) for r in vh.routes])
+
+
+# -- VHDS (delta proxies) ------------------------------------------------------------------------
+# A delta proxy's plain route configuration carries no virtual hosts, only `vhds` (over the same
+# ADS stream); each virtual host is a resource of its own named "<route configuration>/<domain>"
+# (Envoy delivers a VirtualHost resource to the route configuration named by the part before its
+# last "/", and removes one by the VirtualHost's own name, so that is the resource name too).
+
+@lru_cache(maxsize=4096)  # (one message per name: the snapshot memo reuses its bytes by identity)
+def vhds_route_configuration(name: str) -> route_pb2.RouteConfiguration:
+    """A plain route configuration whose virtual hosts come over VHDS."""
+    return route_pb2.RouteConfiguration(name=name, vhds=route_pb2.Vhds(config_source=ads_config_source()))
+
+
+def vhds_name(route_config: str, vh: VirtualHostIR) -> str:
+    """The VHDS resource name (and VirtualHost name) of one virtual host of a route configuration."""
+    return f"{route_config}/{vh.name}"
+
+
+def translate_vhds_virtual_host(route_config: str, vh: VirtualHostIR) -> rc.VirtualHost:
+    virtual_host = translate_virtual_host(vh)
+    virtual_host.name = vhds_name(route_config, vh)
+    return virtual_host
+
+
+_VIRTUAL_HOST_NAME_TAG = bytes([rc.VirtualHost.NAME_FIELD_NUMBER << 3 | 2])
+
+
+def virtual_host_body(vh: VirtualHostIR) -> bytes:
+    """The serialized virtual host without its name (field 1, first on the wire), so that the
+    same bytes serve under either name: see named_virtual_host."""
+    unnamed = translate_virtual_host(vh)
+    unnamed.ClearField("name")
+    serialized: bytes = unnamed.SerializeToString(deterministic=True)
+    return serialized
+
+
+def named_virtual_host(name: str, body: bytes) -> bytes:
+    """The serialized VirtualHost of virtual_host_body() `body` named `name`: the bytes of
+    translate_virtual_host(...) with that name, SerializeToString(deterministic=True)."""
+    encoded = name.encode()
+    return (_VIRTUAL_HOST_NAME_TAG + _varint(len(encoded)) + encoded if encoded else b"") + body
 
 
 # Wire-format tags (field number << 3 | LEN) of RouteConfiguration.name and .virtual_hosts.

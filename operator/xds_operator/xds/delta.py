@@ -3,18 +3,31 @@
 Every resource travels on its own in delta, whatever its type, so a NACK of several resources
 is narrowed down to one (stream.py) for listeners and clusters too. A reconnecting client names
 the version of each resource it has (initial_resource_versions): only the others are sent.
+
+Delta proxies get their plain virtual hosts over VHDS (Snapshot.for_protocol). Envoy matches a
+VirtualHost resource "<route configuration>/<domain>" to the route configuration before the last
+"/" (namespace matching, envoy source/common/router/vhds.cc), and so its VHDS request names
+nothing: once, on the stream's first VHDS subscription, however many route configurations come
+later. That request is taken as "the virtual hosts of every route configuration I hold": those of
+a route configuration are pushed once the client ACKed it (Envoy made its VHDS watch while it
+applied it; virtual hosts sent earlier would find no watch and be dropped), and then as they
+change, so no request waits for one on demand; a one-Route change sends one virtual host.
+Names subscribed explicitly (Envoy's on-demand requests, "<route configuration>/<Host>") are
+served when such a virtual host exists.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, SECRET, SHORT_NAMES
-from .snapshot import WILDCARD, Snapshot, VersionedResource
-from .stream import StreamBase, split_in_halves
+from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, ROUTE, SECRET, SHORT_NAMES, VIRTUAL_HOST
+from .callbacks import StreamCallbacks, StreamInfo
+from .snapshot import WILDCARD, Snapshot, VersionedResource, vhds_namespace
+from .stream import SnapshotSource, StreamBase, split_in_halves
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +53,33 @@ class DeltaTypeState:
     # The type's snapshot version at which nothing was due; any request or response forgets
     # it. (A change elsewhere then costs this type one comparison, not a pass over everything.)
     nothing_due_at: str | None = None
+    # Virtual hosts: the snapshot's VHDS resources and the selection the client was last brought
+    # in line with, so that the next change is compared over what changed since (one diff per
+    # snapshot, shared by the streams), not over every virtual host of the group.
+    in_sync_with: tuple[Mapping[str, VersionedResource], frozenset[str]] | None = None
+
+
+def _subscribed(type_url: str, ts: DeltaTypeState, name: str) -> bool:
+    if ts.wildcard or name in ts.names:
+        return True
+    return type_url == VIRTUAL_HOST and vhds_namespace(name) in ts.names
+
+
+def _wanted(type_url: str, ts: DeltaTypeState, name: str, held: frozenset[str]) -> bool:
+    """Whether the client is to have `name`; `held`: the route configurations it ACKed."""
+    if type_url == VIRTUAL_HOST and ts.wildcard and name not in ts.names:
+        return vhds_namespace(name) in held
+    return _subscribed(type_url, ts, name)
 
 
 class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse]):
     protocol = "delta"
+
+    def __init__(self, info: StreamInfo, callbacks: StreamCallbacks, snapshot: SnapshotSource) -> None:
+        def delta_view() -> Snapshot | None:
+            found = snapshot()
+            return None if found is None else found.for_protocol(self.protocol)
+        super().__init__(info, callbacks, delta_view)
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         type_url = request.type_url
@@ -58,8 +94,10 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             ts.client.update(request.initial_resource_versions)
             ts.reported = dict(request.initial_resource_versions)
             ts.pending_report = bool(ts.reported)
-            # An empty first request for listeners or clusters is the legacy wildcard.
-            ts.wildcard = type_url in FULL_STATE_TYPES and not request.resource_names_subscribe
+            # An empty first request for listeners or clusters is the legacy wildcard; for
+            # virtual hosts, Envoy's only request (see above).
+            ts.wildcard = (type_url in FULL_STATE_TYPES or type_url == VIRTUAL_HOST) \
+                and not request.resource_names_subscribe
         names = set(ts.names)
         for name in request.resource_names_subscribe:
             if name == "*":
@@ -71,14 +109,19 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
                 ts.wildcard = False
             else:
                 names.discard(name)
-                # Forget it, so that a later subscription sends it again.
-                ts.client.pop(name, None)
-                ts.rejected.pop(name, None)
+                # Forget it, so that a later subscription sends it again (a VHDS route
+                # configuration name: all its virtual hosts).
+                for known in [name] if type_url != VIRTUAL_HOST else \
+                        [n for n in ts.client if n == name or vhds_namespace(n) == name]:
+                    ts.client.pop(known, None)
+                    ts.rejected.pop(known, None)
         ts.names = frozenset(names)
         # Unlike SotW, a delta request with an old nonce still carries subscription changes
         # (applied above); only the ACK/NACK part belongs to the response in flight.
         if request.response_nonce and request.response_nonce == ts.nonce:
             self._settle(type_url, ts, request)
+        if type_url == ROUTE and (vhds := self.types.get(VIRTUAL_HOST)) is not None:
+            vhds.nothing_due_at = None  # the route configurations it holds, whose virtual hosts it gets, may differ
         return self.reconcile()
 
     def _adopt(self, type_url: str, ts: DeltaTypeState, snapshot: Snapshot) -> None:
@@ -95,6 +138,7 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         if not request.HasField("error_detail"):
             self.callbacks.on_ack(self.info, type_url, carried, removed, None)
             return
+        ts.in_sync_with = None
         message = self._nack_message(request.error_detail.code, request.error_detail.message)
         log.error("%s (%s) NACKed %s (%d resources, %d removals): %s", self.info.node_id, self.info.group,
                   SHORT_NAMES[type_url], len(carried), len(removed), message)
@@ -126,21 +170,66 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
 
     def _changes(self, type_url: str, ts: DeltaTypeState,
                  snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
+        if type_url == VIRTUAL_HOST:
+            return self._virtual_host_changes(ts, snapshot)
         desired = snapshot.select(type_url, WILDCARD if ts.wildcard else ts.names)
         updates = {n: r for n, r in desired.items()
                    if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
-        removed = [n for n in ts.client if n not in desired and (ts.wildcard or n in ts.names)]
-        return updates, removed
+        removed = [n for n in ts.client if n not in desired and _subscribed(type_url, ts, n)]
+        return updates, removed + self._rejected_gone(type_url, ts, desired)
 
     @staticmethod
-    def _lacking(type_url: str, ts: DeltaTypeState, snapshot: Snapshot,
+    def _rejected_gone(type_url: str, ts: DeltaTypeState, desired: Mapping[str, VersionedResource]) -> list[str]:
+        """Rejected resources (so not on the client) that left the snapshot: said removed too, so
+        that the rejection is settled by the ACK (removing what Envoy does not have is a no-op)."""
+        return [n for n in ts.rejected if n not in desired and n not in ts.client and _subscribed(type_url, ts, n)]
+
+    def _virtual_host_changes(self, ts: DeltaTypeState,
+                              snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
+        names = self._virtual_host_selection(ts)
+        current = snapshot.resources(VIRTUAL_HOST)
+        base = ts.in_sync_with
+        if base is not None and base[1] == names:
+            changed, gone = snapshot.changes_since(base[0])
+            due = (n for n in changed if n in names or vhds_namespace(n) in names)
+            updates = {n: current[n] for n in due
+                       if ts.client.get(n) != current[n].version and ts.rejected.get(n) != current[n].version}
+            removed = [n for n in gone if n in ts.client or n in ts.rejected]
+        else:
+            desired = snapshot.select(VIRTUAL_HOST, names)
+            updates = {n: r for n, r in desired.items()
+                       if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
+            removed = [n for n in ts.client if n not in desired and _subscribed(VIRTUAL_HOST, ts, n)]
+            removed += self._rejected_gone(VIRTUAL_HOST, ts, desired)
+        return updates, removed
+
+    def _virtual_host_selection(self, ts: DeltaTypeState) -> frozenset[str]:
+        """The names a client's VHDS subscription selects by (virtual hosts or route configurations)."""
+        return ts.names | self._route_configurations_held() if ts.wildcard else ts.names
+
+    def _routing_converged(self, snapshot: Snapshot) -> bool:
+        # Route configurations that name VHDS route nothing until their virtual hosts come.
+        if ROUTE in self.types and VIRTUAL_HOST not in self.types and snapshot.resources(VIRTUAL_HOST):
+            return False
+        return super()._routing_converged(snapshot)
+
+    def _route_configurations_held(self) -> frozenset[str]:
+        """The route configurations the client has ACKed (VHDS wildcard: their virtual hosts)."""
+        routes = self.types.get(ROUTE)
+        if routes is None:
+            return frozenset()
+        return frozenset(n for n in routes.client
+                         if n not in routes.in_flight or routes.before_flight.get(n) is not None)
+
+    def _lacking(self, type_url: str, ts: DeltaTypeState, snapshot: Snapshot,
                  names: frozenset[str]) -> dict[str, VersionedResource]:
         """Of `names`, the subscribed resources the client lacks (and did not reject)."""
         available = snapshot.resources(type_url)
+        held = self._route_configurations_held() if type_url == VIRTUAL_HOST else frozenset()
         lacking = {}
         for name in names:
             resource = available.get(name)
-            if resource is not None and (ts.wildcard or name in ts.names) and \
+            if resource is not None and _wanted(type_url, ts, name, held) and \
                     ts.client.get(name) != resource.version and ts.rejected.get(name) != resource.version:
                 lacking[name] = resource
         return lacking
@@ -167,6 +256,8 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             if ts.nothing_due_at == snapshot.versions[type_url]:
                 return None
             updates, removed = self._changes(type_url, ts, snapshot)
+            if type_url == VIRTUAL_HOST:  # once these are sent, the client is in line with the snapshot
+                ts.in_sync_with = (snapshot.resources(type_url), self._virtual_host_selection(ts))
             if not updates and not removed:
                 ts.nothing_due_at = snapshot.versions[type_url]
                 return None
@@ -181,7 +272,8 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         for name, resource in updates.items():
             ts.client[name] = resource.version
         for name in removed:
-            del ts.client[name]
+            ts.client.pop(name, None)
+            ts.rejected.pop(name, None)
         ts.in_flight = {n: r.version for n, r in updates.items()}
         ts.in_flight_removed = sorted(removed)
         self.callbacks.on_response(self.info, type_url, ts.in_flight, ts.in_flight_removed)

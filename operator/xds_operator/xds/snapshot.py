@@ -19,7 +19,7 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import any_pb2
@@ -28,15 +28,24 @@ from google.protobuf.message import Message
 from .. import translate as translation  # its functions looked up at call time (tests patch them there)
 from ..ir.ir import ClusterIR, ListenerIR, ProxyConfigIR, VirtualHostIR
 from ..translate import TranslateOptions
-from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE, SECRET
-from ..translate.routes import route_configuration_bytes, translate_virtual_host, virtual_host_record
+from ..translate.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, PUSH_ORDER, ROUTE, SECRET, VIRTUAL_HOST
+from ..translate.routes import (
+    named_virtual_host,
+    route_configuration_bytes,
+    vhds_name,
+    vhds_route_configuration,
+    virtual_host_body,
+    virtual_host_record,
+)
 
 _MESSAGE_TYPES: dict[str, type[Message]] = {
     CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
     LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration, SECRET: secret_pb2.Secret,
+    VIRTUAL_HOST: route_components_pb2.VirtualHost,
 }
 
 WILDCARD = None  # a subscription to every resource of a type
+PROTOCOLS = ("sotw", "delta")  # what Snapshot.for_protocol takes (StreamInfo.protocol)
 
 # The version of a set of endpoint sets or route configurations lists a digest per resource,
 # so a SotW client's version says which resources it has (see SotwStream._adopt).
@@ -65,6 +74,11 @@ class VersionedResource:
         """Of name and version: one entry of the version of a set of them (version_of). Made
         when first needed (endpoint sets and route configurations only)."""
         return _pair_digest(self.name, self.version)
+
+
+def vhds_namespace(name: str) -> str:
+    """The route configuration a VHDS resource name belongs to (Envoy's namespace matching)."""
+    return name.rpartition("/")[0]
 
 
 def _pair_digest(name: str, version: str) -> str:
@@ -120,6 +134,14 @@ def versioned_bytes(type_url: str, name: str, data: bytes) -> VersionedResource:
 
 # Clusters and endpoint sets by name, and the version of each of the two sets.
 _ClusterSet = tuple[Mapping[str, VersionedResource], Mapping[str, VersionedResource], str, str]
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """A plain route configuration whole (SotW), and its virtual hosts as VHDS resources (delta)."""
+
+    whole: VersionedResource
+    virtual_hosts: Mapping[str, VersionedResource]
 
 
 class ResourceMemo:
@@ -181,27 +203,53 @@ class ResourceMemo:
         self._last_clusters = (clusters, made)
         return made
 
-    def route_configuration(self, listener: ListenerIR) -> bytes:
-        """The serialized route configuration of a listener. The previous one of the same name
-        lends the records of the virtual hosts that are the same objects as before, found by a
-        pairwise identity check in C (map/compress), so a one-Route change serializes one."""
+    def route_table(self, listener: ListenerIR) -> RouteTable:
+        """The plain route configuration of a listener and its virtual hosts as VHDS resources.
+        The previous table of the same name lends the pieces of the virtual hosts that are the
+        same objects as before, found by a pairwise identity check in C (map/compress), so a
+        one-Route change serializes and hashes one virtual host."""
         key = ("routes", listener.name)
         earlier = self._current.get(key) or self._previous.get(key)
         vhs = listener.virtual_hosts
+        if earlier is not None and earlier[0] is vhs:
+            self._current[key] = earlier
+            return earlier[1][1]  # type: ignore[no-any-return]
+        # Per virtual host, in order: its RouteConfiguration.virtual_hosts element (SotW), and
+        # by VHDS name its resource (delta).
+        records: list[bytes]
+        vhds: dict[str, VersionedResource]
         if earlier is not None and len(earlier[0]) == len(vhs):  # type: ignore[arg-type]
-            old_vhs, records = earlier[0], list(earlier[1])
-            for i in compress(range(len(vhs)), map(is_not, old_vhs, vhs)):  # type: ignore[call-overload]
-                records[i] = self._record(vhs[i])
+            old_vhs, (old_records, old_table) = earlier
+            records, vhds = list(old_records), dict(old_table.virtual_hosts)
+            changed = list(compress(range(len(vhs)), map(is_not, old_vhs, vhs)))  # type: ignore[call-overload]
+            for i in changed:  # (all old names out first: a name may move to another position)
+                del vhds[vhds_name(listener.name, old_vhs[i])]  # type: ignore[index]
+            for i in changed:
+                records[i], resource = self._pieces(listener.name, vhs[i])
+                vhds[resource.name] = resource
         else:
-            known = dict(zip(map(id, earlier[0]), earlier[1], strict=False)) if earlier is not None else {}  # type: ignore[call-overload]
-            records = [known.get(id(vh)) or self._record(vh) for vh in vhs]
+            known: dict[int, tuple[bytes, VersionedResource]] = {}
+            if earlier is not None:
+                old_vhs, (old_records, old_table) = earlier
+                known = {id(vh): (record, old_table.virtual_hosts[vhds_name(listener.name, vh)])
+                         for vh, record in zip(old_vhs, old_records, strict=True)}  # type: ignore[call-overload]
+            pieces = [known.get(id(vh)) or self._pieces(listener.name, vh) for vh in vhs]
+            records = [record for record, _ in pieces]
+            vhds = {resource.name: resource for _, resource in pieces}
+        table = RouteTable(versioned_bytes(ROUTE, listener.name, route_configuration_bytes(listener.name, records)),
+                           MappingProxyType(vhds))
         # The old tuple stays referenced until this entry is replaced, so its ids stay valid.
-        self._put(key, vhs, records)
-        return route_configuration_bytes(listener.name, records)
+        self._put(key, vhs, (records, table))
+        return table
 
     @staticmethod
-    def _record(vh: VirtualHostIR) -> bytes:
-        return virtual_host_record(translate_virtual_host(vh).SerializeToString(deterministic=True))
+    def _pieces(route_config: str, vh: VirtualHostIR) -> tuple[bytes, VersionedResource]:
+        """A virtual host's RouteConfiguration.virtual_hosts element and its VHDS resource:
+        serialized once, named twice."""
+        body = virtual_host_body(vh)
+        name = vhds_name(route_config, vh)
+        return (virtual_host_record(named_virtual_host(vh.name, body)),
+                versioned_bytes(VIRTUAL_HOST, name, named_virtual_host(name, body)))
 
     def rotate(self) -> None:
         """Called after each build: what the build did not use is forgotten."""
@@ -230,6 +278,10 @@ class Snapshot:
         # Versions of named subscriptions: many proxies of a group ask for the same names.
         self._subscription_versions: dict[tuple[str, frozenset[str]], str] = {}
         self._digests: dict[str, frozenset[str]] = {}
+        self._delta: Snapshot | None = None  # for_protocol("delta")
+        self._vhds_selections: dict[frozenset[str], Mapping[str, VersionedResource]] = {}
+        # changes_since(): id(earlier) -> (earlier, changed, gone); `earlier` kept so its id stays its own
+        self._changes_since: dict[int, tuple[Mapping[str, VersionedResource], frozenset[str], frozenset[str]]] = {}
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
@@ -249,11 +301,10 @@ class Snapshot:
         cluster_set = memo.cluster_set(config.clusters)
         # As translate(): a plain route configuration where a listener has plain Routes, one per
         # SNI hostname of its TLS Routes (each a single virtual host, translated whole).
-        routes = {ln.name: versioned_bytes(ROUTE, ln.name, memo.route_configuration(ln))
-                  for ln in config.listeners if ln.sources}
-        routes.update((h.route_config, memo.versioned(ROUTE, h.route_config,
-                                                      translation.translate_tls_route_configuration(h)))
-                      for ln in config.listeners for h in ln.tls_hosts)
+        tables = {ln.name: memo.route_table(ln) for ln in config.listeners if ln.sources}
+        tls_routes = {h.route_config: memo.versioned(ROUTE, h.route_config,
+                                                     translation.translate_tls_route_configuration(h))
+                      for ln in config.listeners for h in ln.tls_hosts}
         snapshot = cls({
             SECRET: {s.name: memo.versioned(SECRET, s.name, translation.translate_secret(s)) for s in config.secrets},
             CLUSTER: cluster_set[0],
@@ -263,12 +314,39 @@ class Snapshot:
                     ln.name, ln.port, address, tuple((h.hostname, h.route_config, h.tls) for h in ln.tls_hosts),
                     bool(ln.sources)))
                        for ln in config.listeners},
-            ROUTE: routes,
+            ROUTE: {**{name: t.whole for name, t in tables.items()}, **tls_routes},
         }, known_versions={CLUSTER: cluster_set[2], ENDPOINT: cluster_set[3]})
         # Made from the very clusters they fill: every EDS cluster has its endpoint set. A TLS
         # cluster's secrets are still checked (check_consistent).
         snapshot._clusters_consistent = not any(c.tls is not None for c in config.clusters)
+        snapshot._delta = snapshot._vhds_view(tables, tls_routes, memo)
         return snapshot
+
+    def _vhds_view(self, tables: Mapping[str, RouteTable], tls_routes: Mapping[str, VersionedResource],
+                   memo: ResourceMemo) -> Snapshot:
+        """What delta proxies are sent: the same, but plain route configurations that point to
+        VHDS, and their virtual hosts as resources of their own."""
+        if len(tables) == 1:
+            virtual_hosts = next(iter(tables.values())).virtual_hosts  # (shared, not copied)
+        else:
+            virtual_hosts = {n: r for t in tables.values() for n, r in t.virtual_hosts.items()}
+        routes = {name: memo.versioned(ROUTE, name, vhds_route_configuration(name)) for name in tables}
+        routes.update(tls_routes)
+        # The virtual hosts are exactly those of the whole plain route configurations, renamed:
+        # their versions name the set (delta compares resource by resource; this is a marker).
+        marker = _digest("".join(f"{n}\0{t.whole.version}\n" for n, t in sorted(tables.items())).encode())
+        view = Snapshot({**self._resources, ROUTE: routes, VIRTUAL_HOST: virtual_hosts},
+                        known_versions={**self.versions, ROUTE: "", VIRTUAL_HOST: marker if tables else ""})
+        view._clusters_consistent = self._clusters_consistent
+        view.version = self.version  # (the same config: one version in logs and system_version_info)
+        return view
+
+    def for_protocol(self, protocol: str) -> Snapshot:
+        """What a proxy speaking `protocol` ("sotw" or "delta") is sent: delta proxies get their
+        virtual hosts over VHDS (a snapshot made from messages has no such view: the same)."""
+        if protocol == "delta" and self._delta is not None:
+            return self._delta
+        return self
 
     def resources(self, type_url: str) -> Mapping[str, VersionedResource]:
         return self._resources.get(type_url, MappingProxyType({}))
@@ -278,7 +356,32 @@ class Snapshot:
         available = self.resources(type_url)
         if names is WILDCARD:
             return dict(available)
+        if type_url == VIRTUAL_HOST:
+            return dict(self._virtual_hosts_in(names))
         return {n: available[n] for n in names if n in available}
+
+    def changes_since(self, earlier: Mapping[str, VersionedResource]) -> tuple[frozenset[str], frozenset[str]]:
+        """VHDS: the virtual hosts new or changed since `earlier` (the VIRTUAL_HOST resources of
+        another snapshot), and those gone. Unchanged ones are the very same objects (the memo
+        reuses them), so this is one identity pass, made once per snapshot for all streams."""
+        current = self.resources(VIRTUAL_HOST)
+        if current is earlier:
+            return frozenset(), frozenset()
+        cached = self._changes_since.get(id(earlier))
+        if cached is None or cached[0] is not earlier:
+            changed = frozenset(n for n, r in current.items() if earlier.get(n) is not r)
+            cached = self._changes_since[id(earlier)] = (earlier, changed, frozenset(earlier.keys() - current.keys()))
+        return cached[1], cached[2]
+
+    def _virtual_hosts_in(self, names: frozenset[str]) -> Mapping[str, VersionedResource]:
+        """VHDS subscriptions name route configurations (every virtual host of each) or single
+        virtual hosts; the proxies of a group ask alike, so the answer is kept per snapshot."""
+        found = self._vhds_selections.get(names)
+        if found is None:
+            available = self.resources(VIRTUAL_HOST)
+            found = {n: r for n, r in available.items() if n in names or vhds_namespace(n) in names}
+            self._vhds_selections[names] = found
+        return found
 
     def version_for(self, type_url: str, names: frozenset[str] | None) -> str:
         """The version of a subscription; for a wildcard, the precomputed one of the type."""

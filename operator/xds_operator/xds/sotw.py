@@ -65,8 +65,6 @@ class SotwTypeState:
     in_flight: dict[str, VersionedResource] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # name -> version Envoy refused
     suspects: list[frozenset[str]] = field(default_factory=list)  # NACK isolation, next group first
-    # After a restart the client's resources were matched one by one: send only what it lacks.
-    only_missing: bool = False
     # The snapshot's version of the subscription, for the snapshot it was taken from: the
     # snapshot caches it too, but finding it there compares the names.
     subscription_version: tuple[Snapshot, str] | None = None
@@ -168,7 +166,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             unexplained = claimed - {r.digest for r in has.values()}
             if not has or unexplained & snapshot.digests(type_url):
                 return
-            ts.sent, ts.only_missing = has, len(has) < len(current)
+            ts.sent = has
         ts.sent_version = version_of(type_url, ts.sent.values())
         self.callbacks.on_ack(self.info, type_url, _versions(ts.sent), (), _plain_versions(ts.sent))
 
@@ -232,12 +230,12 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         wanted, missing, whole = self._due(type_url, ts, snapshot)
         if not missing:
             return None
-        # A normal response has the whole subscription; only right after a restart, when the
-        # client's resources are known one by one, just the ones it lacks.
-        carried = missing if ts.only_missing else wanted
-        ts.only_missing = False
+        # Only what the client lacks: an endpoint set or route configuration left out of a SotW
+        # response is unchanged, not removed (xds_protocol; Envoy updates only the watches of
+        # the resources a response carries), so a one-Backend change sends one endpoint set.
+        carried = missing
         ts.in_flight = carried
-        if carried is wanted and whole and ts.sent.keys() <= wanted.keys():
+        if whole and ts.sent.keys() <= wanted.keys():
             version = self._subscription_version(type_url, ts, snapshot)  # the whole subscription: cached per snapshot
         else:
             version = version_of(type_url, {**ts.sent, **carried}.values())

@@ -27,7 +27,7 @@ from typing import Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
-from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
+from ..translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, VIRTUAL_HOST
 from .callbacks import StreamCallbacks, StreamInfo
 from .snapshot import Snapshot
 
@@ -39,7 +39,8 @@ SnapshotSource = Callable[[], Snapshot | None]
 # certificates (SDS) a cluster or listener uses go first, so a rotated or new certificate is in
 # place before what names it changes.
 _WAITS_FOR: dict[str, tuple[str, ...]] = {SECRET: (), CLUSTER: (SECRET,), ENDPOINT: (),
-                                          LISTENER: (SECRET, CLUSTER, ENDPOINT), ROUTE: (CLUSTER, ENDPOINT)}
+                                          LISTENER: (SECRET, CLUSTER, ENDPOINT), ROUTE: (CLUSTER, ENDPOINT),
+                                          VIRTUAL_HOST: (CLUSTER, ENDPOINT)}
 
 
 class TypeState(Protocol):
@@ -112,7 +113,8 @@ class StreamBase(Generic[S, R]):
     def _routing_converged(self, snapshot: Snapshot) -> bool:
         """Whether listeners and routes are at the snapshot, so unused clusters may go. A
         rejected route configuration is not: Envoy still runs the old one, and its clusters."""
-        return all(self._converged(t, self.types[t], snapshot) for t in (LISTENER, ROUTE) if t in self.types)
+        return all(self._converged(t, self.types[t], snapshot)
+                   for t in (LISTENER, ROUTE, VIRTUAL_HOST) if t in self.types)
 
     @staticmethod
     def _nack_message(code: int, message: str) -> str:
