@@ -37,6 +37,7 @@ _MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 WILDCARD = None  # a subscription to every resource of a type
+_RESPONSES_KEPT = 64  # per snapshot (Snapshot.keep_response)
 
 # The version of a set of endpoint sets or route configurations lists a digest per resource,
 # so a SotW client's version says which resources it has (see SotwStream._adopt).
@@ -229,7 +230,13 @@ class Snapshot:
         self.version = _digest("".join(self.versions[t] for t in PUSH_ORDER).encode())
         # Versions of named subscriptions: many proxies of a group ask for the same names.
         self._subscription_versions: dict[tuple[str, frozenset[str]], str] = {}
+        # Subscriptions and their resources, one object each however many streams hold them.
+        self._subscriptions: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
+        self._selections: dict[tuple[str, frozenset[str]], Mapping[str, VersionedResource]] = {}
         self._digests: dict[str, frozenset[str]] = {}
+        # Responses made from this snapshot (without their nonces), copied by every stream that
+        # sends the same (sotw.py, delta.py), by what determines their content.
+        self.responses: dict[tuple[object, ...], Message] = {}
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
@@ -279,6 +286,28 @@ class Snapshot:
         if names is WILDCARD:
             return dict(available)
         return {n: available[n] for n in names if n in available}
+
+    def selection(self, type_url: str, names: frozenset[str] | None) -> Mapping[str, VersionedResource]:
+        """select() as a read-only mapping made once per snapshot and subscription: the streams
+        of a group keep it as what they sent, instead of a copy each."""
+        if names is WILDCARD:
+            return self.resources(type_url)
+        key = (type_url, names)
+        found = self._selections.get(key)
+        if found is None:
+            found = self._selections[key] = MappingProxyType(self.select(type_url, names))
+        return found
+
+    def keep_response(self, key: tuple[object, ...], response: Message) -> None:
+        """Keeps a response for the other streams, up to a few (streams that each lack something
+        else, after a reconnect, would otherwise keep a copy each of what they were sent)."""
+        if len(self.responses) < _RESPONSES_KEPT:
+            self.responses[key] = response
+
+    def shared_names(self, type_url: str, names: frozenset[str]) -> frozenset[str]:
+        """An equal set of names, the same object for every stream that subscribes to them (a
+        request's names are new strings: a thousand streams would each keep a copy)."""
+        return self._subscriptions.setdefault((type_url, names), names)
 
     def version_for(self, type_url: str, names: frozenset[str] | None) -> str:
         """The version of a subscription; for a wildcard, the precomputed one of the type."""
