@@ -105,3 +105,25 @@ def test_turns_spread_the_woken_streams_over_loop_iterations() -> None:
     assert sorted(order) == sorted([f"s{i}" for i in range(12)] + ["probe"])
     assert order.index("probe") < 8  # not after all twelve
     assert [o for o in order if o != "probe"] == [f"s{i}" for i in range(12)]  # in order of asking
+
+
+def test_a_delta_client_that_reconnects_with_the_current_resources_costs_no_pass_over_them(monkeypatch) -> None:
+    current = snapshot()
+    passes = []
+    changes = DeltaStream._changes
+
+    def counted(self, type_url, ts, snapshot):
+        passes.append(type_url)
+        return changes(self, type_url, ts, snapshot)
+
+    monkeypatch.setattr(DeltaStream, "_changes", counted)
+    stream = DeltaStream(StreamInfo(1, "envoy-1", "g", "delta"), ProxyRegistry(), lambda: current)
+    runs = {n: current.resources(ENDPOINT)[n].version for n in NAMES}
+    assert stream.on_request(discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ENDPOINT, resource_names_subscribe=NAMES, initial_resource_versions=runs)) == []
+    assert passes == []
+    # One it does not run is still found and sent.
+    stale = DeltaStream(StreamInfo(2, "envoy-2", "g", "delta"), ProxyRegistry(), lambda: current)
+    [response] = stale.on_request(discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ENDPOINT, resource_names_subscribe=NAMES, initial_resource_versions={**runs, "c3": "old"}))
+    assert [r.name for r in response.resources] == ["c3"] and passes == [ENDPOINT]

@@ -29,6 +29,7 @@ class DeltaTypeState:
     last_nonce: str = ""
     pending_report: bool = False
     reported: dict[str, str] = field(default_factory=dict)  # initial_resource_versions
+    reported_current_in: Snapshot | None = None  # the snapshot at which all of `reported` was current
     # The version of each resource the client has, as far as this server knows, counting what
     # is in flight as received.
     client: dict[str, str] = field(default_factory=dict)
@@ -54,41 +55,52 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         self.callbacks.on_request(self.info, type_url)
         ts = self.types.get(type_url)
         snapshot = self._snapshot()
+        subscribe, unsubscribe = request.resource_names_subscribe, request.resource_names_unsubscribe
+        first = ts is None
         if ts is not None:
-            if request.resource_names_subscribe or request.resource_names_unsubscribe or \
-                    request.HasField("error_detail"):
+            if subscribe or unsubscribe or request.HasField("error_detail"):
                 ts.nothing_due_at = None
         else:
             ts = self.types[type_url] = DeltaTypeState()
             # (The snapshot's own strings where the client has its resources: a request's are
             # new ones, a copy per stream.)
             current = snapshot.resources(type_url) if snapshot is not None else {}
+            stale = False
             for name, version in request.initial_resource_versions.items():
                 known = current.get(name)
                 if known is not None and known.version == version:
                     ts.client[known.name] = known.version
                 else:
                     ts.client[name] = version
+                    stale = True
             ts.reported = dict(ts.client)
             ts.pending_report = bool(ts.reported)
+            ts.reported_current_in = snapshot if not stale else None
             # An empty first request for listeners or clusters is the legacy wildcard.
-            ts.wildcard = type_url in FULL_STATE_TYPES and not request.resource_names_subscribe
-        names = set(ts.names)
-        for name in request.resource_names_subscribe:
-            if name == "*":
+            ts.wildcard = type_url in FULL_STATE_TYPES and not subscribe
+        if subscribe or unsubscribe:
+            names = set(ts.names)
+            added = frozenset(subscribe)
+            if "*" in added:
                 ts.wildcard = True
-            else:
-                names.add(name)
-        for name in request.resource_names_unsubscribe:
-            if name == "*":
-                ts.wildcard = False
-            else:
-                names.discard(name)
-                # Forget it, so that a later subscription sends it again.
-                ts.client.pop(name, None)
-                ts.rejected.pop(name, None)
-        if names != ts.names:
-            ts.names = frozenset(names) if snapshot is None else snapshot.shared_names(type_url, frozenset(names))
+                added = added - {"*"}
+            names |= added
+            for name in unsubscribe:
+                if name == "*":
+                    ts.wildcard = False
+                else:
+                    names.discard(name)
+                    # Forget it, so that a later subscription sends it again.
+                    ts.client.pop(name, None)
+                    ts.rejected.pop(name, None)
+            if names != ts.names:
+                ts.names = frozenset(names) if snapshot is None else snapshot.shared_names(type_url, frozenset(names))
+        if first and snapshot is not None and ts.reported_current_in is snapshot:
+            # A reconnecting client that runs exactly what it subscribes to: nothing is due, and
+            # no pass over its resources is needed to find that out.
+            desired = snapshot.selection(type_url, WILDCARD if ts.wildcard else ts.names)
+            if len(desired) == len(ts.client) and (ts.wildcard or ts.client.keys() <= ts.names):
+                ts.nothing_due_at = snapshot.versions[type_url]
         # Unlike SotW, a delta request with an old nonce still carries subscription changes
         # (applied above); only the ACK/NACK part belongs to the response in flight.
         if request.response_nonce and request.response_nonce == ts.nonce:
@@ -97,9 +109,12 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
 
     def _adopt(self, type_url: str, ts: DeltaTypeState, snapshot: Snapshot) -> None:
         """A reconnecting client's resources that are current count as ACKed."""
-        current = snapshot.resources(type_url)
-        same = {n: v for n, v in ts.reported.items() if n in current and current[n].version == v}
-        ts.reported = {}  # (done with)
+        if ts.reported_current_in is snapshot:
+            same = ts.reported  # (compared when it came)
+        else:
+            current = snapshot.resources(type_url)
+            same = {n: v for n, v in ts.reported.items() if n in current and current[n].version == v}
+        ts.reported, ts.reported_current_in = {}, None  # (done with)
         if same:
             self.callbacks.on_ack(self.info, type_url, same, (), None)
 
