@@ -157,6 +157,9 @@ def metric(text: str, name: str, labels: str = "") -> float:
     return total
 
 
+CONVERGENCE = "xds_operator_convergence_seconds"
+
+
 def p99(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
@@ -246,11 +249,12 @@ async def main(routes: int, streams: int, workers: int, delta: bool, changes: in
             answers = await clients.command("changed")
             last_ack = max(a["last_ack_at"] for a in answers)
             ended, cpu = time.monotonic(), cpu_since(pid, cpu)
-            await asyncio.sleep(0.3)  # (the server's books: its last ACKs may still be in flight)
+            counted_before = metric(before, f"{CONVERGENCE}_count")
+            # (the server's books: its last ACKs may still be in flight)
+            await wait_metric(http_port, lambda text, counted=counted_before: metric(text, f"{CONVERGENCE}_count") > counted)
             after = scrape(http_port)
-            name = "xds_operator_convergence_seconds"
-            observed = metric(after, f"{name}_count") - metric(before, f"{name}_count")
-            convergence = metric(after, f"{name}_sum") - metric(before, f"{name}_sum")
+            observed = metric(after, f"{CONVERGENCE}_count") - counted_before
+            convergence = metric(after, f"{CONVERGENCE}_sum") - metric(before, f"{CONVERGENCE}_sum")
             acked.append(last_ack - started)
             counted.append(convergence / observed if observed else float("nan"))
             report.phase(f"change {k + 1}: ACKed by all (clients)", started, ended, cpu, clients.cpu - clients_cpu,
