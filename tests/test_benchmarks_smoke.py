@@ -21,6 +21,12 @@ SMOKE = {
                  r"peak RSS +\d+ MiB"],
     "file_scan.py": [r"scan after one file edited +[\d.]+ ms",
                      r"one Route edited -> snapshot +[\d.]+ ms"],
+    # `serve` and 10 simulated ADS streams (SotW, then delta): 2 changes, 2 reconnect storms.
+    "streams.py": [r"10 SotW streams", r"10 delta streams", r"initial sync of 10 streams +[\d.]+ s wall, server CPU +[\d.]+ s",
+                   r"one Route changed -> ACKed by all: median \d+ ms",
+                   r"reconnect storm -> synced: first [\d.]+ s, later [\d.]+ s",
+                   r"/healthz max +[\d.]+ ms +p99 +[\d.]+ ms",
+                   r"RSS after every client left \d+ MiB", r"RSS per stream -?\d+ KiB"],
     # A real Envoy, httpbin and `serve`, 3 edits at 10 Routes.
     "edit_latency.py": [r"median \d+ ms +p99 \d+ ms +max \d+ ms"],
     "xds_tls.py": [r"certificate fetch per handshake, unchanged +[\d.]+ us wall +[\d.]+ us CPU",

@@ -40,7 +40,8 @@ class StreamCallbacks(Protocol):
                removed: Sequence[str], state: Mapping[str, str] | None) -> None:
         """The client ACKed the response that carried `resources` (name -> version) and, in
         delta, `removed`; or a reconnecting client runs them. In SotW, `state` is everything
-        it now runs of the type (None in delta, where the changes add up)."""
+        it now runs of the type (None in delta, where the changes add up); it never changes,
+        so it may be kept without a copy."""
 
     def on_nack(self, stream: StreamInfo, type_url: str, version: str, message: str,
                 resources: Mapping[str, str]) -> None:

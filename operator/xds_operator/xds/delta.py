@@ -42,6 +42,7 @@ class DeltaTypeState:
     last_nonce: str = ""
     pending_report: bool = False
     reported: dict[str, str] = field(default_factory=dict)  # initial_resource_versions
+    reported_current_in: Snapshot | None = None  # the snapshot at which all of `reported` was current
     # The version of each resource the client has, as far as this server knows, counting what
     # is in flight as received.
     client: dict[str, str] = field(default_factory=dict)
@@ -50,8 +51,10 @@ class DeltaTypeState:
     before_flight: dict[str, str | None] = field(default_factory=dict)  # client versions before it
     rejected: dict[str, str] = field(default_factory=dict)  # name -> version Envoy refused
     suspects: list[frozenset[str]] = field(default_factory=list)  # NACK isolation, next group first
-    # The type's snapshot version at which nothing was due; any request or response forgets
-    # it. (A change elsewhere then costs this type one comparison, not a pass over everything.)
+    # The type's snapshot version at which nothing was due (also after a response that carried
+    # everything due); a request that changes the subscription or NACKs forgets it, as does a
+    # response that left something due. (A change elsewhere, or an ACK, then costs this type one
+    # comparison, not a pass over everything.)
     nothing_due_at: str | None = None
     # Virtual hosts: the snapshot's VHDS resources and the selection the client was last brought
     # in line with, so that the next change is compared over what changed since (one diff per
@@ -87,35 +90,57 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             return []
         self.callbacks.on_request(self.info, type_url)
         ts = self.types.get(type_url)
+        snapshot = self._snapshot()
+        subscribe, unsubscribe = request.resource_names_subscribe, request.resource_names_unsubscribe
+        first = ts is None
         if ts is not None:
-            ts.nothing_due_at = None
+            if subscribe or unsubscribe or request.HasField("error_detail"):
+                ts.nothing_due_at = None
         else:
             ts = self.types[type_url] = DeltaTypeState()
-            ts.client.update(request.initial_resource_versions)
-            ts.reported = dict(request.initial_resource_versions)
+            # (The snapshot's own strings where the client has its resources: a request's are
+            # new ones, a copy per stream.)
+            current = snapshot.resources(type_url) if snapshot is not None else {}
+            stale = False
+            for name, version in request.initial_resource_versions.items():
+                known = current.get(name)
+                if known is not None and known.version == version:
+                    ts.client[known.name] = known.version
+                else:
+                    ts.client[name] = version
+                    stale = True
+            ts.reported = dict(ts.client)
             ts.pending_report = bool(ts.reported)
+            ts.reported_current_in = snapshot if not stale else None
             # An empty first request for listeners or clusters is the legacy wildcard; for
             # virtual hosts, Envoy's only request (see above).
-            ts.wildcard = (type_url in FULL_STATE_TYPES or type_url == VIRTUAL_HOST) \
-                and not request.resource_names_subscribe
-        names = set(ts.names)
-        for name in request.resource_names_subscribe:
-            if name == "*":
+            ts.wildcard = (type_url in FULL_STATE_TYPES or type_url == VIRTUAL_HOST) and not subscribe
+        if subscribe or unsubscribe:
+            names = set(ts.names)
+            added = frozenset(subscribe)
+            if "*" in added:
                 ts.wildcard = True
-            else:
-                names.add(name)
-        for name in request.resource_names_unsubscribe:
-            if name == "*":
-                ts.wildcard = False
-            else:
-                names.discard(name)
-                # Forget it, so that a later subscription sends it again (a VHDS route
-                # configuration name: all its virtual hosts).
-                for known in [name] if type_url != VIRTUAL_HOST else \
-                        [n for n in ts.client if n == name or vhds_namespace(n) == name]:
-                    ts.client.pop(known, None)
-                    ts.rejected.pop(known, None)
-        ts.names = frozenset(names)
+                added = added - {"*"}
+            names |= added
+            for name in unsubscribe:
+                if name == "*":
+                    ts.wildcard = False
+                else:
+                    names.discard(name)
+                    # Forget it, so that a later subscription sends it again (a VHDS route
+                    # configuration name: all its virtual hosts).
+                    for forgotten in [name] if type_url != VIRTUAL_HOST else \
+                            [n for n in ts.client if n == name or vhds_namespace(n) == name]:
+                        ts.client.pop(forgotten, None)
+                        ts.rejected.pop(forgotten, None)
+            if names != ts.names:
+                ts.names = frozenset(names) if snapshot is None else snapshot.shared_names(type_url, frozenset(names))
+        if first and snapshot is not None and ts.reported_current_in is snapshot:
+            # A reconnecting client that runs exactly what it subscribes to: nothing is due, and
+            # no pass over its resources is needed to find that out.
+            desired = snapshot.selection(type_url, WILDCARD if ts.wildcard else ts.names)
+            if len(desired) == len(ts.client) and (ts.wildcard or ts.client.keys() <= ts.names):
+                ts.nothing_due_at = snapshot.versions[type_url]
         # Unlike SotW, a delta request with an old nonce still carries subscription changes
         # (applied above); only the ACK/NACK part belongs to the response in flight.
         if request.response_nonce and request.response_nonce == ts.nonce:
@@ -126,8 +151,12 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
 
     def _adopt(self, type_url: str, ts: DeltaTypeState, snapshot: Snapshot) -> None:
         """A reconnecting client's resources that are current count as ACKed."""
-        current = snapshot.resources(type_url)
-        same = {n: v for n, v in ts.reported.items() if n in current and current[n].version == v}
+        if ts.reported_current_in is snapshot:
+            same = ts.reported  # (compared when it came)
+        else:
+            current = snapshot.resources(type_url)
+            same = {n: v for n, v in ts.reported.items() if n in current and current[n].version == v}
+        ts.reported, ts.reported_current_in = {}, None  # (done with)
         if same:
             self.callbacks.on_ack(self.info, type_url, same, (), None)
 
@@ -172,7 +201,7 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
                  snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
         if type_url == VIRTUAL_HOST:
             return self._virtual_host_changes(ts, snapshot)
-        desired = snapshot.select(type_url, WILDCARD if ts.wildcard else ts.names)
+        desired = snapshot.selection(type_url, WILDCARD if ts.wildcard else ts.names)
         updates = {n: r for n, r in desired.items()
                    if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
         removed = [n for n in ts.client if n not in desired and _subscribed(type_url, ts, n)]
@@ -252,6 +281,7 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         while ts.suspects and not updates:
             # (looking at the group only: isolation costs O(resources) in all, not per step)
             updates = self._lacking(type_url, ts, snapshot, ts.suspects.pop(0))
+        everything_due = not updates  # (else a suspect group: more may be due)
         if not updates:
             if ts.nothing_due_at == snapshot.versions[type_url]:
                 return None
@@ -264,10 +294,10 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             # Stale clusters, their endpoints and certificates go only after the listeners and
             # routes that used them (make-before-break): a secret still referenced is never removed.
             if type_url in (SECRET, CLUSTER, ENDPOINT) and removed and not self._routing_converged(snapshot):
-                removed = []
+                removed, everything_due = [], False
         if not updates and not removed:
             return None
-        ts.nothing_due_at = None
+        ts.nothing_due_at = snapshot.versions[type_url] if everything_due and not ts.suspects else None
         ts.before_flight = {n: ts.client.get(n) for n in [*updates, *removed]}
         for name, resource in updates.items():
             ts.client[name] = resource.version
@@ -277,11 +307,19 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         ts.in_flight = {n: r.version for n, r in updates.items()}
         ts.in_flight_removed = sorted(removed)
         self.callbacks.on_response(self.info, type_url, ts.in_flight, ts.in_flight_removed)
-        return discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=snapshot.version,
-            resources=[discovery_pb2.Resource(name=n, version=updates[n].version, resource=updates[n].packed)
-                       for n in sorted(updates)],
-            type_url=type_url,
-            removed_resources=sorted(removed),
-            nonce=self._nonce(ts),
-        )
+        # The streams of a group are sent the same changes: made once per snapshot (by the
+        # resources' identity, which the snapshot keeps alive), copied with a nonce each.
+        key = (type_url, frozenset((n, id(r)) for n, r in updates.items()), tuple(ts.in_flight_removed))
+        made = snapshot.responses.get(key)
+        if made is None:
+            made = discovery_pb2.DeltaDiscoveryResponse(
+                system_version_info=snapshot.version,
+                resources=[discovery_pb2.Resource(name=n, version=updates[n].version, resource=updates[n].packed)
+                           for n in sorted(updates)],
+                type_url=type_url,
+                removed_resources=ts.in_flight_removed)
+            snapshot.keep_response(key, made)
+        response = discovery_pb2.DeltaDiscoveryResponse()
+        response.CopyFrom(made)
+        response.nonce = self._nonce(ts)
+        return response

@@ -35,8 +35,9 @@ class ProxyState:
     group: str  # Envoy node.cluster
     protocol: str  # "sotw" or "delta"
     connected_since: float = field(default_factory=time.time)
-    # type URL -> resource name -> the version this proxy ACKed
-    acked: dict[str, dict[str, str]] = field(default_factory=dict)
+    # type URL -> resource name -> the version this proxy ACKed (read-only: a SotW stream's state,
+    # shared with the other proxies of the group where they run the same)
+    acked: dict[str, Mapping[str, str]] = field(default_factory=dict)
     # type URL -> the last NACK, cleared by the next ACK of that type
     nacks: dict[str, Nack] = field(default_factory=dict)
     # type URL -> resource name -> the version it refused (not sent again), cleared by an ACK of it
@@ -104,16 +105,19 @@ class ProxyRegistry(NoCallbacks):
         if proxy is None:
             return
         self.acks[type_url] += 1
-        current = proxy.acked.setdefault(type_url, {})
-        if state is not None:  # (which includes `resources`)
-            current = proxy.acked[type_url] = dict(state)
+        if state is not None:  # (which includes `resources`; immutable, so kept as it is: no copy per proxy)
+            proxy.acked[type_url] = state
         else:
+            current = proxy.acked.get(type_url)
+            if not isinstance(current, dict):
+                current = proxy.acked[type_url] = dict(current or {})
             current.update(resources.items())
-        for name in removed:
-            current.pop(name, None)
-        rejected = proxy.rejected.get(type_url, {})
-        for name in (*resources, *removed):
-            rejected.pop(name, None)
+            for name in removed:
+                current.pop(name, None)
+        rejected = proxy.rejected.get(type_url)
+        if rejected:  # (seldom: not a pass over a thousand names per ACK)
+            for name in (*resources, *removed):
+                rejected.pop(name, None)
         proxy.nacks.pop(type_url, None)
         for observer in self.observers:
             observer.on_ack(stream, type_url, resources, removed, state)

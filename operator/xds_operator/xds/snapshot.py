@@ -46,6 +46,7 @@ _MESSAGE_TYPES: dict[str, type[Message]] = {
 
 WILDCARD = None  # a subscription to every resource of a type
 PROTOCOLS = ("sotw", "delta")  # what Snapshot.for_protocol takes (StreamInfo.protocol)
+_RESPONSES_KEPT = 64  # per snapshot (Snapshot.keep_response)
 
 # The version of a set of endpoint sets or route configurations lists a digest per resource,
 # so a SotW client's version says which resources it has (see SotwStream._adopt).
@@ -277,11 +278,17 @@ class Snapshot:
         self.version = _digest("".join(self.versions[t] for t in PUSH_ORDER).encode())
         # Versions of named subscriptions: many proxies of a group ask for the same names.
         self._subscription_versions: dict[tuple[str, frozenset[str]], str] = {}
+        # Subscriptions and their resources, one object each however many streams hold them.
+        self._subscriptions: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
+        self._selections: dict[tuple[str, frozenset[str]], Mapping[str, VersionedResource]] = {}
         self._digests: dict[str, frozenset[str]] = {}
         self._delta: Snapshot | None = None  # for_protocol("delta")
         self._vhds_selections: dict[frozenset[str], Mapping[str, VersionedResource]] = {}
         # changes_since(): id(earlier) -> (earlier, changed, gone); `earlier` kept so its id stays its own
         self._changes_since: dict[int, tuple[Mapping[str, VersionedResource], frozenset[str], frozenset[str]]] = {}
+        # Responses made from this snapshot (without their nonces), copied by every stream that
+        # sends the same (sotw.py, delta.py), by what determines their content.
+        self.responses: dict[tuple[object, ...], Message] = {}
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
@@ -382,6 +389,28 @@ class Snapshot:
             found = {n: r for n, r in available.items() if n in names or vhds_namespace(n) in names}
             self._vhds_selections[names] = found
         return found
+
+    def selection(self, type_url: str, names: frozenset[str] | None) -> Mapping[str, VersionedResource]:
+        """select() as a read-only mapping made once per snapshot and subscription: the streams
+        of a group keep it as what they sent, instead of a copy each."""
+        if names is WILDCARD:
+            return self.resources(type_url)
+        key = (type_url, names)
+        found = self._selections.get(key)
+        if found is None:
+            found = self._selections[key] = MappingProxyType(self.select(type_url, names))
+        return found
+
+    def keep_response(self, key: tuple[object, ...], response: Message) -> None:
+        """Keeps a response for the other streams, up to a few (streams that each lack something
+        else, after a reconnect, would otherwise keep a copy each of what they were sent)."""
+        if len(self.responses) < _RESPONSES_KEPT:
+            self.responses[key] = response
+
+    def shared_names(self, type_url: str, names: frozenset[str]) -> frozenset[str]:
+        """An equal set of names, the same object for every stream that subscribes to them (a
+        request's names are new strings: a thousand streams would each keep a copy)."""
+        return self._subscriptions.setdefault((type_url, names), names)
 
     def version_for(self, type_url: str, names: frozenset[str] | None) -> str:
         """The version of a subscription; for a wildcard, the precomputed one of the type."""

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class _Versions(Mapping[str, str]):
-    """name -> version of resources, as a view: callbacks that only count pay nothing for it."""
+    """name -> version of resources, as a view: callbacks that only count pay nothing for it,
+    and one over what a stream sent (never changed in place) may be kept as it is."""
 
     def __init__(self, resources: Mapping[str, VersionedResource]) -> None:
         self._resources = resources
@@ -40,13 +41,15 @@ class _Versions(Mapping[str, str]):
         return ((n, r.version) for n, r in self._resources.items())
 
 
-def _versions(resources: dict[str, VersionedResource]) -> Mapping[str, str]:
+def _versions(resources: Mapping[str, VersionedResource]) -> Mapping[str, str]:
     return _Versions(resources)
 
 
-def _plain_versions(resources: dict[str, VersionedResource]) -> dict[str, str]:
-    """A copy, for a whole state that the registry keeps (a dict copies fastest)."""
-    return {n: r.version for n, r in resources.items()}
+def _merged(sent: Mapping[str, VersionedResource],
+            carried: Mapping[str, VersionedResource]) -> Mapping[str, VersionedResource]:
+    """What the client has after it ACKed `carried`: `carried` itself (often the snapshot's
+    shared selection) when it covers everything sent."""
+    return carried if sent.keys() <= carried.keys() else {**sent, **carried}
 
 
 @dataclass
@@ -59,10 +62,12 @@ class SotwTypeState:
     reported: str = ""
     # What the client has (once the response in flight is ACKed), and its version (for endpoint
     # sets and route configurations always version_of(sent): equal to the snapshot's, nothing is due).
+    # Replaced, never changed in place: it is often the snapshot's selection, shared by the
+    # streams of a group, and the proxy registry keeps a view of it.
     sent_version: str = ""
-    sent: dict[str, VersionedResource] = field(default_factory=dict)
+    sent: Mapping[str, VersionedResource] = field(default_factory=dict)
     # Endpoint sets and route configurations only:
-    in_flight: dict[str, VersionedResource] = field(default_factory=dict)
+    in_flight: Mapping[str, VersionedResource] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # name -> version Envoy refused
     suspects: list[frozenset[str]] = field(default_factory=list)  # NACK isolation, next group first
     # The snapshot's version of the subscription, for the snapshot it was taken from: the
@@ -92,6 +97,10 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         names: frozenset[str] | None = frozenset(request.resource_names)
         if (type_url in FULL_STATE_TYPES and not names) or (names is not None and "*" in names):
             names = WILDCARD
+        elif names == ts.names:
+            names = ts.names  # (an ACK repeats the names: the new copy is dropped)
+        elif (snapshot := self._snapshot()) is not None and names is not None:
+            names = snapshot.shared_names(type_url, names)
         if not first and names is not WILDCARD and names != ts.names:
             # The client forgets what it unsubscribed from (Envoy drops a removed cluster's
             # endpoints), so a name subscribed again must be sent again, changed or not.
@@ -126,10 +135,10 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         ts.in_flight = {}
         if not request.HasField("error_detail"):
             if not whole:
-                ts.sent.update(carried)
+                ts.sent = _merged(ts.sent, carried)
                 if unsubscribed_in_flight:
                     ts.sent_version = version_of(type_url, ts.sent.values())
-            self.callbacks.on_ack(self.info, type_url, _versions(carried), (), _plain_versions(ts.sent))
+            self.callbacks.on_ack(self.info, type_url, _versions(carried), (), _versions(ts.sent))
             return
         message = self._nack_message(request.error_detail.code, request.error_detail.message)
         log.error("%s (%s) NACKed %s version %.16s (%d resources): %s", self.info.node_id, self.info.group,
@@ -144,8 +153,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             self.callbacks.on_rejected(self.info, type_url, _versions(carried), message)
         else:
             # Envoy may have applied some of them before the one that failed: all are unknown now.
-            for name in carried:
-                ts.sent.pop(name, None)
+            ts.sent = {n: r for n, r in ts.sent.items() if n not in carried}
             ts.suspects[:0] = split_in_halves(carried)
         ts.sent_version = version_of(type_url, ts.sent.values())  # what the client surely has
 
@@ -155,9 +163,9 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         by resource, so also a client that dropped names since (no response tells it a new
         version then) is sent only what changed. One that claims a current resource it does not
         subscribe to is in no state this server leads to, and is sent everything."""
-        current = snapshot.select(type_url, ts.names)
+        current = snapshot.selection(type_url, ts.names)
         if self._subscription_version(type_url, ts, snapshot) == ts.reported:
-            ts.sent = current
+            ts.sent, ts.sent_version = current, ts.reported
         elif type_url in FULL_STATE_TYPES:
             return
         else:
@@ -167,8 +175,8 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             if not has or unexplained & snapshot.digests(type_url):
                 return
             ts.sent = has
-        ts.sent_version = version_of(type_url, ts.sent.values())
-        self.callbacks.on_ack(self.info, type_url, _versions(ts.sent), (), _plain_versions(ts.sent))
+            ts.sent_version = version_of(type_url, has.values())
+        self.callbacks.on_ack(self.info, type_url, _versions(ts.sent), (), _versions(ts.sent))
 
     @staticmethod
     def _subscription_version(type_url: str, ts: SotwTypeState, snapshot: Snapshot) -> str:
@@ -178,10 +186,10 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         return cached[1]
 
     def _due(self, type_url: str, ts: SotwTypeState, snapshot: Snapshot
-             ) -> tuple[dict[str, VersionedResource], dict[str, VersionedResource], bool]:
+             ) -> tuple[Mapping[str, VersionedResource], Mapping[str, VersionedResource], bool]:
         """Endpoint sets / route configurations: (all to be sent, those the client lacks, whether
         that is the whole subscription), leaving out the versions the client rejected."""
-        desired = snapshot.select(type_url, ts.names)
+        desired = snapshot.selection(type_url, ts.names)
         wanted = {n: r for n, r in desired.items() if ts.rejected.get(n) != r.version} if ts.rejected else desired
         if not ts.sent:
             return wanted, wanted, len(wanted) == len(desired)
@@ -216,7 +224,7 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
                   snapshot: Snapshot) -> discovery_pb2.DiscoveryResponse | None:
         if type_url in FULL_STATE_TYPES:
             return self._whole_response(type_url, ts, snapshot)
-        carried: dict[str, VersionedResource] = {}
+        carried: Mapping[str, VersionedResource] = {}
         while ts.suspects and not carried:
             # (looking at the group only: isolation costs O(resources) in all, not per step)
             carried = self._lacking(type_url, ts, snapshot, ts.suspects.pop(0))
@@ -237,8 +245,11 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         ts.in_flight = carried
         if whole and ts.sent.keys() <= wanted.keys():
             version = self._subscription_version(type_url, ts, snapshot)  # the whole subscription: cached per snapshot
-        else:
-            version = version_of(type_url, {**ts.sent, **carried}.values())
+            # What is carried is what `version` has and the version the client had lacks: the
+            # same on every stream that had that version.
+            base, ts.sent_version = ts.sent_version, version
+            return self._send(type_url, ts, version, carried, snapshot, base)
+        version = version_of(type_url, {**ts.sent, **carried}.values())
         ts.sent_version = version
         return self._send(type_url, ts, version, carried)
 
@@ -247,22 +258,30 @@ class SotwStream(StreamBase[SotwTypeState, discovery_pb2.DiscoveryResponse]):
         if self._subscription_version(type_url, ts, snapshot) == ts.sent_version:
             return None  # the client has exactly the snapshot's resources (so nothing stale either)
         keep_stale = type_url == CLUSTER and not self._routing_converged(snapshot)
-        resources = snapshot.select(type_url, ts.names)
+        resources = snapshot.selection(type_url, ts.names)
         if keep_stale:
-            for name, stale in ts.sent.items():
-                resources.setdefault(name, stale)
+            resources = {**ts.sent, **resources}
         version = version_of(type_url, resources.values()) if keep_stale else self._subscription_version(type_url, ts, snapshot)
         if version == ts.sent_version:
             return None
         ts.sent_version, ts.sent = version, resources
-        return self._send(type_url, ts, version, resources)
+        return self._send(type_url, ts, version, resources, snapshot)
 
-    def _send(self, type_url: str, ts: SotwTypeState, version: str,
-              resources: dict[str, VersionedResource]) -> discovery_pb2.DiscoveryResponse:
+    def _send(self, type_url: str, ts: SotwTypeState, version: str, resources: Mapping[str, VersionedResource],
+              shared_in: Snapshot | None = None, base: str | None = None) -> discovery_pb2.DiscoveryResponse:
+        """The response; `shared_in`: `resources` are what `version` names (with `base`, what it
+        names beyond what version `base` has), so the response is the same on every stream but
+        for its nonce, and is made once, in that snapshot (a copy of a made response costs a
+        tenth of making one from a thousand resources)."""
         self.callbacks.on_response(self.info, type_url, _versions(resources), ())
-        return discovery_pb2.DiscoveryResponse(
-            version_info=version,
-            resources=[resources[n].packed for n in sorted(resources)],
-            type_url=type_url,
-            nonce=self._nonce(ts),
-        )
+        key = (type_url, version, base)
+        made = None if shared_in is None else shared_in.responses.get(key)
+        if made is None:
+            made = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url,
+                                                   resources=[resources[n].packed for n in sorted(resources)])
+            if shared_in is not None:
+                shared_in.keep_response(key, made)
+        response = discovery_pb2.DiscoveryResponse()
+        response.CopyFrom(made)
+        response.nonce = self._nonce(ts)
+        return response
