@@ -67,6 +67,25 @@ def _resources_of(key: ObjectKey, result: BuildResult) -> list[tuple[str, str]] 
     return [(LISTENER, name), (ROUTE, name)]
 
 
+@dataclass(frozen=True)
+class AckClass:
+    """Proxies of a group in the same ACK state: one of them, and the node of each."""
+    proxy: ProxyState
+    nodes: tuple[str, ...]
+
+
+def ack_classes(proxies: list[ProxyState]) -> list[AckClass]:
+    """The proxies grouped by ACK state, so each object's verdict is computed once per state,
+    not per proxy. The registry shares equal ACK tables (xds/ack_tables.py), so equal states
+    are found by identity; refusals (few, and not shared) by what they say."""
+    classes: dict[tuple[object, ...], tuple[ProxyState, list[str]]] = {}
+    for proxy in proxies:
+        state = (tuple(sorted((t, id(v)) for t, v in proxy.acked.items() if v)),
+                 tuple(sorted((t, n, r.version, r.message) for t, rs in proxy.rejected.items() for n, r in rs.items())))
+        classes.setdefault(state, (proxy, []))[1].append(proxy.node_id)
+    return [AckClass(proxy, tuple(nodes)) for proxy, nodes in classes.values()]
+
+
 def _proxy_verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> tuple[bool, str | None]:
     """(synced, NACK message or None) of one proxy for the expected (type, name, version)s."""
     for type_url, name, version in expected:
@@ -77,10 +96,22 @@ def _proxy_verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> t
     return synced, None
 
 
+Classes = dict[str, tuple[Snapshot, list[AckClass]]]
+
+
 def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot, list[ProxyState]]],
            refused: Mapping[str, Mapping[ObjectKey, str]] = MappingProxyType({})) -> ObjectReport:
     """The status of one object, given each proxy group's snapshot and connected proxies, and
     the objects held back from a group because its proxies refused them (registry.refused_objects)."""
+    return _report(key, result, _classes_of(groups), refused)
+
+
+def _classes_of(groups: dict[str, tuple[Snapshot, list[ProxyState]]]) -> Classes:
+    return {group: (snapshot, ack_classes(proxies)) for group, (snapshot, proxies) in groups.items()}
+
+
+def _report(key: ObjectKey, result: BuildResult, groups: Classes,
+            refused: Mapping[str, Mapping[ObjectKey, str]]) -> ObjectReport:
     status = result.statuses[key]
     resources = _resources_of(key, result)
     if resources is None:
@@ -90,10 +121,10 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
         return ObjectReport(status.generation, (*status.conditions, programmed), ProxyCounts(), served=False)
     total = synced = 0
     nacks: list[str] = []
-    for group, (snapshot, proxies) in groups.items():
+    for group, (snapshot, classes) in groups.items():
         refusal = refused.get(group, {}).get(key)
         if refusal is not None:  # held back from the whole group, whatever it runs now
-            total += len(proxies)
+            total += sum(len(c.nodes) for c in classes)
             nacks.append(refusal)
             continue
         expected = []
@@ -103,12 +134,13 @@ def report(key: ObjectKey, result: BuildResult, groups: dict[str, tuple[Snapshot
                 break  # this group is not sent this object
             expected.append((type_url, name, resource.version))
         else:
-            for proxy in proxies:
-                total += 1
-                ok, nack = _proxy_verdict(proxy, expected)
-                synced += ok
+            for ack_class in classes:
+                total += len(ack_class.nodes)
+                ok, nack = _proxy_verdict(ack_class.proxy, expected)
+                if ok:
+                    synced += len(ack_class.nodes)
                 if nack is not None:
-                    nacks.append(f"{proxy.node_id}: {nack}")
+                    nacks.extend(f"{node}: {nack}" for node in ack_class.nodes)
     counts = ProxyCounts(total, synced, len(nacks))
     nacked = tuple(sorted(nacks))
     return ObjectReport(status.generation, (*status.conditions, programmed_condition(counts, nacked)), counts,
@@ -128,21 +160,23 @@ def programmed_condition(counts: ProxyCounts, nacks: tuple[str, ...]) -> Conditi
 
 def proxy_groups(registry: ProxyRegistry, cache: SnapshotCache, *, copy: bool = False
                  ) -> dict[str, tuple[Snapshot, list[ProxyState]]]:
-    """Connected proxies by group, with the group's snapshot. With `copy`, the proxies' ACK and
-    NACK tables are copied, so the result can be read in another thread while streams go on."""
+    """Connected proxies by group, with the group's snapshot (await cache.settled() first, so
+    that a group whose snapshot is still being made is not left out). With `copy`, the proxies' ACK and
+    NACK tables are taken as they are now, so the result can be read in another thread while
+    streams go on (the tables themselves are never changed, only replaced: no copy of them)."""
     groups: dict[str, tuple[Snapshot, list[ProxyState]]] = {}
     for proxy in registry.proxies.values():
-        snapshot = cache.get(proxy.group)
+        snapshot = cache.made(proxy.group)
         if snapshot is None:
             continue
         if copy:
-            proxy = dataclasses.replace(proxy, acked={t: dict(v) for t, v in proxy.acked.items()},
-                                        nacks=dict(proxy.nacks),
-                                        rejected={t: dict(v) for t, v in proxy.rejected.items()})
+            proxy = dataclasses.replace(proxy, acked=dict(proxy.acked), nacks=dict(proxy.nacks),
+                                        rejected=dict(proxy.rejected))
         groups.setdefault(proxy.group, (snapshot, []))[1].append(proxy)
     return groups
 
 
 def reports(result: BuildResult, groups: dict[str, tuple[Snapshot, list[ProxyState]]],
             refused: Mapping[str, Mapping[ObjectKey, str]] = MappingProxyType({})) -> dict[ObjectKey, ObjectReport]:
-    return {key: report(key, result, groups, refused) for key in sorted(result.statuses)}
+    classes = _classes_of(groups)
+    return {key: _report(key, result, classes, refused) for key in sorted(result.statuses)}

@@ -78,7 +78,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         group = node.cluster
         info = StreamInfo(next(self._stream_ids), node.id, group, stream_class.protocol)
         self.callbacks.on_stream_open(info)
-        stream = stream_class(info, self.callbacks, lambda: self.cache.get(group))
+        stream = stream_class(info, self.callbacks, lambda: self.cache.made(group))
         self.cache.watch(group, on_change)
         log.info("proxy %s (cluster %r) connected over %s", node.id, group, stream_class.protocol)
         try:
