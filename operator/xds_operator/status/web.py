@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..addresses import parse_address
-from ..collector import collector_paused
 from ..xds.proxies import ProxyRegistry
 from .debug import Served, add_debug_routes
 from .metrics import Built, source_problems
-from .report import proxy_groups, reports
+from .report import proxy_groups
+from .status_page import StatusPage
 
 
 class Controller(Served, Built, Protocol):
@@ -39,6 +39,8 @@ class Controller(Served, Built, Protocol):
 def make_app(controller: Controller, registry: ProxyRegistry, not_ready: Callable[[], str | None],
              metrics_registry: CollectorRegistry,
              extra_json: Mapping[str, Callable[[], object]] | None = None) -> web.Application:
+    page = StatusPage()
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -62,16 +64,7 @@ def make_app(controller: Controller, registry: ProxyRegistry, not_ready: Callabl
         problems = [p.to_dict() for p in source_problems(controller)]
         indent = pretty(request)
 
-        def document() -> str:
-            with collector_paused():  # many small objects on a large heap (as in builds)
-                members: list[tuple[str, object]] = []
-                if result is not None:
-                    members = [(str(k), r.to_status()) for k, r in reports(result, groups, refused).items()]
-                if problems:
-                    members.append(("problems", problems))
-                return json_object(members, indent=indent)
-
-        text = await asyncio.to_thread(document)
+        text = await asyncio.to_thread(page.document, result, groups, refused, problems, indent=indent)
         return web.Response(text=text, content_type="application/json")
 
     async def metrics(_: web.Request) -> web.Response:
@@ -99,15 +92,6 @@ def pretty(request: web.Request) -> bool:
 def json_response(request: web.Request, body: object) -> web.Response:
     text = json.dumps(body, indent=2 if pretty(request) else None)
     return web.Response(text=text + "\n", content_type="application/json")
-
-
-def json_object(members: Iterable[tuple[str, object]], *, indent: bool) -> str:
-    """json.dumps of a dict of these members, and its newline, written a member at a time: one
-    json.dumps of 20,000 objects' status holds the GIL (and stalls the loop) for 0.1 s."""
-    if indent:  # (a JSON string holds no raw newline: only the layout's are indented)
-        parts = [f"  {json.dumps(k)}: " + json.dumps(v, indent=2).replace("\n", "\n  ") for k, v in members]
-        return "{\n" + ",\n".join(parts) + "\n}\n" if parts else "{}\n"
-    return "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in members) + "}\n"
 
 
 async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
