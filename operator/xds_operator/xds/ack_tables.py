@@ -20,8 +20,8 @@ from types import MappingProxyType
 Table = Mapping[str, str]
 EMPTY: Table = MappingProxyType({})
 
-_RECENT = 4  # tables kept per group and type, to share
-_CHANGES = 8  # changes (old table + ACKed update -> new table) kept per group and type
+_RECENT = 2  # tables kept per group and type, to share (few: an obsolete one is memory held)
+_CHANGES = 2  # changes (old table + ACKed update -> new table) kept per group and type
 
 Slot = tuple[str, str]  # (proxy group, type URL)
 _Change = tuple[Table, frozenset[tuple[str, str]], tuple[str, ...], Table]  # old, updated, removed, new
