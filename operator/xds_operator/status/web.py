@@ -55,15 +55,14 @@ def make_app(controller: Controller, registry: ProxyRegistry, not_ready: Callabl
 
     async def status(request: web.Request) -> web.Response:
         # On the loop only references to what is there now (tables and snapshots are never
-        # changed in place); the reports and their JSON in a thread: at 1,000 proxies and
-        # 20,000 objects that is a fifth of a second of CPU.
+        # changed in place); the reports and their JSON in a thread: at 20,000 objects, after a
+        # change, hundreds of milliseconds of CPU.
         await controller.cache.settled()  # a newly connected group's proxies count, as ever
         result = controller.result
         groups = proxy_groups(registry, controller.cache, copy=True) if result is not None else {}
         refused = registry.refused_objects  # (replaced whole on change)
         problems = [p.to_dict() for p in source_problems(controller)]
         indent = pretty(request)
-
         text = await asyncio.to_thread(page.document, result, groups, refused, problems, indent=indent)
         return web.Response(text=text, content_type="application/json")
 
