@@ -25,7 +25,7 @@ from xds_operator.ir.builder import Builder, BuildResult
 from xds_operator.sources.state import StateStore
 from xds_operator.status import report as report_module
 from xds_operator.status import status_page as status_page_module
-from xds_operator.status.report import ObjectReport, proxy_groups, reports
+from xds_operator.status.report import proxy_groups, reports
 from xds_operator.status.status_page import StatusPage
 from xds_operator.translate import TranslateOptions
 from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
