@@ -5,7 +5,7 @@ config-dump, proxy-status and explain, and an offline diff, with N Backends and 
 The server computes these in a thread (status/debug.py); the last lines show what the event loop
 that serves the ADS streams sees meanwhile: the slowest /healthz answer during each request.
 
-    uv run python benchmarks/inspect_scale.py [--objects 10000] [--proxies 50]
+    uv run python benchmarks/inspect_scale.py [--objects 10000] [--proxies 50] [--smoke]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import gc
 import time
 
 import aiohttp
-from scale import objects, timed
+from scale import ack_everything, objects, timed
 
 from xds_operator.api.objects import ObjectKey
 from xds_operator.controlplane.app import ControlPlane
@@ -27,7 +27,6 @@ from xds_operator.ir.builder import Builder
 from xds_operator.sources.state import StateStore
 from xds_operator.status.inspection import explain, proxy_status, snapshot_dump
 from xds_operator.translate import TranslateOptions
-from xds_operator.translate.resources import PUSH_ORDER
 from xds_operator.xds.proxies import ProxyRegistry
 
 
@@ -40,10 +39,7 @@ def main(n: int, proxies: int) -> None:
     print(f"{n} Backends + {n} Routes, {proxies} synced proxies:")
     dump = timed("config-dump: every resource as a dict", lambda: snapshot_dump("g", snapshot))
     registry = ProxyRegistry()
-    for i in range(proxies):
-        proxy = registry.connect(f"envoy-{i}", "g", "sotw")
-        for t in PUSH_ORDER:
-            registry.acked(proxy, t, {name: r.version for name, r in snapshot.resources(t).items()}, replace=True)
+    ack_everything(registry, proxies, "g", snapshot)
     states = timed(f"proxy-status: {proxies} proxies compared with the snapshot",
                    lambda: [proxy_status(p, snapshot) for p in registry.proxies.values()])
     assert all(t["state"] == "SYNCED" for s in states for t in s["types"].values())
@@ -109,5 +105,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=10000)
     parser.add_argument("--proxies", type=int, default=50)
+    parser.add_argument("--smoke", action="store_true", help="100 objects, 2 proxies: that it runs (CI)")
     args = parser.parse_args()
-    run(args.objects, args.proxies)
+    run(*((100, 2) if args.smoke else (args.objects, args.proxies)))

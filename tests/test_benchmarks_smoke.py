@@ -18,7 +18,12 @@ BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 SMOKE = {
     "scale.py": [r"first build \+ translate \+ hash +[\d.]+ ms wall +[\d.]+ ms CPU",
                  r"one Route changed: build \+ translate \+ hash +[\d.]+ ms wall +[\d.]+ ms CPU",
-                 r"peak RSS +\d+ MiB"],
+                 r"peak RSS +\d+ MiB",
+                 r"GET /status \(200 objects, 2 proxies\), first +[\d.]+ ms wall +[\d.]+ ms CPU",
+                 r"full rebuild .* -> published +[\d.]+ ms; loop held up <= +[\d.]+ ms, slowest /healthz +[\d.]+ ms",
+                 r"new group's first proxy: .* +[\d.]+ ms; loop held up <= +[\d.]+ ms, slowest /healthz +[\d.]+ ms"],
+    "inspect_scale.py": [r"proxy-status: 2 proxies compared with the snapshot +[\d.]+ ms wall",
+                         r"GET /debug/state .* slowest /healthz meanwhile +[\d.]+ ms"],
     "file_scan.py": [r"scan after one file edited +[\d.]+ ms",
                      r"one Route edited -> snapshot +[\d.]+ ms"],
     # `serve` and 10 simulated ADS streams (SotW, then delta): 2 changes, 2 reconnect storms.

@@ -129,6 +129,7 @@ class Group:
 
     def reasons(self) -> dict[str, str]:
         cache = SnapshotCache()
+        cache.watch(GROUP, lambda: None)  # as the group's streams do: the status pass reads watched groups
         cache.publish(lambda group: self.snapshot, {GROUP: self.snapshot})
         found = reports(self.result, proxy_groups(self.registry, cache), self.registry.refused_objects)
         return {key.name: next(c.reason for c in r.conditions if c.type == "Programmed")

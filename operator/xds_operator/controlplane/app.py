@@ -97,6 +97,7 @@ class ControlPlane:
         return task
 
     async def stop(self) -> None:
+        self.cache.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

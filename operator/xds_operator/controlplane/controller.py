@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -64,6 +65,9 @@ class Controller:
         self.max_delay = max_delay
         self.builder = Builder()
         self.memo = ResourceMemo()
+        # Builds and the snapshots of newly connected groups (xds/cache.py) run in threads; they
+        # share the memo and the isolation's plans, so one at a time.
+        self._translating = threading.Lock()
         self.result: BuildResult | None = None
         # Object-level NACK isolation, when wired (app.py).
         self.isolation: RouteIsolation | None = None
@@ -122,8 +126,7 @@ class Controller:
         self.result = result
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
-        self.cache.publish(lambda group: make_snapshot(result, group, self.options, self.memo, self.isolation),
-                           snapshots)
+        self.cache.publish(lambda group: self._group_snapshot(result, group), snapshots)
         log.info("build %d: %d objects, %d proxy groups, %.1f ms", self.builds, len(state.objects), len(groups),
                  (time.perf_counter() - started) * 1000)
         self._arm_recheck(result.recheck_at)
@@ -146,7 +149,13 @@ class Controller:
         self._recheck = asyncio.get_running_loop().call_later(delay, self.rebuild_soon)
 
     def _build(self, state: StateStore, groups: set[str]) -> tuple[BuildResult, dict[str, Snapshot]]:
-        return build_snapshots(self.builder, self.memo, state, groups, self.options, self.isolation)
+        with self._translating:
+            return build_snapshots(self.builder, self.memo, state, groups, self.options, self.isolation)
+
+    def _group_snapshot(self, result: BuildResult, group: str) -> Snapshot:
+        """A group first seen after the build (its first proxy connected): made in a thread by the cache."""
+        with self._translating, collector_paused():
+            return make_snapshot(result, group, self.options, self.memo, self.isolation)
 
     def _frozen_state(self) -> StateStore:
         """A copy for the build thread: sources keep changing the live store on the loop."""

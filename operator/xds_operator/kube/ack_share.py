@@ -118,6 +118,7 @@ class AckPublisher:
     async def _record(self) -> str:
         if self.result is None:
             return encode({})
+        await self.cache.settled()
         groups = proxy_groups(self.registry, self.cache, copy=True)
         result = self.result
         text = await asyncio.to_thread(lambda: encode(tallies(reports(result, groups))))

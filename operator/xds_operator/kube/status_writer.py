@@ -112,7 +112,8 @@ class StatusWriter:
     async def write_changed(self) -> None:
         if self.result is None:
             return
-        # Computed off the event loop, on copies: with many objects and proxies it takes a while.
+        # Computed off the event loop, on the tables as they are now: with many objects it takes a while.
+        await self.cache.settled()
         groups = proxy_groups(self.registry, self.cache, copy=True)
         computed = await asyncio.to_thread(reports, self.result, groups, self.registry.refused_objects)
         if self.merge is not None:

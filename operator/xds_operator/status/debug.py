@@ -42,6 +42,7 @@ class Served(Protocol):
 
 def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegistry) -> None:
     async def proxy_status_(_: web.Request) -> web.Response:
+        await served.cache.settled()
         groups = proxy_groups(registry, served.cache, copy=True)
         pairs = sorted(((p, snapshot) for snapshot, proxies in groups.values() for p in proxies),
                        key=lambda pair: (pair[0].group, pair[0].node_id))
@@ -71,6 +72,7 @@ def add_debug_routes(app: web.Application, served: Served, registry: ProxyRegist
         key = ObjectKey(kind, namespace, name)
         if key not in result.statuses:
             raise _error(web.HTTPNotFound, f"{key} is not known to this server")
+        await served.cache.settled()
         groups = proxy_groups(registry, served.cache, copy=True)
         proxies = {g: ps for g, (_, ps) in groups.items()}
         snapshots = {g: await _snapshot(served, result, g) for g in target_groups(result, groups)}
@@ -136,7 +138,8 @@ async def _snapshot(served: Served, result: BuildResult, group: str) -> Snapshot
     """The group's snapshot: the cache's when a proxy of the group is connected (exactly what
     is sent), else made as the cache would make it, without putting it there."""
     if group in served.cache.groups():
-        snapshot = served.cache.get(group)
+        await served.cache.settled()
+        snapshot = served.cache.made(group)
         if snapshot is not None:
             return snapshot
     options = served.options

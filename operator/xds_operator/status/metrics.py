@@ -134,9 +134,9 @@ class ConvergenceTracker(NoCallbacks):
             self._versions.pop(gone, None)
             self._pending.pop(gone, None)
         for group in groups:
-            snapshot = self.cache.get(group)
+            snapshot = self.cache.made(group)
             if snapshot is None:
-                continue
+                continue  # its first proxy just connected: made from this build, off the loop
             before = self._versions.get(group)
             self._versions[group] = snapshot
             if before is None:
@@ -158,8 +158,13 @@ class ConvergenceTracker(NoCallbacks):
             self._check(group)
 
     def on_stream_open(self, stream: StreamInfo) -> None:
-        if stream.group not in self._versions and (snapshot := self.cache.get(stream.group)) is not None:
-            self._versions[stream.group] = snapshot
+        self._first_seen(stream.group)
+
+    def _first_seen(self, group: str) -> None:
+        """What a group is given, from its first proxy on: a change is timed from there. (A new
+        group's snapshot is made off the loop: it may come after the first proxy, before its first ACK.)"""
+        if group not in self._versions and (snapshot := self.cache.made(group)) is not None:
+            self._versions[group] = snapshot
 
     def on_stream_closed(self, stream: StreamInfo) -> None:
         pending = self._pending.get(stream.group)
@@ -171,6 +176,7 @@ class ConvergenceTracker(NoCallbacks):
 
     def on_ack(self, stream: StreamInfo, type_url: str, resources: Mapping[str, str],
                removed: Sequence[str], state: Mapping[str, str] | None) -> None:
+        self._first_seen(stream.group)
         pending = self._pending.get(stream.group)
         if pending is None:
             return
@@ -180,7 +186,7 @@ class ConvergenceTracker(NoCallbacks):
             return
         expected = pending.expected.get((stream.protocol, type_url))
         if expected is None:
-            snapshot = self.cache.get(stream.group)
+            snapshot = self.cache.made(stream.group)
             if snapshot is None or snapshot.version != pending.version:
                 return  # superseded: the next build replaces this entry
             expected = pending.expected[stream.protocol, type_url] = {

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ..api.objects import ObjectKey
 from ..translate.resources import SHORT_NAMES
+from .ack_tables import EMPTY, AckTables
 from .callbacks import NoCallbacks, StreamCallbacks, StreamInfo
 
 
@@ -35,13 +36,14 @@ class ProxyState:
     group: str  # Envoy node.cluster
     protocol: str  # "sotw" or "delta"
     connected_since: float = field(default_factory=time.time)
-    # type URL -> resource name -> the version this proxy ACKed (read-only: a SotW stream's state,
-    # shared with the other proxies of the group where they run the same)
+    # The tables below are never changed once stored, only replaced (a reader may keep one
+    # without a copy); equal ACK tables are shared between proxies (ack_tables.py).
+    # type URL -> resource name -> the version this proxy ACKed
     acked: dict[str, Mapping[str, str]] = field(default_factory=dict)
     # type URL -> the last NACK, cleared by the next ACK of that type
     nacks: dict[str, Nack] = field(default_factory=dict)
     # type URL -> resource name -> the version it refused (not sent again), cleared by an ACK of it
-    rejected: dict[str, dict[str, Rejection]] = field(default_factory=dict)
+    rejected: dict[str, Mapping[str, Rejection]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -77,6 +79,8 @@ class ProxyRegistry(NoCallbacks):
         self.refused_objects: dict[str, dict[ObjectKey, str]] = {}
         self.isolations = 0
         self.culprits = 0
+        self._tables = AckTables()
+        self._group_sizes: Counter[str] = Counter()
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -87,10 +91,15 @@ class ProxyRegistry(NoCallbacks):
 
     def on_stream_open(self, stream: StreamInfo) -> None:
         self.proxies[stream.stream_id] = ProxyState(stream.stream_id, stream.node_id, stream.group, stream.protocol)
+        self._group_sizes[stream.group] += 1
         self._changed()
 
     def on_stream_closed(self, stream: StreamInfo) -> None:
         if self.proxies.pop(stream.stream_id, None) is not None:
+            self._group_sizes[stream.group] -= 1
+            if not self._group_sizes[stream.group]:
+                del self._group_sizes[stream.group]
+                self._tables.forget(stream.group)
             for observer in self.observers:
                 observer.on_stream_closed(stream)
             self._changed()
@@ -105,19 +114,16 @@ class ProxyRegistry(NoCallbacks):
         if proxy is None:
             return
         self.acks[type_url] += 1
-        if state is not None:  # (which includes `resources`; immutable, so kept as it is: no copy per proxy)
-            proxy.acked[type_url] = state
+        slot = (stream.group, type_url)
+        if state is not None:  # (which includes `resources`)
+            table = self._tables.updated(slot, self._tables.replaced(slot, state), {}, removed)
         else:
-            current = proxy.acked.get(type_url)
-            if not isinstance(current, dict):
-                current = proxy.acked[type_url] = dict(current or {})
-            current.update(resources.items())
-            for name in removed:
-                current.pop(name, None)
+            table = self._tables.updated(slot, proxy.acked.get(type_url, EMPTY), resources, removed)
+        proxy.acked[type_url] = table
         rejected = proxy.rejected.get(type_url)
-        if rejected:  # (seldom: not a pass over a thousand names per ACK)
-            for name in (*resources, *removed):
-                rejected.pop(name, None)
+        if rejected and any(name in rejected for name in (*resources, *removed)):
+            cleared = {*resources, *removed}
+            proxy.rejected[type_url] = {n: r for n, r in rejected.items() if n not in cleared}
         proxy.nacks.pop(type_url, None)
         for observer in self.observers:
             observer.on_ack(stream, type_url, resources, removed, state)
@@ -137,8 +143,8 @@ class ProxyRegistry(NoCallbacks):
         if proxy is None:
             return
         now = time.time()
-        proxy.rejected.setdefault(type_url, {}).update(
-            {name: Rejection(version, message, now) for name, version in resources.items()})
+        proxy.rejected[type_url] = {**proxy.rejected.get(type_url, {}),
+                                    **{name: Rejection(version, message, now) for name, version in resources.items()}}
         for observer in self.observers:
             observer.on_rejected(stream, type_url, resources, message)
         self._changed()

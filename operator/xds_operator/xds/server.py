@@ -162,7 +162,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node.cluster {group!r} refused: {reason}")
         info = StreamInfo(next(self._stream_ids), node.id, group, stream_class.protocol)
         self.callbacks.on_stream_open(info)
-        stream = stream_class(info, self.callbacks, lambda: self.cache.get(group))
+        stream = stream_class(info, self.callbacks, lambda: self.cache.made(group))
         self.cache.watch(group, on_change)
         log.info("proxy %s (cluster %r) connected over %s", node.id, group, stream_class.protocol)
         try:
