@@ -289,6 +289,32 @@ def test_a_missing_config_path_is_empty_until_it_appears(tmp_path: Path) -> None
     assert set(state.objects) == {B("x")}
 
 
+def test_a_file_being_rewritten_in_place_keeps_its_objects_until_written(config: Path) -> None:
+    """write_text, many editors and `cat >` truncate a file, then write it: a scan between the two
+    (the watcher's, or the poll's) used to withdraw the file's objects from Envoy until the next
+    one, and rebuild everything twice (the tail of the edit -> visible latency)."""
+    state = StateStore()
+    source = FileSource(config, state)
+    source.scan()
+    a = config / "a.yaml"
+    a.write_text("")  # truncated, not yet written
+    source.scan()
+    assert {B("a"), R("a")} <= set(state.objects)
+    write(a, docs(backend("a", port=9090), route("a", "a")))  # the write
+    source.scan()
+    assert state.objects[B("a")].spec == {"endpoints": [{"address": "127.0.0.1", "port": 9090}]}
+
+    # A file emptied for good is applied once it is no longer fresh (at the next poll).
+    a.write_text("")
+    source.scan()
+    assert B("a") in state.objects
+    old = time.time_ns() - 1_000_000_000
+    os.utime(a, ns=(old, old))
+    source.scan()
+    assert B("a") not in state.objects and R("a") not in state.objects
+    assert B("b") in state.objects
+
+
 def test_no_change_notified_without_a_change(config: Path) -> None:
     state = StateStore()
     source = FileSource(config, state)

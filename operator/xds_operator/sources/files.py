@@ -23,6 +23,7 @@ import contextlib
 import difflib
 import logging
 import os
+import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
@@ -505,7 +506,8 @@ class FileSource:
                 if path.startswith(tuple(unlisted)):
                     current.setdefault(path, (file.stamp, file.order))
         changed = sorted((order, path) for path, (stamp, order) in current.items()
-                         if (known := self._files.get(path)) is None or known.stamp != stamp)
+                         if ((known := self._files.get(path)) is None or known.stamp != stamp)
+                         and not _being_rewritten(known, stamp))
         gone = [path for path in self._files if path not in current]
         changes = Changes()
         if not changed and not gone and listing == self._listing:
@@ -660,6 +662,19 @@ class FileSource:
         except Exception as exc:  # no inotify here (or no more watches): the poll goes on
             log.info("not watching %s for changes (%s); polling every %g s",
                      ", ".join(map(str, roots)), exc, self.interval)
+
+
+# A file that had objects and is empty, modified less than this long ago, is being written in
+# place (truncated, then written: what write_text, many editors and `cat >` do): its objects stay
+# until the write's own change event, or a poll once it is older (an emptied file), so that the
+# moment between truncation and write never withdraws them from Envoy.
+REWRITE_GRACE_NS = 200_000_000
+
+
+def _being_rewritten(known: _File | None, stamp: Stamp) -> bool:
+    mtime_ns, size = stamp[0], stamp[1]
+    return (size == 0 and known is not None and known.stamp[1] > 0 and bool(known.definitions)
+            and 0 <= time.time_ns() - mtime_ns < REWRITE_GRACE_NS)
 
 
 # Events are gathered until WATCH_STEP_MS pass without one (at most WATCH_DEBOUNCE_MS): an editor's
