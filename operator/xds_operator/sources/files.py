@@ -506,8 +506,7 @@ class FileSource:
                 if path.startswith(tuple(unlisted)):
                     current.setdefault(path, (file.stamp, file.order))
         changed = sorted((order, path) for path, (stamp, order) in current.items()
-                         if ((known := self._files.get(path)) is None or known.stamp != stamp)
-                         and not _being_rewritten(known, stamp))
+                         if (known := self._files.get(path)) is None or known.stamp != stamp)
         gone = [path for path in self._files if path not in current]
         changes = Changes()
         if not changed and not gone and listing == self._listing:
@@ -525,6 +524,8 @@ class FileSource:
             definitions, findings, documents = read_documents(
                 path, previous.definitions if previous else (), previous.documents if previous else None,
                 keep_positions=self.keep_positions)
+            if not definitions and previous is not None and previous.definitions and _just_written(path):
+                continue  # being rewritten in place: read again at its next change or poll
             touched |= self._set_file(path, _File(current[path][0], order, definitions, findings, documents))
             for finding in findings:
                 log.log(_LOG_LEVELS[finding.severity], "%s", finding)
@@ -664,17 +665,19 @@ class FileSource:
                      ", ".join(map(str, roots)), exc, self.interval)
 
 
-# A file that had objects and is empty, modified less than this long ago, is being written in
-# place (truncated, then written: what write_text, many editors and `cat >` do): its objects stay
-# until the write's own change event, or a poll once it is older (an emptied file), so that the
-# moment between truncation and write never withdraws them from Envoy.
+# A file that had objects and is read without any, modified less than this long ago, is taken to
+# be in the middle of a rewrite in place (truncated, then written: what write_text, many editors
+# and `cat >` do): it keeps its objects until its next change or a poll once it is older (an
+# emptied file), so that a read between truncation and write never withdraws them from Envoy.
 REWRITE_GRACE_NS = 200_000_000
 
 
-def _being_rewritten(known: _File | None, stamp: Stamp) -> bool:
-    mtime_ns, size = stamp[0], stamp[1]
-    return (size == 0 and known is not None and known.stamp[1] > 0 and bool(known.definitions)
-            and 0 <= time.time_ns() - mtime_ns < REWRITE_GRACE_NS)
+def _just_written(path: str) -> bool:
+    try:
+        mtime_ns = os.stat(path).st_mtime_ns
+    except OSError:
+        return False
+    return 0 <= time.time_ns() - mtime_ns < REWRITE_GRACE_NS
 
 
 # Events are gathered until WATCH_STEP_MS pass without one (at most WATCH_DEBOUNCE_MS): an editor's
