@@ -480,6 +480,8 @@ class FileSource:
         self._duplicates: dict[ObjectKey, list[Finding]] = {}
         self._listing: list[Finding] = []
         self._problems: tuple[Finding, ...] = ()
+        # Files that had objects and were read without any: since when (time.monotonic()).
+        self._emptied: dict[str, float] = {}
 
     def scan(self) -> None:
         """Loads every file that changed since the last scan and forgets deleted ones."""
@@ -517,6 +519,7 @@ class FileSource:
         self._listing = listing
         touched: set[ObjectKey] = set()
         for path in gone:
+            self._emptied.pop(path, None)
             touched |= self._set_file(path, None)
             log.info("%s: removed", path)
         for order, path in changed:
@@ -524,8 +527,9 @@ class FileSource:
             definitions, findings, documents = read_documents(
                 path, previous.definitions if previous else (), previous.documents if previous else None,
                 keep_positions=self.keep_positions)
-            if not definitions and previous is not None and previous.definitions and _just_written(path):
-                continue  # being rewritten in place: read again at its next change or poll
+            if not definitions and previous is not None and previous.definitions and self._being_rewritten(path):
+                continue  # read again at its next change or poll
+            self._emptied.pop(path, None)
             touched |= self._set_file(path, _File(current[path][0], order, definitions, findings, documents))
             for finding in findings:
                 log.log(_LOG_LEVELS[finding.severity], "%s", finding)
@@ -537,6 +541,18 @@ class FileSource:
         if problems != self._problems:
             self._problems = changes.problems = problems
         return changes
+
+    def _being_rewritten(self, path: str) -> bool:
+        """For a file that had objects and was just read without any: whether it is, or may
+        still be, in the middle of a rewrite in place (see REWRITE_GRACE_S)."""
+        now = time.monotonic()
+        if now - self._emptied.setdefault(path, now) < REWRITE_GRACE_S:
+            return True
+        try:
+            mtime_ns = os.stat(path).st_mtime_ns
+        except OSError:
+            return False
+        return 0 <= time.time_ns() - mtime_ns < REWRITE_GRACE_S * 1e9
 
     def _set_file(self, path: str, file: _File | None) -> set[ObjectKey]:
         """Replaces what a file defines; returns the keys whose definitions changed. (A document
@@ -665,19 +681,13 @@ class FileSource:
                      ", ".join(map(str, roots)), exc, self.interval)
 
 
-# A file that had objects and is read without any, modified less than this long ago, is taken to
-# be in the middle of a rewrite in place (truncated, then written: what write_text, many editors
-# and `cat >` do): it keeps its objects until its next change or a poll once it is older (an
-# emptied file), so that a read between truncation and write never withdraws them from Envoy.
-REWRITE_GRACE_NS = 200_000_000
-
-
-def _just_written(path: str) -> bool:
-    try:
-        mtime_ns = os.stat(path).st_mtime_ns
-    except OSError:
-        return False
-    return 0 <= time.time_ns() - mtime_ns < REWRITE_GRACE_NS
+# A file that had objects and is read without any is taken to be in the middle of a rewrite in
+# place (truncated, then written: what write_text, many editors and `cat >` do) until it has been
+# read so for this long and last modified longer ago than this: it keeps its objects until a read
+# finds some, or a later poll still finds none (an emptied file), so that a read between a
+# truncation and its write never withdraws them from Envoy. (Not by the mtime alone: truncation
+# can leave the mtime of the last write.)
+REWRITE_GRACE_S = 0.2
 
 
 # Events are gathered until WATCH_STEP_MS pass without one (at most WATCH_DEBOUNCE_MS): an editor's
