@@ -10,7 +10,7 @@ RESOLVED_REFS = "ResolvedRefs"
 PROGRAMMED = "Programmed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     type: str
     status: bool

@@ -55,7 +55,7 @@ Stamp = tuple[int, int, int, int]  # mtime_ns, size, inode, mode (a chmod can ma
 Order = tuple[int, tuple[str, ...]]  # root index, then path components: Path order, without Paths
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Definition:
     """One object as a document defines it. Services and EndpointSlices travel as UserObjects
     too, their spec the trimmed manifest that endpoint resolution reads (sources/kubernetes.py)."""
@@ -446,7 +446,7 @@ def _os_error(exc: OSError) -> str:
 
 # -- the source --------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class _File:
     stamp: Stamp
     order: Order
