@@ -23,6 +23,9 @@ SMOKE = {
                      r"one Route edited -> snapshot +[\d.]+ ms"],
     # A real Envoy, httpbin and `serve`, 3 edits at 10 Routes.
     "edit_latency.py": [r"median \d+ ms +p99 \d+ ms +max \d+ ms"],
+    # `serve` on 100 files and a real Envoy: the server's peak RSS after start and after an edit.
+    "serve_memory.py": [r"Envoy initialized after [\d.]+ s +peak RSS +\d+ MiB +RSS +\d+ MiB +CPU +[\d.]+ s",
+                        r"one Route edited, ACKed by Envoy +peak RSS +\d+ MiB"],
 }
 
 
