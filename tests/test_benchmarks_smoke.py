@@ -39,6 +39,9 @@ SMOKE = {
     # 100 plain and 10 TLS Routes: a Secret rotated and a TLS Route edited, both incremental.
     "tls_changes.py": [r"one Secret rotated +[\d.]+ ms wall .* ms CPU  incremental",
                        r"one TLS Route's rule edited +[\d.]+ ms wall .* ms CPU  incremental"],
+    # `serve` on 100 files and a real Envoy: the server's peak RSS after start and after an edit.
+    "serve_memory.py": [r"Envoy initialized after [\d.]+ s +peak RSS +\d+ MiB +RSS +\d+ MiB +CPU +[\d.]+ s",
+                        r"one Route edited, ACKed by Envoy +peak RSS +\d+ MiB"],
 }
 
 

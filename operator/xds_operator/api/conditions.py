@@ -15,7 +15,7 @@ CONFLICTED = "Conflicted"
 HOSTNAME_CONFLICT = "HostnameConflict"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     type: str
     status: bool

@@ -11,25 +11,25 @@ from dataclasses import dataclass, field
 DEFAULT_LISTENER_PORT = 15001
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceRef:
     name: str
     port: int | str  # a number, or the name of a port of the Service
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StaticEndpoint:
     address: str
     port: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DnsTarget:
     hostname: str
     port: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HealthCheck:
     path: str = "/"
     interval_ms: int = 10_000
@@ -38,7 +38,7 @@ class HealthCheck:
     unhealthy_threshold: int = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CircuitBreaker:
     max_connections: int | None = None
     max_pending_requests: int | None = None
@@ -46,7 +46,7 @@ class CircuitBreaker:
     max_retries: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutlierDetection:
     consecutive_5xx: int = 5
     interval_ms: int = 10_000
@@ -54,7 +54,7 @@ class OutlierDetection:
     max_ejection_percent: int = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CaBundleRef:
     """Where a CA bundle (the ca.crt key) is: a Secret or a ConfigMap, in the referrer's namespace."""
 
@@ -62,7 +62,7 @@ class CaBundleRef:
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendTLS:
     """TLS from Envoy to the Backend's endpoints. Secret names are in the Backend's namespace."""
 
@@ -72,7 +72,7 @@ class BackendTLS:
     subject_alt_names: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendSpec:
     service: ServiceRef | None = None
     endpoints: tuple[StaticEndpoint, ...] = ()
@@ -86,13 +86,13 @@ class BackendSpec:
     tls: BackendTLS | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PathMatch:
     type: str = "Prefix"  # Prefix | Exact | RegularExpression
     value: str = "/"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ValueMatch:
     """A header or query parameter match."""
 
@@ -101,7 +101,7 @@ class ValueMatch:
     type: str = "Exact"  # Exact | RegularExpression
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     path: PathMatch = PathMatch()
     headers: tuple[ValueMatch, ...] = ()
@@ -109,13 +109,13 @@ class Match:
     method: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendRef:
     name: str
     weight: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Retries:
     attempts: int = 1
     per_try_timeout_ms: int | None = None
@@ -123,26 +123,26 @@ class Retries:
     status_codes: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rewrite:
     path_prefix: str | None = None
     hostname: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeaderValue:
     name: str
     value: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeaderModifier:
     set: tuple[HeaderValue, ...] = ()
     add: tuple[HeaderValue, ...] = ()
     remove: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Redirect:
     scheme: str | None = None
     hostname: str | None = None
@@ -151,19 +151,19 @@ class Redirect:
     status_code: int = 302
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DirectResponse:
     status: int
     body: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mirror:
     backend: str
     percent: int = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     matches: tuple[Match, ...] = (Match(),)
     backends: tuple[BackendRef, ...] = ()
@@ -177,7 +177,7 @@ class Rule:
     mirror: Mirror | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HttpRedirect:
     """On the plain port `port`, the TLS Route's hostnames answer with a redirect to HTTPS."""
 
@@ -185,7 +185,7 @@ class HttpRedirect:
     status_code: int = 301
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteTLS:
     """TLS termination for a Route's hostnames on its port. Secret names are in the Route's namespace."""
 
@@ -196,7 +196,7 @@ class RouteTLS:
     http_redirect: HttpRedirect | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
     port: int = DEFAULT_LISTENER_PORT
     hostnames: tuple[str, ...] = ("*",)

@@ -49,7 +49,7 @@ class ObjectKey:
         return str(self.kind), str(self.namespace), str(self.name), type(self.name).__name__
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UserObject:
     """One Route or Backend as written by the user (spec not yet validated)."""
 

@@ -28,10 +28,19 @@ from .durations import DURATION_PATTERN, format_duration_ms
 from .fields import Fields
 
 Reader = Callable[[Fields, Any, str], Any]
+# A reader of valid input only (see Node.fast_reader): value -> checked value, or raises Refused.
+FastReader = Callable[[Any], Any]
 _MISSING: Any = object()
 # What the model reads of a string that the schema leaves unbounded (an enum's value).
 _STRING_GUARD = 1024
 _INT64 = 2**63
+
+
+class Refused(Exception):
+    """A fast reader met something it does not accept: the full reader says what (and where)."""
+
+
+_REFUSED = Refused()  # raised as is: no traceback is kept, and none is built
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,28 @@ class Node:
     def _reader(self, *, item: bool) -> Reader:
         raise NotImplementedError
 
+    def fast_reader(self, *, item: bool = False) -> FastReader:
+        """A reader of valid input only, for the common case (every object on every change is
+        validated): it returns what `reader()` returns for a value that `reader()` reads without
+        any error, and raises Refused for anything else, with no paths and no messages made, so
+        that `reader()` runs then and reports the problems. A node without a fast reader of its
+        own runs its full reader with errors collected aside."""
+        fast = self._fast_reader(item=item)
+        checks = [rule.check for rule in self.rules if rule.check is not None]
+        if not checks:
+            return fast
+
+        def read_and_check(value: Any) -> Any:
+            checked = fast(value)
+            for check in checks:
+                if check(checked) is not None:
+                    raise _REFUSED
+            return checked
+        return read_and_check
+
+    def _fast_reader(self, *, item: bool) -> FastReader:
+        return _full_reader_aside(self._reader(item=item))
+
     def parsed_default(self) -> Any:
         """The default as the model holds it (the YAML default read by this node), or None."""
         if self.default is _MISSING:
@@ -153,6 +184,34 @@ class String(Node):
             return text if text is None or parse is None else parse(f, text, path)
         return read
 
+    def _fast_reader(self, *, item: bool) -> FastReader:
+        if self.read is not None:
+            return _full_reader_aside(self.read)
+        parse, required, max_len = self.parse, self.min_length > 0, self.max_length or _STRING_GUARD
+        fullmatch = self.pattern.fullmatch if self.pattern is not None else None
+        max_bytes, as_sent = self.max_bytes, self.as_sent
+
+        def read(value: Any) -> Any:
+            # Fields.string's checks, in its order, on the way to the value it would return.
+            if type(value) is not str or (required and not value) or len(value) > max_len:
+                raise _REFUSED
+            if not value.isascii() and not _is_utf8(value):
+                raise _REFUSED
+            if max_bytes is not None:
+                sent = as_sent(value) if as_sent is not None else value
+                if (len(sent) if sent.isascii() else len(sent.encode())) > max_bytes:
+                    raise _REFUSED
+            if fullmatch is not None and not fullmatch(value):
+                raise _REFUSED
+            if parse is None:
+                return value
+            f = Fields()
+            parsed = parse(f, value, "")
+            if f.errors or parsed is None:
+                raise _REFUSED
+            return parsed
+        return read
+
 
 class Enum(Node):
     """A string out of `choices`."""
@@ -167,6 +226,16 @@ class Enum(Node):
     def _reader(self, *, item: bool) -> Reader:
         enum, choices = Fields.enum, self.choices
         return lambda f, value, path: enum(f, value, path, choices, required=item)
+
+    def _fast_reader(self, *, item: bool) -> FastReader:
+        # The choices are non-empty text: a value among them passes every check of Fields.string.
+        choices = frozenset(self.choices)
+
+        def read(value: Any) -> Any:
+            if type(value) is not str or value not in choices:
+                raise _REFUSED
+            return value
+        return read
 
 
 class Integer(Node):
@@ -204,6 +273,18 @@ class Integer(Node):
                 f.error(path, f"{number!r} is not one of: {listed}")
                 return None
             return number
+        return read
+
+    def _fast_reader(self, *, item: bool) -> FastReader:
+        low = -_INT64 if self.minimum is None else self.minimum
+        high = _INT64 if self.maximum is None else self.maximum
+        choices = frozenset(self.choices)
+
+        def read(value: Any) -> int:
+            # type() is int: a bool is not an integer here, as in Fields.integer.
+            if type(value) is not int or not low <= value <= high or (choices and value not in choices):
+                raise _REFUSED
+            return value
         return read
 
 
@@ -250,6 +331,10 @@ class IntOrString(Node):
     def _reader(self, *, item: bool) -> Reader:
         read_integer, read_string = self.integer.reader(), self.string.reader()
         return lambda f, value, path: (read_string if isinstance(value, str) else read_integer)(f, value, path)
+
+    def _fast_reader(self, *, item: bool) -> FastReader:
+        read_integer, read_string = self.integer.fast_reader(), self.string.fast_reader()
+        return lambda value: (read_string if isinstance(value, str) else read_integer)(value)
 
 
 class List(Node):
@@ -307,12 +392,45 @@ class List(Node):
             return tuple(out)
         return read
 
+    def _fast_reader(self, *, item: bool) -> FastReader:
+        read_item = self.items.fast_reader(item=True)
+        max_items, min_items = self.max_items, self.min_items
+        checks = [rule.check for rule in self.rules if rule.check is not None]
+        key = operator.attrgetter(self.map_key) if self.map_key else None
+        duplicate = bool(self.duplicate and self.list_type)
+
+        def read(value: Any) -> tuple[Any, ...]:
+            if type(value) is not list or len(value) > max_items or len(value) < min_items:
+                raise _REFUSED
+            if not value:
+                return ()
+            out = []
+            for entry in value:
+                # A null item is an error; an item read as None is dropped by the full reader,
+                # which then says why.
+                if entry is None or (checked := read_item(entry)) is None:
+                    raise _REFUSED
+                out.append(checked)
+            items = tuple(out)
+            for check in checks:
+                if check(items) is not None:
+                    raise _REFUSED
+            if duplicate:
+                keys = [key(i) for i in items] if key is not None else out
+                if len(set(keys)) != len(keys):
+                    raise _REFUSED
+            return items
+        return read
+
     def parsed_default(self) -> Any:
         return () if self.default is _MISSING else super().parsed_default()
 
     def reader(self, *, item: bool = False) -> Reader:
         # The list's rules see the items read, and are checked in _reader, before duplicates.
         return self._reader(item=item)
+
+    def fast_reader(self, *, item: bool = False) -> FastReader:
+        return self._fast_reader(item=item)
 
 
 @dataclass(frozen=True)
@@ -401,9 +519,74 @@ class Object(Node):
             return build(values)
         return read
 
+    def _fast_reader(self, *, item: bool) -> FastReader:
+        # Only the fields given are read (the rest take their defaults, copied at once): a Route's
+        # rule declares ten fields and usually gives two or three.
+        names = frozenset(self.properties)
+        required = frozenset(self.required)
+        readers = {name: node.fast_reader() for name, node in self.properties.items()}
+        defaults = {name: node.parsed_default() for name, node in self.properties.items()}
+        order = list(self.properties)
+        rules = [rule.check for rule in self.rules if rule.check is not None]
+        build = self.build
+        discriminator = self.discriminator
+        by_choice = {choice: {**readers, **{name: node.fast_reader() for name, node in variant.properties.items()}}
+                     for variant in self.variants for choice in variant.when}
+
+        def read(value: Any) -> Any:
+            if type(value) is not dict or not value.keys() <= names or not required <= value.keys():
+                raise _REFUSED
+            for check in rules:
+                if check(value) is not None:
+                    raise _REFUSED
+            values = defaults.copy()
+            fields = readers
+            if discriminator:
+                given = value.get(discriminator)
+                if given is not None:
+                    values[discriminator] = readers[discriminator](given)
+                fields = by_choice.get(values[discriminator], readers)
+            for name, given in value.items():
+                if given is None:
+                    if name in required:
+                        raise _REFUSED
+                elif name != discriminator:
+                    # A field read as None would take its default in the full reader, which
+                    # then says why.
+                    if (checked := fields[name](given)) is None:
+                        raise _REFUSED
+                    values[name] = checked
+            built = build(values) if build is not None else {name: values[name] for name in order}
+            if built is None:
+                raise _REFUSED
+            return built
+        return read
+
     def reader(self, *, item: bool = False) -> Reader:
         # The object's rules see the object as written (in _reader), not what it builds.
         return self._reader(item=item)
+
+    def fast_reader(self, *, item: bool = False) -> FastReader:
+        return self._fast_reader(item=item)
+
+
+def _full_reader_aside(read: Reader) -> FastReader:
+    """A fast reader made of a full one: its errors are collected aside, and any is Refused."""
+    def fast(value: Any) -> Any:
+        f = Fields()
+        checked = read(f, value, "")
+        if f.errors or checked is None:
+            raise _REFUSED
+        return checked
+    return fast
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_root(read: Reader, f: Fields, value: Any, path: str) -> Any:

@@ -1,8 +1,14 @@
 """The controller: state changes -> debounced rebuild (off the event loop) -> snapshot cache.
 
-A burst of changes (a `kubectl apply` of many objects, an editor writing a file in pieces)
-becomes one rebuild: it waits for `debounce` seconds of quiet, but never more than
-`max_delay` after the first change.
+A change to an idle controller is built at once (leading edge): a single edit waits for nothing.
+Idle: no build running, and no change for longer than the quiet spell it would wait for (and at
+least `idle` seconds). Other changes are a burst (a `kubectl apply` of many objects, a kopf
+listing, thousands of files written at once, an editor writing a file in pieces) and are
+coalesced: the build waits for that quiet spell, but never more than `max_delay` after the first
+change it takes in. The spell starts at `debounce` and doubles with each build of a burst (up to
+`max_delay`), so that a burst which trickles in (scan after scan of a directory being filled)
+makes a few builds, not one per trickle; it is back at `debounce` once the changes stop for
+twice as long as the idle spell.
 """
 
 from __future__ import annotations
@@ -57,12 +63,13 @@ def build_snapshots(builder: Builder, memo: ResourceMemo, state: StateStore, gro
 
 class Controller:
     def __init__(self, state: StateStore, cache: SnapshotCache, options: TranslateOptions = TranslateOptions(),
-                 *, debounce: float = 0.05, max_delay: float = 0.5) -> None:
+                 *, debounce: float = 0.05, max_delay: float = 0.5, idle: float = 0.2) -> None:
         self.state = state
         self.cache = cache
         self.options = options
         self.debounce = debounce
         self.max_delay = max_delay
+        self.idle = max(idle, debounce)
         self.builder = Builder()
         self.memo = ResourceMemo()
         # Builds and the snapshots of newly connected groups (xds/cache.py) run in threads; they
@@ -76,6 +83,11 @@ class Controller:
         # time.monotonic() of the first change the last build took in (of the start, for the first).
         self.last_change_at = time.monotonic()
         self._changed_since: float | None = None  # of the first change not yet built
+        self._last_change: float | None = None  # time.monotonic() of the latest change, built or not
+        self._building = False
+        # Whether the first change not yet built came to an idle controller: built at once.
+        self._leading = False
+        self._quiet = debounce  # the quiet spell the next coalesced build waits for
         # Called on the event loop after each build is published (the status writer listens here).
         self.on_build: list[Callable[[BuildResult], None]] = []
         self._dirty = asyncio.Event()
@@ -86,8 +98,15 @@ class Controller:
         state.subscribe(self._on_change)
 
     def _on_change(self) -> None:
+        now = time.monotonic()
         if self._changed_since is None:
-            self._changed_since = time.monotonic()
+            self._changed_since = now
+            gap = None if self._last_change is None else now - self._last_change
+            idle = max(self.idle, self._quiet)
+            if gap is None or gap >= 2 * idle:
+                self._quiet = self.debounce  # the burst is over
+            self._leading = (gap is None or gap >= idle) and not self._building
+        self._last_change = now
         self._dirty.set()
 
     async def run(self, *, initial_quiet: float = 0.0, initial_max_delay: float = 0.0) -> None:
@@ -103,7 +122,13 @@ class Controller:
             await self.rebuild()
             while True:
                 await self._dirty.wait()
-                await settle(self._dirty, self.debounce, self.max_delay)
+                if self._leading:
+                    # Built at once; what else this pass of the event loop changes comes along.
+                    await asyncio.sleep(0)
+                    self._dirty.clear()
+                else:
+                    await settle(self._dirty, self._quiet, self.max_delay)
+                    self._quiet = min(2 * self._quiet, self.max_delay)
                 await self.rebuild()
         finally:
             if self._recheck is not None:
@@ -115,6 +140,7 @@ class Controller:
         state = self._frozen_state()
         groups = self.cache.groups()
         started = time.perf_counter()
+        self._building = True
         try:
             result, snapshots = await asyncio.to_thread(self._build, state, groups)
         except Exception:
@@ -122,6 +148,8 @@ class Controller:
             log.exception("rebuild failed; the previous config stays in place")
             self._changed_since = min(changed_at, self._changed_since or changed_at)
             return
+        finally:
+            self._building = False
         self.last_change_at = changed_at
         self.result = result
         self.builds += 1
@@ -169,7 +197,7 @@ class Controller:
 
     def rebuild_soon(self) -> None:
         """Something besides the state changes what is served (NACK isolation): build again."""
-        self._dirty.set()
+        self._on_change()
 
     async def wait_built(self) -> None:
         await self._built.wait()

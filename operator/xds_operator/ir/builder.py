@@ -42,9 +42,10 @@ from .services import SlicesByService, UnresolvedService, resolve_service, slice
 log = logging.getLogger(__name__)
 
 _PATH_RANK = {"Exact": 0, "Prefix": 1, "RegularExpression": 2}
+_ACCEPTED = Condition(ACCEPTED, True, "Accepted", "spec is valid")  # one, shared by every valid object
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuiltRoute:
     """A Route ready to be placed on proxies: its targets and resolved route entries."""
 
@@ -63,7 +64,7 @@ class BuiltRoute:
         return not self.left_out and (not self.proxies or group in self.proxies)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectStatus:
     generation: int
     conditions: tuple[Condition, ...]
@@ -127,7 +128,7 @@ class BuildResult:
 _Validated = tuple[model.RouteSpec | model.BackendSpec | None, Condition, tuple[FieldError, ...]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _ClusterMemo:
     spec: model.BackendSpec
     obj: UserObject
@@ -137,7 +138,7 @@ class _ClusterMemo:
     recheck_at: datetime.datetime | None = None  # when its certificates' checks may come out otherwise
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _RouteMemo:
     spec: model.RouteSpec
     obj: UserObject
@@ -464,7 +465,7 @@ class Builder:
         spec, errors = validate(obj)
         if spec is not None:
             self._last_valid[obj.key] = (obj.generation, spec)
-            return spec, Condition(ACCEPTED, True, "Accepted", "spec is valid"), ()
+            return spec, _ACCEPTED, ()
         message = "; ".join(map(str, errors))
         log.error("%s rejected (%s): %s", obj.key, obj.origin or "no origin", message)
         last = self._last_valid.get(obj.key)

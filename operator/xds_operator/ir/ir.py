@@ -14,13 +14,13 @@ from ..api import model
 from ..api.objects import ObjectKey, joined
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     address: str
     port: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretIR:
     """One SDS resource: a certificate and its key, or a CA bundle to validate peers with."""
 
@@ -31,7 +31,7 @@ class SecretIR:
     trusted_ca: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpstreamTlsIR:
     sni: str | None
     ca_secret: str | None  # None: the system's CA bundle
@@ -40,7 +40,7 @@ class UpstreamTlsIR:
     alpn: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClusterIR:
     name: str
     source: ObjectKey
@@ -56,7 +56,7 @@ class ClusterIR:
     tls: UpstreamTlsIR | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteEntryIR:
     """One Envoy route: a match and what to do with it. Backends name clusters here."""
 
@@ -66,14 +66,14 @@ class RouteEntryIR:
     action: model.Rule
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualHostIR:
     name: str
     domains: tuple[str, ...]
     routes: tuple[RouteEntryIR, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DownstreamTlsIR:
     """How one SNI hostname's filter chain terminates TLS."""
 
@@ -83,7 +83,7 @@ class DownstreamTlsIR:
     alpn: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TlsHostIR:
     """One SNI hostname of a listener: its own filter chain and route configuration."""
 
@@ -94,7 +94,7 @@ class TlsHostIR:
     sources: tuple[ObjectKey, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListenerIR:
     name: str  # also the name of the plain chain's RouteConfiguration
     port: int
@@ -103,7 +103,7 @@ class ListenerIR:
     tls_hosts: tuple[TlsHostIR, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProxyConfigIR:
     """Everything one proxy group (Envoy node.cluster) is sent."""
 

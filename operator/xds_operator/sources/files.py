@@ -23,6 +23,7 @@ import contextlib
 import difflib
 import logging
 import os
+import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
@@ -60,7 +61,7 @@ Stamp = tuple[int, int, int, int]  # mtime_ns, size, inode, mode (a chmod can ma
 Order = tuple[int, tuple[str, ...]]  # root index, then path components: Path order, without Paths
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Definition:
     """One object as a document defines it. Services and EndpointSlices travel as UserObjects
     too, their spec the trimmed manifest that endpoint resolution reads (sources/kubernetes.py)."""
@@ -467,7 +468,7 @@ def _os_error(exc: OSError) -> str:
 
 # -- the source --------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class _File:
     stamp: Stamp
     order: Order
@@ -501,6 +502,8 @@ class FileSource:
         self._duplicates: dict[ObjectKey, list[Finding]] = {}
         self._listing: list[Finding] = []
         self._problems: tuple[Finding, ...] = ()
+        # Files that had objects and were read without any: since when (time.monotonic()).
+        self._emptied: dict[str, float] = {}
 
     def scan(self) -> None:
         """Loads every file that changed since the last scan and forgets deleted ones."""
@@ -538,6 +541,7 @@ class FileSource:
         self._listing = listing
         touched: set[ObjectKey] = set()
         for path in gone:
+            self._emptied.pop(path, None)
             touched |= self._set_file(path, None)
             log.info("%s: removed", path)
         for order, path in changed:
@@ -545,6 +549,9 @@ class FileSource:
             definitions, findings, documents = read_documents(
                 path, previous.definitions if previous else (), previous.documents if previous else None,
                 keep_positions=self.keep_positions)
+            if not definitions and previous is not None and previous.definitions and self._being_rewritten(path):
+                continue  # read again at its next change or poll
+            self._emptied.pop(path, None)
             touched |= self._set_file(path, _File(current[path][0], order, definitions, findings, documents))
             for finding in findings:
                 log.log(_LOG_LEVELS[finding.severity], "%s", finding)
@@ -556,6 +563,18 @@ class FileSource:
         if problems != self._problems:
             self._problems = changes.problems = problems
         return changes
+
+    def _being_rewritten(self, path: str) -> bool:
+        """For a file that had objects and was just read without any: whether it is, or may
+        still be, in the middle of a rewrite in place (see REWRITE_GRACE_S)."""
+        now = time.monotonic()
+        if now - self._emptied.setdefault(path, now) < REWRITE_GRACE_S:
+            return True
+        try:
+            mtime_ns = os.stat(path).st_mtime_ns
+        except OSError:
+            return False
+        return 0 <= time.time_ns() - mtime_ns < REWRITE_GRACE_S * 1e9
 
     def _set_file(self, path: str, file: _File | None) -> set[ObjectKey]:
         """Replaces what a file defines; returns the keys whose definitions changed. (A document
@@ -682,6 +701,15 @@ class FileSource:
         except Exception as exc:  # no inotify here (or no more watches): the poll goes on
             log.info("not watching %s for changes (%s); polling every %g s",
                      ", ".join(map(str, roots)), exc, self.interval)
+
+
+# A file that had objects and is read without any is taken to be in the middle of a rewrite in
+# place (truncated, then written: what write_text, many editors and `cat >` do) until it has been
+# read so for this long and last modified longer ago than this: it keeps its objects until a read
+# finds some, or a later poll still finds none (an emptied file), so that a read between a
+# truncation and its write never withdraws them from Envoy. (Not by the mtime alone: truncation
+# can leave the mtime of the last write.)
+REWRITE_GRACE_S = 0.2
 
 
 # Events are gathered until WATCH_STEP_MS pass without one (at most WATCH_DEBOUNCE_MS): an editor's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -54,7 +55,7 @@ def translate_cluster(ir: ClusterIR) -> cluster_pb2.Cluster:
             http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(path=hc.path),
         ))
     if (cb := ir.circuit_breaker) is not None:
-        limits = {k: _U32(value=v) for k, v in vars(cb).items() if v is not None}
+        limits = {f.name: _U32(value=v) for f in dataclasses.fields(cb) if (v := getattr(cb, f.name)) is not None}
         cluster.circuit_breakers.CopyFrom(circuit_breaker_pb2.CircuitBreakers(
             thresholds=[circuit_breaker_pb2.CircuitBreakers.Thresholds(**limits)]))
     if (od := ir.outlier_detection) is not None:
