@@ -37,11 +37,21 @@ def envoy_binary() -> str:
     return found
 
 
+_given_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port free now and not handed out before by this process: the kernel may give a port
+    back as soon as the probing socket closes, so two callers that bind later (a server's HTTP
+    port and an Envoy's admin port) could otherwise get the same one."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out already")
 
 
 def envoy_command(bootstrap: Path, *, log_level: str = "warning", base_id: int | None = None) -> list[str]:
