@@ -29,7 +29,7 @@ from ..translate.resources import (
 )
 from ..xds.proxies import ProxyState
 from ..xds.snapshot import Snapshot, version_of_pairs
-from .report import _proxy_verdict, _resources_of
+from .report import proxy_verdict, resources_of
 
 DEFAULT_GROUP = "default"  # the node.cluster of an Envoy bootstrap that names none (xds-operator bootstrap)
 SYNCED, STALE, NACKED = "SYNCED", "STALE", "NACKED"
@@ -113,7 +113,7 @@ def explain(key: ObjectKey, result: BuildResult, snapshots: Mapping[str, Snapsho
     """What `key` became in each proxy group of `snapshots`, and which of the group's
     `proxies` run it. Groups the object adds nothing to are left out."""
     groups: list[JSON] = []
-    served = _resources_of(key, result)  # the resources Programmed is judged on
+    served = resources_of(key, result)  # the resources Programmed is judged on
     if served is None:
         return {"object": str(key), "groups": groups}
     for group, snapshot in sorted(snapshots.items()):
@@ -143,14 +143,14 @@ def _delta_expected(key: ObjectKey, result: BuildResult, snapshot: Snapshot,
     view = snapshot.for_protocol("delta")
     if view is snapshot or key.kind != "Route":
         return expected
-    routes = [(t, n) for t, n in _resources_of(key, result, vhds=True) or [] if t in (ROUTE, VIRTUAL_HOST)]
+    routes = [(t, n) for t, n in resources_of(key, result, vhds=True) or [] if t in (ROUTE, VIRTUAL_HOST)]
     plain = {n for t, n in routes if t == ROUTE}
     return [e for e in expected if e[0] != ROUTE or e[1] not in plain] + [
         (t, n, view.resources(t)[n].version) for t, n in routes if n in view.resources(t)]
 
 
 def _verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> JSON:
-    synced, nack = _proxy_verdict(proxy, expected)
+    synced, nack = proxy_verdict(proxy, expected)
     state = "NACKED" if nack is not None else "ACKED" if synced else "PENDING"
     return {"node": proxy.node_id, "protocol": proxy.protocol, "state": state, "message": nack or ""}
 

@@ -49,7 +49,7 @@ class ObjectReport:
         }
 
 
-def _resources_of(key: ObjectKey, result: BuildResult, vhds: bool = False) -> list[tuple[str, str]] | None:
+def resources_of(key: ObjectKey, result: BuildResult, vhds: bool = False) -> list[tuple[str, str]] | None:
     """The (type, name) of the Envoy resources made from an object; None if it is not served.
     With `vhds` as delta proxies get them: a plain Route is in the virtual host of each of its
     hostnames (VHDS), not in the whole route configuration."""
@@ -163,7 +163,7 @@ def _expected(key: ObjectKey, resources: list[tuple[str, str]], snapshot: Snapsh
     return found
 
 
-def _proxy_verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> tuple[bool, str | None]:
+def proxy_verdict(proxy: ProxyState, expected: list[tuple[str, str, str]]) -> tuple[bool, str | None]:
     """(synced, NACK message or None) of one proxy for the expected (type, name, version)s (explain)."""
     for type_url, name, version in expected:
         rejection = proxy.rejected.get(type_url, {}).get(name)
@@ -221,10 +221,10 @@ def report_of(status: ObjectStatus, counted: Tally) -> ObjectReport:
 def tally(key: ObjectKey, result: BuildResult, groups: Classes,
           refused: Mapping[str, Mapping[ObjectKey, str]]) -> Tally:
     """What the proxies did with an object: how many are sent it, have it, refused it (and why)."""
-    resources = _resources_of(key, result)
+    resources = resources_of(key, result)
     if resources is None:
         return None
-    vhds_resources = _resources_of(key, result, vhds=True) or resources
+    vhds_resources = resources_of(key, result, vhds=True) or resources
     total = synced = 0
     nacks: list[str] = []
     for group, (snapshot, classes) in groups.items():
