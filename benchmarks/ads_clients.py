@@ -3,7 +3,7 @@
 Each client is one grpc.aio stream over its own channel and TCP connection (a local subchannel
 pool: grpc would otherwise share one connection between channels to the same address), and
 behaves like Envoy: CDS (wildcard), then EDS for the clusters' names, then LDS (wildcard) and
-RDS for the route configurations the listeners name; every response ACKed, the subscription
+RDS for the route configurations the listeners name (delta: then VHDS); every response ACKed, the subscription
 changed with the ACK where the names changed. Resource names are read from the first response
 of each version and shared by every client (tests/xds_client.py unpacks every response, which a
 thousand clients cannot afford). A client that reconnects (`storm`) names what it runs: SotW
@@ -23,9 +23,12 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_operator.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST
 
-TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+SOTW_TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+# Delta proxies get the virtual hosts over VHDS: Envoy asks for them (naming nothing) once it
+# holds a route configuration that names VHDS, and a one-Route change is a VHDS update.
+DELTA_TYPES = (*SOTW_TYPES, VIRTUAL_HOST)
 _HCM = "envoy.filters.network.http_connection_manager"
 
 
@@ -133,11 +136,13 @@ class Client:
         self.names: dict[str, tuple[str, ...]] = {}
         self.version: dict[str, str] = {}
         self.nonce: dict[str, str] = {}
-        self.have: dict[str, dict[str, str]] = {t: {} for t in TYPES}
+        self.types = DELTA_TYPES if swarm.delta else SOTW_TYPES
+        self.have: dict[str, dict[str, str]] = {t: {} for t in self.types}
         self.subscribed: dict[str, set[str]] = {ENDPOINT: set(), ROUTE: set()}
         self.listener_routes: dict[str, set[str]] = {}
         self.acked: set[str] = set()
         self.asked_listeners = False
+        self.asked_virtual_hosts = False
         self._first = True
 
     def open(self, *, resume: bool) -> None:
@@ -162,7 +167,7 @@ class Client:
     async def _run(self, resume: bool) -> None:
         assert self.call is not None
         if resume:
-            for type_url in TYPES:
+            for type_url in self.types:
                 if self.swarm.delta:
                     await self._delta(type_url, subscribe=self.subscribed.get(type_url, ()),
                                       initial=self.have[type_url])
@@ -179,9 +184,9 @@ class Client:
             else:
                 await self._on_sotw(response)
             self.acked.add(response.type_url)
-            if not self.synced and len(self.acked) == len(TYPES):
+            if not self.synced and len(self.acked) == len(self.types):
                 self.synced, self.synced_at = True, time.monotonic()
-            if response.type_url == ROUTE and self.swarm.armed:
+            if response.type_url == self.types[-1] and self.swarm.armed:  # (a Route's change)
                 self.route_acked_at = time.monotonic()
             self.swarm.check()
 
@@ -252,6 +257,9 @@ class Client:
                 self.subscribed[wanted_type] = names
                 await self._delta(wanted_type, subscribe=names - old, unsubscribe=old - names)
         await self._delta(type_url, nonce=response.nonce)  # the ACK
+        if type_url == ROUTE and not self.asked_virtual_hosts:
+            self.asked_virtual_hosts = True
+            await self._delta(VIRTUAL_HOST)  # (Envoy's one VHDS request, once it holds a route configuration)
         if type_url == ENDPOINT and not self.asked_listeners:
             self.asked_listeners = True
             await self._delta(LISTENER)  # (Envoy asks for listeners once its clusters are warm)

@@ -16,7 +16,7 @@ Printed:
   (xds_operator_convergence_seconds: from the change noticed to the last ACK counted); their
   difference is how late the server counts ACKs;
 - `--storms` reconnect storms (every stream drops and reconnects at once): until the server has
-  counted every stream's four types as ACKed (xds_operator_xds_acks in /metrics), and what it
+  counted every stream's four types (delta: five, with VHDS) as ACKed (xds_operator_xds_acks in /metrics), and what it
   sent (nothing is due: the clients run the current versions);
 - /healthz max and p99 in each phase; the server's RSS before and after each storm and after
   every client has left, and RSS per stream.
@@ -266,6 +266,7 @@ async def main(routes: int, streams: int, workers: int, delta: bool, changes: in
                   f"{statistics.median(counted) * 1000:.0f} ms (from the change noticed to the last ACK counted)")
 
         storm_times = []
+        types = 5 if protocol == "delta" else 4  # (delta: VHDS too)
         for s in range(storms):
             rss_before = rss_mib(pid)
             before = scrape(http_port)
@@ -276,7 +277,7 @@ async def main(routes: int, streams: int, workers: int, delta: bool, changes: in
 
             def synced(text: str, acks_before: float = acks_before) -> bool:
                 return (metric(text, "xds_operator_connected_proxies", f'protocol="{protocol}"') == streams
-                        and metric(text, "xds_operator_xds_acks_total") >= acks_before + 4 * streams)
+                        and metric(text, "xds_operator_xds_acks_total") >= acks_before + types * streams)
 
             ended = await wait_metric(http_port, synced)
             cpu = cpu_since(pid, cpu)
