@@ -31,15 +31,31 @@ class AckTables:
     def __init__(self) -> None:
         self._recent: dict[Slot, list[Table]] = {}
         self._changes: dict[Slot, list[_Change]] = {}
+        # The shared resources a recent table was made from (kept alive here, so identity holds).
+        self._origins: dict[Slot, list[tuple[object, Table]]] = {}
 
     def replaced(self, slot: Slot, state: Mapping[str, str]) -> Table:
-        """The table of a whole ACKed state (SotW): an equal one made before, or a new one."""
+        """The table of a whole ACKed state (SotW): an equal one made before, or a new one.
+        A state that is a view over resources the streams of a group share (sotw.py's, with
+        `.resources`) is found by that mapping's identity first: comparing a thousand names
+        through a view costs more than the copy (about 0.2 ms per ACK)."""
         if not state:
             return EMPTY
+        origin = getattr(state, "resources", None)
+        if origin is not None:
+            for source, table in self._origins.get(slot, ()):
+                if source is origin:
+                    return table
         for table in self._recent.get(slot, ()):
-            if table == state:  # a dict comparison in C: no larger than the copy it saves
-                return table
-        return self._keep(slot, MappingProxyType(dict(state)))
+            if table == state:
+                break
+        else:
+            table = self._keep(slot, MappingProxyType(dict(state)))
+        if origin is not None:
+            origins = self._origins.setdefault(slot, [])
+            origins.insert(0, (origin, table))
+            del origins[_RECENT:]
+        return table
 
     def updated(self, slot: Slot, table: Table, resources: Mapping[str, str], removed: Iterable[str]) -> Table:
         """`table` with ACKed `resources` (name -> version) set and `removed` names deleted (delta)."""
@@ -62,7 +78,7 @@ class AckTables:
 
     def forget(self, group: str) -> None:
         """The group has no proxy left."""
-        for slots in (self._recent, self._changes):
+        for slots in (self._recent, self._changes, self._origins):
             for slot in [s for s in slots if s[0] == group]:
                 del slots[slot]
 

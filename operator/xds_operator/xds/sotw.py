@@ -26,19 +26,19 @@ class _Versions(Mapping[str, str]):
     and one over what a stream sent (never changed in place) may be kept as it is."""
 
     def __init__(self, resources: Mapping[str, VersionedResource]) -> None:
-        self._resources = resources
+        self.resources = resources  # (often a snapshot's selection: the registry's ACK tables find equal ones by it)
 
     def __getitem__(self, name: str) -> str:
-        return self._resources[name].version
+        return self.resources[name].version
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._resources)
+        return iter(self.resources)
 
     def __len__(self) -> int:
-        return len(self._resources)
+        return len(self.resources)
 
     def items(self) -> Iterator[tuple[str, str]]:  # type: ignore[override]  # (a fast path for dict.update)
-        return ((n, r.version) for n, r in self._resources.items())
+        return ((n, r.version) for n, r in self.resources.items())
 
 
 def _versions(resources: Mapping[str, VersionedResource]) -> Mapping[str, str]:
