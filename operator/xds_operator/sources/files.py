@@ -377,33 +377,27 @@ def _endpoint_slice_errors(doc: dict[str, Any]) -> list[FieldError]:
     return f.errors
 
 
+def _string_maps(f: Fields, doc: dict[str, Any], names: tuple[str, ...]) -> list[FieldError]:
+    for name in names:
+        values = doc.get(name)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            f.error(name, "must be a map of strings")
+            continue
+        for k, v in values.items():
+            f.string(v, f"{name}.{k}", max_len=1 << 20)
+    return f.errors
+
+
 def _secret_errors(doc: dict[str, Any]) -> list[FieldError]:
     f = Fields()
     f.string(doc.get("type"), "type")
-    for name in ("data", "stringData"):
-        values = doc.get(name)
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            f.error(name, "must be a map of strings")
-            continue
-        for k, v in values.items():
-            f.string(v, f"{name}.{k}", max_len=1 << 20)
-    return f.errors
+    return _string_maps(f, doc, ("data", "stringData"))
 
 
 def _config_map_errors(doc: dict[str, Any]) -> list[FieldError]:
-    f = Fields()
-    for name in ("data", "binaryData"):
-        values = doc.get(name)
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            f.error(name, "must be a map of strings")
-            continue
-        for k, v in values.items():
-            f.string(v, f"{name}.{k}", max_len=1 << 20)
-    return f.errors
+    return _string_maps(Fields(), doc, ("data", "binaryData"))
 
 
 _CORE_ERRORS = {"Service": _service_errors, "EndpointSlice": _endpoint_slice_errors, "Secret": _secret_errors,
