@@ -9,7 +9,6 @@ ca.crt is kept (sources/kubernetes.trimmed_config_map). RBAC: `get` on configmap
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ import kopf
 from ..sources.kubernetes import trimmed_config_map
 from ..sources.state import StateStore
 from .client import KubeClient
+from .referenced import read_passes
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,7 @@ class ConfigMapReads:
 
     async def run(self) -> None:
         client = KubeClient(self.settings)
-        known_revision, last_full = -1, 0.0
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(0.2)
-            if self.state.revision == known_revision and loop.time() - last_full < self.refresh:
-                continue
-            known_revision = self.state.revision
-            full = loop.time() - last_full >= self.refresh
+        async for full in read_passes(self.state, self.refresh):
             wanted = referenced_config_maps(self.state)
             for key in sorted(self._read - wanted):
                 self._read.discard(key)
@@ -75,5 +68,3 @@ class ConfigMapReads:
                 self._failing.discard(key)
                 self._read.add(key)
                 self.state.put_config_map(*key, None if body is None else trimmed_config_map(body))
-            if full:
-                last_full = loop.time()

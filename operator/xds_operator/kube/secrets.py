@@ -26,6 +26,7 @@ from ..sources.kubernetes import TLS_SECRET_TYPE, kept_secret
 from ..sources.state import StateStore
 from .client import KubeClient, retry_log
 from .configmaps import names_a_config_map
+from .referenced import read_passes
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +150,7 @@ class SecretWatch:
         """GETs the referenced Secrets the TLS watch does not bring: when first referenced (the
         state's revision is checked every 0.2 s) and every `refresh` seconds."""
         client = KubeClient(self.settings)
-        known_revision, last_full = -1, 0.0
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(0.2)
-            if self.state.revision == known_revision and loop.time() - last_full < self.refresh:
-                continue
-            known_revision = self.state.revision
-            full = loop.time() - last_full >= self.refresh
+        async for full in read_passes(self.state, self.refresh):
             wanted = {k for k in self.referenced() if k not in self._tls}
             for key in sorted(self._referenced - wanted):
                 self._referenced.discard(key)
@@ -175,5 +169,3 @@ class SecretWatch:
                         self.state.put_secret(*key, None if body is None else kept_secret(body))
                     continue
                 self.state.put_secret(*key, kept_secret(body))
-            if full:
-                last_full = loop.time()
