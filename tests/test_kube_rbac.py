@@ -225,9 +225,13 @@ async def test_status_writes_back_off_on_429_from_the_api_server(kube, monkeypat
         assert decoys[-1].answer.startswith("HTTP/1.1 429"), decoys[-1].answer
         caplog.set_level(logging.DEBUG, logger="xds_operator")
         async with running_operator(kube, monkeypatch, kubeconfig=kubeconfig):
+            async with asyncio.timeout(20):  # the decoy Route's status write is turned away, and retried
+                while rejected_by_flow_schema(kube, schemas["operator"]) < 1:
+                    await asyncio.sleep(0.2)
             await kube.create(backend("web", endpoints=[{"address": "10.0.0.1", "port": 8080}]))
             await kube.create(route("web", rules=[{"backends": [{"name": "web"}]}]))
-            await kube.wait_for("backends", "web", condition=has_condition("Accepted", "True"))  # not limited
+            # Backends' status is not limited, and a write backing off holds up no other object's.
+            await kube.wait_for("backends", "web", condition=has_condition("Accepted", "True"))
             async with asyncio.timeout(20):
                 while rejected_by_flow_schema(kube, schemas["operator"]) < 2:
                     await asyncio.sleep(0.2)

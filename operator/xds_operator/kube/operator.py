@@ -185,6 +185,7 @@ class Operator:
             "holder": self.elector.holder if self.elector is not None else None,
             "statusPasses": writer.passes if writer is not None else 0,
             "statusWrites": writer.writes if writer is not None else 0,
+            "statusWritesPending": writer.writing() if writer is not None else 0,
             "ackRecordWrites": self.publisher.writes if self.publisher is not None else 0,
             "otherReplicasCounted": len(self.records.live()) if self.records is not None else 0,
             "maxRssKiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

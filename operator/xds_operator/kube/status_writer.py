@@ -7,6 +7,8 @@ ACKs from many proxies becomes one pass. A condition that turns False for a reje
 Writes are conditional on the resourceVersion last seen: a concurrent writer makes the server
 answer 409 Conflict, and the writer re-reads the object, recomputes (keeping the new
 lastTransitionTimes) and writes again, backing off. 429 and 5xx are retried by the client.
+Each object has its own writer task while it has a status to write, so one object backing off
+delays no other object and no later pass.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ class StatusWriter:
         self.passes = 0
         self._dirty = asyncio.Event()
         registry.subscribe(self._dirty.set)
+        # One writer task per object with a status to write, and the newest report it is to write.
+        self._writing: dict[ObjectKey, asyncio.Task[None]] = {}
+        self._latest: dict[ObjectKey, ObjectReport] = {}
+        self._slots = asyncio.Semaphore(WRITERS)
 
     def wake(self) -> None:
         """Something other than a build or a proxy changed (leadership, another replica's ACKs)."""
@@ -91,25 +97,32 @@ class StatusWriter:
 
     async def run(self) -> None:
         failures: Iterator[float] = iter(())
-        while True:
-            await self._dirty.wait()
-            # Everything that changes within `debounce` of the first change is one pass.
-            await settle(self._dirty, self.debounce, max_delay=self.debounce)
-            if not self.is_leader():
-                continue  # wake() when leadership comes
-            try:
-                await self.write_changed()
-                failures = iter(())
-            except Exception as exc:  # the client has retried already; the next pass tries again, later
-                delay = next(failures, None)
-                if delay is None:
-                    failures = iter(ExponentialBackoff(first=1.0, cap=30.0, attempts=None))
-                    delay = next(failures)
-                log.error("writing status failed (%s); next try in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                self._dirty.set()
+        try:
+            while True:
+                await self._dirty.wait()
+                # Everything that changes within `debounce` of the first change is one pass.
+                await settle(self._dirty, self.debounce, max_delay=self.debounce)
+                if not self.is_leader():
+                    continue  # wake() when leadership comes
+                try:
+                    await self.write_changed()
+                    failures = iter(())
+                except Exception as exc:  # a defect in computing the reports: try again, later
+                    delay = next(failures, None)
+                    if delay is None:
+                        failures = iter(ExponentialBackoff(first=1.0, cap=30.0, attempts=None))
+                        delay = next(failures)
+                    log.error("computing status failed (%s); next try in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    self._dirty.set()
+        finally:
+            for task in self._writing.values():
+                task.cancel()
 
     async def write_changed(self) -> None:
+        """Hands each object whose status changed to its own writer and returns: an object whose
+        writes are backing off (429, 409, an unreachable API) holds up neither the others nor the
+        next pass; its writer writes the newest report when it gets through."""
         if self.result is None:
             return
         # Computed off the event loop, on the tables as they are now: with many objects it takes a while.
@@ -119,27 +132,51 @@ class StatusWriter:
         if self.merge is not None:
             computed = dict(self.merge(computed))
         self.passes += 1
-        # Side by side, a few at a time: one object whose writes are backing off (429, 409) must
-        # not hold up the others'.
-        slots = asyncio.Semaphore(WRITERS)
+        for key, report in computed.items():
+            if key not in self._writing:
+                if key not in self.state.objects:
+                    continue  # deleted since the build
+                before = self.current.get(key, {})
+                if _comparable(desired_status(report, before)) == _comparable(before):
+                    continue
+            self._latest[key] = report  # a writer in flight takes it when its write is through
+            if key not in self._writing:
+                self._writing[key] = asyncio.create_task(self._write_newest(key), name=f"status-{key}")
 
-        async def write_one(key: ObjectKey, report: ObjectReport) -> None:
-            obj = self.state.objects.get(key)
-            if obj is None:
-                return  # deleted since the build
-            before = self.current.get(key, {})
-            if _comparable(desired_status(report, before)) == _comparable(before):
-                return
-            async with slots:
-                written = await self._write(key, report, before)
-            if written is not None:
-                self.writes += 1
-                await self._post_warnings(key, obj.uid, before, written)
+    def writing(self) -> int:
+        """Objects whose status write is in flight or waiting to be retried."""
+        return len(self._writing)
 
-        outcomes = await asyncio.gather(*(write_one(k, r) for k, r in computed.items()), return_exceptions=True)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if failures:
-            raise failures[0]
+    async def _write_newest(self, key: ObjectKey) -> None:
+        """Writes the newest report of one object until none is left; failures back off per object."""
+        failures: Iterator[float] = iter(())
+        try:
+            while (report := self._latest.pop(key, None)) is not None:
+                obj = self.state.objects.get(key)
+                if obj is None or not self.is_leader():
+                    continue  # deleted, or no longer ours to write (the next leader's pass covers it)
+                before = self.current.get(key, {})
+                try:
+                    async with self._slots:
+                        written = await self._write(key, report, before)
+                except Exception as exc:  # the client has retried already: this object, later
+                    delay = next(failures, None)
+                    if delay is None:
+                        failures = iter(ExponentialBackoff(first=1.0, cap=30.0, attempts=None))
+                        delay = next(failures)
+                    log.error("writing the status of %s failed (%s); next try in %.1fs", key, exc, delay)
+                    self._latest.setdefault(key, report)  # unless a newer report came meanwhile
+                    await asyncio.sleep(delay)
+                    continue
+                failures = iter(())
+                if written is not None:
+                    self.writes += 1
+                    try:
+                        await self._post_warnings(key, obj.uid, before, written)
+                    except Exception as exc:  # an Event is a courtesy: the status is written
+                        log.error("posting a Warning Event for %s failed: %s", key, exc)
+        finally:
+            del self._writing[key]
 
     async def _write(self, key: ObjectKey, report: ObjectReport, current: dict[str, Any]) -> dict[str, Any] | None:
         """Writes the report's status if it differs from `current`; the status written, or None."""
