@@ -256,3 +256,24 @@ def _refused(url: str) -> bool:
     except OSError:
         return True
     return False
+
+
+@pytest.mark.parametrize("api_type", ["GRPC", "DELTA_GRPC"])
+async def test_an_envoy_whose_group_has_nothing_yet_completes_its_initialization(api_type, tmp_path):
+    """No Route or Backend yet: the first CDS and LDS responses are empty, and are sent (in delta
+    too: Envoy's initialization waits for them, until its 15 s initial fetch timeout)."""
+    config = tmp_path / "config"
+    config.mkdir()
+    server = await ServeProcess(tmp_path, config).start()
+    envoy = Envoy(tmp_path, server.xds_port, api_type=api_type)
+    try:
+        await envoy.start(wait_ready=False)
+        kinds = ("cluster_manager.cds", "listener_manager.lds")
+        await eventually(lambda: all(envoy.stats().get(f"{k}.update_success", 0) >= 1 for k in kinds),
+                         what="empty CDS and LDS responses applied", timeout=10)
+        stats = envoy.stats()
+        assert not any(stats.get(f"{k}.init_fetch_timeout", 0) for k in kinds), stats
+        assert http_get(f"{envoy.admin_url}/ready")[0] == 200
+    finally:
+        await envoy.stop()
+        await server.stop()

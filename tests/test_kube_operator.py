@@ -29,9 +29,11 @@ async def test_route_and_backend_become_config_and_status(kube, monkeypatch):
         assert set(snapshot.resources(LISTENER)) == {"http-15001"}
         cla = snapshot.resources(ENDPOINT)[f"{ns}/web"].message
         assert [e.endpoint.address.socket_address.address for e in cla.endpoints[0].lb_endpoints] == ["10.0.0.1"]
-        obj = await kube.wait_for("routes", "web", condition=has_condition("Programmed", "False"))
+        # Routes and Backends come on separate watches: the Route may be built alone first
+        # (ResolvedRefs=False for a moment), so this waits for the status the pair converges to.
+        obj = await kube.wait_for("routes", "web", condition=lambda o: has_condition("Programmed", "False")(o)
+                                  and has_condition("ResolvedRefs", "True")(o))
         assert has_condition("Accepted", "True", "Accepted", generation=1)(obj)
-        assert has_condition("ResolvedRefs", "True")(obj)
         assert has_condition("Programmed", "False", "NoProxies")(obj)
         assert obj["status"]["observedGeneration"] == 1
         assert obj["status"]["proxies"] == {"total": 0, "synced": 0, "nacked": 0}

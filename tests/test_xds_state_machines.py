@@ -311,6 +311,15 @@ DELTA_CASES = {
         (Req("CDS"), []),
         (Change(snap(CDS={"a": 1, "b": 2}, EDS={"a": 1, "b": 1})), [("CDS", ["b"])]),
     ],
+    "an empty wildcard is answered once (Envoy's initialization waits for it), explicit names are not": [
+        (Change(snap(EDS={"a": 1})), []),
+        (Req("CDS"), [("CDS", [])]),
+        (Req("CDS"), []),
+        (Req("LDS"), [("LDS", [])]),
+        (Req("LDS"), []),
+        (Req("EDS", ("b",)), []),
+        (Change(snap(CDS={"a": 1}, EDS={"a": 1})), [("CDS", ["a"])]),
+    ],
     "explicit names; an unsubscribed name is forgotten and sent again when asked for": [
         (Req("EDS", ("a",)), [("EDS", ["a"])]),
         (Req("EDS", ("b",)), [("EDS", ["b"])]),

@@ -56,6 +56,9 @@ class DeltaTypeState:
     # response that left something due. (A change elsewhere, or an ACK, then costs this type one
     # comparison, not a pass over everything.)
     nothing_due_at: str | None = None
+    # A wildcard subscription of listeners or clusters is answered once even when empty: Envoy's
+    # initialization waits for that first response (until its initial fetch timeout, 15 s).
+    owes_first_answer: bool = False
     # Virtual hosts: the snapshot's VHDS resources and the selection the client was last brought
     # in line with, so that the next change is compared over what changed since (one diff per
     # snapshot, shared by the streams), not over every virtual host of the group.
@@ -115,6 +118,7 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             # An empty first request for listeners or clusters is the legacy wildcard; for
             # virtual hosts, Envoy's only request (see above).
             ts.wildcard = (type_url in FULL_STATE_TYPES or type_url == VIRTUAL_HOST) and not subscribe
+            ts.owes_first_answer = type_url in FULL_STATE_TYPES and not ts.client
         if subscribe or unsubscribe:
             names = set(ts.names)
             added = frozenset(subscribe)
@@ -264,7 +268,7 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         return lacking
 
     def _converged(self, type_url: str, ts: DeltaTypeState, snapshot: Snapshot) -> bool:
-        if ts.nonce is not None:
+        if ts.nonce is not None or ts.owes_first_answer:
             return False
         available = snapshot.resources(type_url)
         if any(n in available and available[n].version == v for n, v in ts.rejected.items()):
@@ -283,20 +287,22 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             updates = self._lacking(type_url, ts, snapshot, ts.suspects.pop(0))
         everything_due = not updates  # (else a suspect group: more may be due)
         if not updates:
-            if ts.nothing_due_at == snapshot.versions[type_url]:
+            if ts.nothing_due_at == snapshot.versions[type_url] and not ts.owes_first_answer:
                 return None
             updates, removed = self._changes(type_url, ts, snapshot)
             if type_url == VIRTUAL_HOST:  # once these are sent, the client is in line with the snapshot
                 ts.in_sync_with = (snapshot.resources(type_url), self._virtual_host_selection(ts))
             if not updates and not removed:
                 ts.nothing_due_at = snapshot.versions[type_url]
-                return None
+                if not ts.owes_first_answer:
+                    return None
             # Stale clusters, their endpoints and certificates go only after the listeners and
             # routes that used them (make-before-break): a secret still referenced is never removed.
             if type_url in (SECRET, CLUSTER, ENDPOINT) and removed and not self._routing_converged(snapshot):
                 removed, everything_due = [], False
-        if not updates and not removed:
+        if not updates and not removed and not ts.owes_first_answer:
             return None
+        ts.owes_first_answer = False
         ts.nothing_due_at = snapshot.versions[type_url] if everything_due and not ts.suspects else None
         ts.before_flight = {n: ts.client.get(n) for n in [*updates, *removed]}
         for name, resource in updates.items():
