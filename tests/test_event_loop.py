@@ -215,6 +215,39 @@ async def test_status_is_computed_off_the_event_loop(plane, monkeypatch) -> None
     assert threads and threading.get_ident() not in threads
 
 
+# -- /proxies ---------------------------------------------------------------------------
+
+async def test_proxies_is_rendered_off_the_event_loop_from_copies_and_filters_by_node_and_cluster(
+        plane, monkeypatch) -> None:
+    threads: list[int] = []
+    original = ProxyState.to_dict
+
+    def recording(self: ProxyState) -> dict[str, object]:
+        threads.append(threading.get_ident())
+        return original(self)
+
+    monkeypatch.setattr(ProxyState, "to_dict", recording)
+    p = await plane(http=True)
+    for stream in (StreamInfo(901, "a", "g1", "sotw"), StreamInfo(902, "b", "g2", "delta")):
+        p.registry.on_stream_open(stream)
+        p.registry.on_ack(stream, CLUSTER, {"x": "1"}, (), {"x": "1"})
+    frozen = p.registry.frozen()
+    p.registry.on_ack(StreamInfo(901, "a", "g1", "sotw"), CLUSTER, {"x": "2"}, (), {"x": "2"})
+    assert frozen[0].acked[CLUSTER] == {"x": "1"}  # a copy: later ACKs do not change it
+    base = f"http://127.0.0.1:{p.http_port}/proxies"
+    async with aiohttp.ClientSession() as session:
+        async def get(query: str) -> list[dict]:
+            async with session.get(base + query) as response:
+                return await response.json()
+
+        assert [(x["node"], x["cluster"]) for x in await get("")] == [("a", "g1"), ("b", "g2")]
+        assert [x["node"] for x in await get("?node=b")] == ["b"]
+        [one] = await get("?cluster=g1")
+        assert one["acked"] == {"CDS": {"x": "2"}}
+        assert await get("?cluster=g1&node=b") == []
+    assert threads and threading.get_ident() not in threads
+
+
 # -- shared ACK tables --------------------------------------------------------------------
 
 def test_proxies_that_ack_the_same_state_share_one_table_that_later_acks_do_not_change() -> None:

@@ -51,7 +51,11 @@ def make_app(controller: Controller, registry: ProxyRegistry, not_ready: Callabl
         return web.Response(status=503, text=f"not ready: {reason}\n")
 
     async def proxies(request: web.Request) -> web.Response:
-        return json_response(request, registry.to_list())
+        # Copies of the books on the loop, the JSON in a thread: with many proxies and resources
+        # it is megabytes (filter with ?node= or ?cluster=).
+        proxies = registry.frozen(node=request.query.get("node"), group=request.query.get("cluster"))
+        text = await asyncio.to_thread(lambda: json_text([p.to_dict() for p in proxies], pretty(request)))
+        return web.Response(text=text, content_type="application/json")
 
     async def status(request: web.Request) -> web.Response:
         # On the loop only references to what is there now (tables and snapshots are never
@@ -89,8 +93,11 @@ def pretty(request: web.Request) -> bool:
 
 
 def json_response(request: web.Request, body: object) -> web.Response:
-    text = json.dumps(body, indent=2 if pretty(request) else None)
-    return web.Response(text=text + "\n", content_type="application/json")
+    return web.Response(text=json_text(body, pretty(request)), content_type="application/json")
+
+
+def json_text(body: object, indent: bool) -> str:
+    return json.dumps(body, indent=2 if indent else None) + "\n"
 
 
 async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:

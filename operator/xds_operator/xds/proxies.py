@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,10 @@ class ProxyState:
     nacks: dict[str, Nack] = field(default_factory=dict)
     # type URL -> resource name -> the version it refused (not sent again), cleared by an ACK of it
     rejected: dict[str, Mapping[str, Rejection]] = field(default_factory=dict)
+
+    def frozen(self) -> ProxyState:
+        """A copy another thread may read while the books go on (the tables are never changed in place)."""
+        return dataclasses.replace(self, acked=dict(self.acked), nacks=dict(self.nacks), rejected=dict(self.rejected))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -149,5 +154,7 @@ class ProxyRegistry(NoCallbacks):
             observer.on_rejected(stream, type_url, resources, message)
         self._changed()
 
-    def to_list(self) -> list[dict[str, object]]:
-        return [p.to_dict() for p in sorted(self.proxies.values(), key=lambda p: (p.group, p.node_id, p.stream_id))]
+    def frozen(self, *, node: str | None = None, group: str | None = None) -> list[ProxyState]:
+        """The connected proxies (of one node id, of one group), as copies to read in another thread."""
+        return [p.frozen() for p in sorted(self.proxies.values(), key=lambda p: (p.group, p.node_id, p.stream_id))
+                if (node is None or p.node_id == node) and (group is None or p.group == group)]
