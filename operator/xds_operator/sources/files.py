@@ -514,7 +514,7 @@ class FileSource:
         return sorted(found, key=Finding.sort_key)
 
     def read_changes(self) -> Changes:
-        with collector_paused():
+        with collector_paused(freeze=True):
             return self._read_changes()
 
     def _read_changes(self) -> Changes:

@@ -24,6 +24,7 @@ from typing import TypeAlias
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from ..collector import collect_frozen, freezes
 from ..translate.resources import SHORT_NAMES
 from .cache import SnapshotCache
 from .callbacks import StreamCallbacks, StreamInfo
@@ -47,8 +48,8 @@ _CLOSED = object()
 TURNS_PER_ITERATION = 8
 
 
-# After this many streams closed, once none has closed for TRIM_DELAY seconds, the C heap's free
-# memory goes back to the system (glibc malloc_trim, in a thread: it holds no GIL). A reconnect
+# After this many streams closed, once none has closed for TRIM_DELAY seconds, the frozen heap
+# is collected (collector.py) and the C heap's free memory goes back to the system (glibc malloc_trim, in a thread: it holds no GIL). A reconnect
 # storm of 1,000 streams frees hundreds of MiB in small blocks that glibc otherwise keeps
 # (benchmarks/streams.py: 30-40 MiB of RSS returned after each storm and after all clients left).
 TRIM_AFTER_CLOSES = 50
@@ -113,6 +114,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         self._stream_ids = itertools.count(1)
         self._turns = Turns()
         self._closed_since_trim = 0
+        self._frozen_closes = 0
         self._trim_timer: asyncio.TimerHandle | None = None
         self._trimming: asyncio.Task[None] | None = None
 
@@ -130,6 +132,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     async def _serve(self, request_iterator: AsyncIterator[Request],
                      context: grpc.aio.ServicerContext[Request, Response], stream_class: StreamClass
                      ) -> AsyncIterator[Response]:
+        freezes_at_open = freezes()
         events: asyncio.Queue[object] = asyncio.Queue()
         change_queued = False
 
@@ -188,12 +191,11 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             self.cache.unwatch(group, on_change)
             self.callbacks.on_stream_closed(info)
             log.info("proxy %s (cluster %r) disconnected", node.id, group)
-            self._stream_closed()
+            self._stream_closed(frozen=freezes() != freezes_at_open)
 
-    def _stream_closed(self) -> None:
-        if _malloc_trim is None:
-            return
+    def _stream_closed(self, *, frozen: bool) -> None:
         self._closed_since_trim += 1
+        self._frozen_closes += frozen  # (its cycles may go through what a freeze kept)
         if self._trim_timer is not None:
             self._trim_timer.cancel()
         if self._closed_since_trim >= TRIM_AFTER_CLOSES:
@@ -203,14 +205,20 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         self._trim_timer = None
         if self._trimming is None or self._trimming.done():
             self._closed_since_trim = 0
-            self._trimming = asyncio.create_task(self._trim_heap())
+            self._trimming = asyncio.create_task(self._trim_heap(collect=self._frozen_closes > 0))
+            self._frozen_closes = 0
 
     @staticmethod
-    async def _trim_heap() -> None:
-        assert _malloc_trim is not None
+    async def _trim_heap(*, collect: bool) -> None:
         started = time.perf_counter()
-        await asyncio.to_thread(_malloc_trim, 0)
-        log.debug("malloc_trim after closed streams: %.1f ms", (time.perf_counter() - started) * 1000)
+        if collect:  # the closed streams' cycles through what was frozen while they were open
+            collect_frozen()
+        collected = time.perf_counter()
+        if _malloc_trim is not None:
+            await asyncio.to_thread(_malloc_trim, 0)
+        log.debug("heap after closed streams: %s, malloc_trim %.1f ms",
+                  f"frozen heap collected in {(collected - started) * 1000:.1f} ms" if collect else
+                  "nothing frozen while they were open", (time.perf_counter() - collected) * 1000)
 
 
 def _peer_certificate(context: grpc.aio.ServicerContext[Request, Response]) -> bytes | None:

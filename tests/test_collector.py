@@ -1,0 +1,80 @@
+"""The collector policy (collector.py): bulk work is frozen out of later collections, and the
+cycles that freezing keeps are collected when the heap is thawed."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from xds_operator import collector
+from xds_operator.collector import FREEZE_AFTER, collect_frozen, collector_paused
+
+
+class Node:
+    other: object = None
+
+
+@pytest.fixture(autouse=True)
+def thawed():
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def test_a_pause_that_leaves_many_objects_freezes_the_heap_and_a_small_one_does_not() -> None:
+    with collector_paused(freeze=True):
+        few = [[i] for i in range(100)]
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    with collector_paused(freeze=True):
+        many = [[i] for i in range(FREEZE_AFTER + 1000)]
+    assert gc.get_freeze_count() >= len(many) and gc.isenabled()
+    assert len(few) == 100
+
+
+def test_without_freeze_asked_a_pause_freezes_nothing() -> None:
+    with collector_paused():
+        many = [[i] for i in range(FREEZE_AFTER + 1000)]
+    assert gc.get_freeze_count() == 0 and len(many)
+
+
+def test_overlapping_pauses_freeze_once_the_last_ends() -> None:
+    with collector_paused():
+        with collector_paused(freeze=True):
+            many = [[i] for i in range(FREEZE_AFTER + 1000)]
+        assert gc.get_freeze_count() == 0 and not gc.isenabled()
+    assert gc.get_freeze_count() >= len(many) and gc.isenabled()
+
+
+def test_a_cycle_through_a_frozen_object_waits_for_collect_frozen() -> None:
+    opened = Node()  # e.g. a stream open when a build froze the heap
+    with collector_paused(freeze=True):
+        built = [[i] for i in range(FREEZE_AFTER + 1000)]
+    closed = Node()
+    opened.other, closed.other = closed, opened  # the stream closes: a garbage cycle
+    gone = weakref.ref(opened)
+    del opened, closed
+    gc.collect()
+    assert gone() is not None  # frozen: not examined
+    collect_frozen()
+    assert gone() is None
+    assert gc.get_freeze_count() >= len(built)  # what survived is frozen again
+
+
+def test_a_bulk_pause_long_after_the_last_thaw_collects_the_frozen_heap(monkeypatch) -> None:
+    opened = Node()
+    with collector_paused(freeze=True):
+        first = [[i] for i in range(FREEZE_AFTER + 1000)]
+    opened.other = Node()
+    opened.other.other = opened
+    gone = weakref.ref(opened)
+    del opened
+    with collector_paused(freeze=True):  # soon after: frozen again, nothing examined
+        second = [[i] for i in range(FREEZE_AFTER + 1000)]
+    assert gone() is not None
+    monkeypatch.setattr(collector, "THAW_AFTER", 0.0)
+    with collector_paused(freeze=True):
+        third = [[i] for i in range(FREEZE_AFTER + 1000)]
+    assert gone() is None
+    assert gc.get_freeze_count() >= len(first) + len(second) + len(third)
