@@ -122,6 +122,10 @@ class ProxyRegistry(NoCallbacks):
         slot = (stream.group, type_url)
         if state is not None:  # (which includes `resources`)
             table = self._tables.updated(slot, self._tables.replaced(slot, state), {}, removed)
+        elif not removed and not proxy.acked.get(type_url):
+            # A first ACK (or a reconnecting client's current resources): the whole table, found
+            # among the group's by comparison instead of as a change.
+            table = self._tables.replaced(slot, resources)
         else:
             table = self._tables.updated(slot, proxy.acked.get(type_url, EMPTY), resources, removed)
         proxy.acked[type_url] = table

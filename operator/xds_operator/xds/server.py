@@ -118,20 +118,19 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         self._trim_timer: asyncio.TimerHandle | None = None
         self._trimming: asyncio.Task[None] | None = None
 
-    # grpc.aio recognises streaming handlers by being async generator functions.
+    # Coroutine handlers (grpc.aio's reader-writer form) rather than async generators: grpc's loop
+    # over a generator keeps the last response it wrote, a stream's own copy (after a delta sync,
+    # a thousand virtual hosts), for as long as the stream then stays idle.
     async def StreamAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
-                                        context: grpc.aio.ServicerContext[Request, Response]) -> AsyncIterator[Response]:
-        async for response in self._serve(request_iterator, context, SotwStream):
-            yield response
+                                        context: grpc.aio.ServicerContext[Request, Response]) -> None:
+        await self._serve(request_iterator, context, SotwStream)
 
     async def DeltaAggregatedResources(self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
-                                       context: grpc.aio.ServicerContext[Request, Response]) -> AsyncIterator[Response]:
-        async for response in self._serve(request_iterator, context, DeltaStream):
-            yield response
+                                       context: grpc.aio.ServicerContext[Request, Response]) -> None:
+        await self._serve(request_iterator, context, DeltaStream)
 
     async def _serve(self, request_iterator: AsyncIterator[Request],
-                     context: grpc.aio.ServicerContext[Request, Response], stream_class: StreamClass
-                     ) -> AsyncIterator[Response]:
+                     context: grpc.aio.ServicerContext[Request, Response], stream_class: StreamClass) -> None:
         freezes_at_open = freezes()
         events: asyncio.Queue[object] = asyncio.Queue()
         change_queued = False
@@ -144,8 +143,11 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
 
         async def pump() -> None:
             try:
-                async for request in request_iterator:
+                # context.read(), not the request iterator, whose generator keeps the last request
+                # (a reconnect's last one names a thousand versions) while it waits for the next.
+                while (request := await context.read()) is not grpc.aio.EOF:
                     events.put_nowait(request)
+                    del request
             except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
                 pass
             finally:
@@ -157,19 +159,21 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         if not isinstance(first, (discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)):
             reader.cancel()
             return
-        node = first.node
-        group = node.cluster
+        # Only strings are kept of the first request: a upb submessage (its node) keeps the whole
+        # request alive, and a reconnecting delta client's carries thousands of versions.
+        node_id, group = first.node.id, first.node.cluster
         if self.check_peer_group and (reason := refusal(group, _peer_certificate(context))) is not None:
             reader.cancel()
-            log.warning("proxy %s (cluster %r) refused over %s: %s", node.id, group, stream_class.protocol, reason)
+            log.warning("proxy %s (cluster %r) refused over %s: %s", node_id, group, stream_class.protocol, reason)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node.cluster {group!r} refused: {reason}")
-        info = StreamInfo(next(self._stream_ids), node.id, group, stream_class.protocol)
+        info = StreamInfo(next(self._stream_ids), node_id, group, stream_class.protocol)
         self.callbacks.on_stream_open(info)
         stream = stream_class(info, self.callbacks, lambda: self.cache.made(group))
         self.cache.watch(group, on_change)
-        log.info("proxy %s (cluster %r) connected over %s", node.id, group, stream_class.protocol)
+        log.info("proxy %s (cluster %r) connected over %s", node_id, group, stream_class.protocol)
         try:
             event: object = first
+            del first
             while event is not _CLOSED:
                 responses: list[Response]
                 if event is _CHANGED:
@@ -177,20 +181,25 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     responses = list(stream.on_change())
                 else:
                     assert isinstance(event, (discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest))
-                    log.debug("%s <- %s nonce=%r%s", node.id, SHORT_NAMES.get(event.type_url, event.type_url),
+                    log.debug("%s <- %s nonce=%r%s", node_id, SHORT_NAMES.get(event.type_url, event.type_url),
                               event.response_nonce, " NACK" if event.HasField("error_detail") else "")
                     responses = list(stream.on_request(event))
-                for response in responses:
-                    log.debug("%s -> %s nonce=%r, %d resources", node.id, SHORT_NAMES[response.type_url],
+                # Nothing of this event is held while the stream waits for the next: the request
+                # and the responses (each its own copy) are let go once written.
+                event = None
+                while responses:
+                    response = responses.pop(0)
+                    log.debug("%s -> %s nonce=%r, %d resources", node_id, SHORT_NAMES[response.type_url],
                               response.nonce, len(response.resources))
-                    yield response
+                    await context.write(response)
+                    del response
                 event = await events.get()
                 await self._turns.take()
         finally:
             reader.cancel()
             self.cache.unwatch(group, on_change)
             self.callbacks.on_stream_closed(info)
-            log.info("proxy %s (cluster %r) disconnected", node.id, group)
+            log.info("proxy %s (cluster %r) disconnected", node_id, group)
             self._stream_closed(frozen=freezes() != freezes_at_open)
 
     def _stream_closed(self, *, frozen: bool) -> None:

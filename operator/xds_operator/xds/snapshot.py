@@ -289,6 +289,15 @@ class Snapshot:
         # Responses made from this snapshot (without their nonces), copied by every stream that
         # sends the same (sotw.py, delta.py), by what determines their content.
         self.responses: dict[tuple[object, ...], Message] = {}
+        self._version_maps: dict[str, dict[str, str]] = {}
+
+    def version_map(self, type_url: str) -> Mapping[str, str]:
+        """Name -> version of every resource of the type, made once: a reconnecting delta client's
+        initial_resource_versions are compared with it whole (in C) before name by name."""
+        found = self._version_maps.get(type_url)
+        if found is None:
+            found = self._version_maps[type_url] = {n: r.version for n, r in self.resources(type_url).items()}
+        return found
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
