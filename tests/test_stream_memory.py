@@ -9,8 +9,13 @@ once streams stop closing, the ADS server collects the frozen heap and trims the
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+from collections import Counter
 from collections.abc import Callable
+
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_operator import collector
 from xds_operator.collector import FREEZE_AFTER, collector_paused
@@ -62,3 +67,25 @@ async def test_streams_open_at_a_freeze_have_the_frozen_heap_collected_once_they
     await open_and_close(plane, connect, server.TRIM_AFTER_CLOSES, while_open=bulk_work)
     assert collector.freezes() > frozen
     assert "frozen heap collected in" in await trimmed(caplog)
+
+
+@pytest.mark.parametrize("delta", [False, True])
+async def test_an_idle_stream_holds_neither_its_last_response_nor_its_last_request(
+        make_plane, connect, delta) -> None:  # noqa: F811
+    """Each response is a stream's own copy (a thousand resources after a sync): held by the
+    server while the stream idles, that was hundreds of KiB per proxy. These clients run in this
+    process and keep their newest response and request each; the server must keep none."""
+    plane = await make_plane(*default_objects())
+    clients = [connect(plane, node_id=f"envoy-{i}", delta=delta) for i in range(20)]
+    for client in clients:
+        client.send_delta(CLUSTER) if delta else client.send(CLUSTER)
+    for client in clients:
+        client.ack(await client.expect(CLUSTER))
+    await asyncio.sleep(0.5)  # the ACKs are in
+    gc.collect()
+    kinds = ((discovery_pb2.DeltaDiscoveryResponse, discovery_pb2.DeltaDiscoveryRequest) if delta else
+             (discovery_pb2.DiscoveryResponse, discovery_pb2.DiscoveryRequest))
+    alive = Counter(type(o) for o in gc.get_objects() if isinstance(o, kinds))
+    shared = 5  # the responses a snapshot keeps for all streams, one per type at most
+    assert alive[kinds[0]] <= len(clients) + shared, alive
+    assert alive[kinds[1]] <= len(clients), alive
