@@ -19,8 +19,9 @@ served when such a virtual host exists.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -31,6 +32,7 @@ from .stream import SnapshotSource, StreamBase, split_in_halves
 
 log = logging.getLogger(__name__)
 
+_NOTHING: Mapping[str, str] = MappingProxyType({})
 _UNKNOWN = ""  # the version of a resource whose state on the client is not known (never a real one)
 
 
@@ -41,11 +43,12 @@ class DeltaTypeState:
     nonce: str | None = None
     last_nonce: str = ""
     pending_report: bool = False
-    reported: dict[str, str] = field(default_factory=dict)  # initial_resource_versions
+    reported: Mapping[str, str] = field(default_factory=dict)  # initial_resource_versions
     reported_current_in: Snapshot | None = None  # the snapshot at which all of `reported` was current
     # The version of each resource the client has, as far as this server knows, counting what
-    # is in flight as received.
-    client: dict[str, str] = field(default_factory=dict)
+    # is in flight as received. Never changed in place, only replaced: the streams of a group
+    # that were sent the same share one table (a thousand proxies, one table of a thousand names).
+    client: Mapping[str, str] = field(default_factory=lambda: _NOTHING)
     in_flight: dict[str, str] = field(default_factory=dict)
     in_flight_removed: list[str] = field(default_factory=list)
     before_flight: dict[str, str | None] = field(default_factory=dict)  # client versions before it
@@ -66,20 +69,20 @@ class DeltaTypeState:
 
 
 def _reported(request: discovery_pb2.DeltaDiscoveryRequest, type_url: str,
-              snapshot: Snapshot | None) -> tuple[dict[str, str], bool]:
+              snapshot: Snapshot | None) -> tuple[Mapping[str, str], bool]:
     """What a reconnecting client says it has (initial_resource_versions), and whether any of it
     is not current. The snapshot's own strings where they are: a request's are new ones, a copy
     per stream. A reconnect storm brings a thousand of these per type: the common cases (all
     of the type, or a part, all current) are settled by dict comparisons, not name by name."""
     initial = request.initial_resource_versions
     if not initial:
-        return {}, False
+        return _NOTHING, False
     reported = {name: initial[name] for name in list(initial)}  # (a upb map, read once)
     if snapshot is None:
         return reported, True
     versions = snapshot.version_map(type_url)
     if reported == versions:
-        return dict(versions), False
+        return versions, False  # (read-only, shared by every stream that has all of it)
     current = snapshot.resources(type_url)
     if reported.items() <= versions.items():
         return {current[name].name: versions[name] for name in reported}, False
@@ -92,6 +95,15 @@ def _reported(request: discovery_pb2.DeltaDiscoveryRequest, type_url: str,
             client[name] = version
             stale = True
     return client, stale
+
+
+def _changed(table: Mapping[str, str], versions: Mapping[str, str], removed: Iterable[str]) -> Mapping[str, str]:
+    """A new table: `table` with `versions` set and `removed` gone (tables are never changed in place)."""
+    made = dict(table)
+    made.update(versions)
+    for name in removed:
+        made.pop(name, None)
+    return MappingProxyType(made)
 
 
 def _subscribed(type_url: str, ts: DeltaTypeState, name: str) -> bool:
@@ -131,7 +143,7 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         else:
             ts = self.types[type_url] = DeltaTypeState()
             ts.client, stale = _reported(request, type_url, snapshot)
-            ts.reported = dict(ts.client)
+            ts.reported = ts.client
             ts.pending_report = bool(ts.reported)
             ts.reported_current_in = snapshot if not stale else None
             # An empty first request for listeners or clusters is the legacy wildcard; for
@@ -146,6 +158,7 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             names = ts.names | added
             if unsubscribe:
                 remaining = set(names)
+                forgotten: list[str] = []
                 for name in unsubscribe:
                     if name == "*":
                         ts.wildcard = False
@@ -153,10 +166,12 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
                         remaining.discard(name)
                         # Forget it, so that a later subscription sends it again (a VHDS route
                         # configuration name: all its virtual hosts).
-                        for forgotten in [name] if type_url != VIRTUAL_HOST else \
-                                [n for n in ts.client if n == name or vhds_namespace(n) == name]:
-                            ts.client.pop(forgotten, None)
-                            ts.rejected.pop(forgotten, None)
+                        forgotten += [name] if type_url != VIRTUAL_HOST else \
+                            [n for n in ts.client if n == name or vhds_namespace(n) == name]
+                for name in forgotten:
+                    ts.rejected.pop(name, None)
+                if any(name in ts.client for name in forgotten):
+                    ts.client = _changed(ts.client, {}, forgotten)
                 names = frozenset(remaining)
             if names != ts.names:
                 ts.names = names if snapshot is None else snapshot.shared_names(type_url, names)
@@ -206,21 +221,16 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             return
         # Several: Envoy may have applied some before the one that failed, so all are unknown
         # now and go again, in halves (removals after them).
-        for name in carried:
-            if name in ts.client:
-                ts.client[name] = _UNKNOWN
-        for name in removed:
-            ts.client[name] = _UNKNOWN
+        unknown = {name: _UNKNOWN for name in carried if name in ts.client}
+        unknown.update((name, _UNKNOWN) for name in removed)
+        ts.client = _changed(ts.client, unknown, ())
         if carried:
             ts.suspects[:0] = split_in_halves(carried)
 
     @staticmethod
     def _restore(ts: DeltaTypeState, before: dict[str, str | None]) -> None:
-        for name, version in before.items():
-            if version is None:
-                ts.client.pop(name, None)
-            else:
-                ts.client[name] = version
+        ts.client = _changed(ts.client, {n: v for n, v in before.items() if v is not None},
+                             [n for n, v in before.items() if v is None])
 
     def _changes(self, type_url: str, ts: DeltaTypeState,
                  snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
@@ -326,17 +336,16 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
         ts.owes_first_answer = False
         ts.nothing_due_at = snapshot.versions[type_url] if everything_due and not ts.suspects else None
         ts.before_flight = {n: ts.client.get(n) for n in [*updates, *removed]}
-        for name, resource in updates.items():
-            ts.client[name] = resource.version
         for name in removed:
-            ts.client.pop(name, None)
             ts.rejected.pop(name, None)
         ts.in_flight = {n: r.version for n, r in updates.items()}
         ts.in_flight_removed = sorted(removed)
-        self.callbacks.on_response(self.info, type_url, ts.in_flight, ts.in_flight_removed)
         # The streams of a group are sent the same changes: made once per snapshot (by the
-        # resources' identity, which the snapshot keeps alive), copied with a nonce each.
+        # resources' identity, which the snapshot keeps alive), copied with a nonce each; and
+        # streams that had the same table before have the same one after.
         key = (type_url, frozenset((n, id(r)) for n, r in updates.items()), tuple(ts.in_flight_removed))
+        ts.client = snapshot.client_table_after(key, ts.client, lambda before: _changed(before, ts.in_flight, removed))
+        self.callbacks.on_response(self.info, type_url, ts.in_flight, ts.in_flight_removed)
         made = snapshot.responses.get(key)
         if made is None:
             made = discovery_pb2.DeltaDiscoveryResponse(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress
@@ -289,15 +289,32 @@ class Snapshot:
         # Responses made from this snapshot (without their nonces), copied by every stream that
         # sends the same (sotw.py, delta.py), by what determines their content.
         self.responses: dict[tuple[object, ...], Message] = {}
-        self._version_maps: dict[str, dict[str, str]] = {}
+        self._version_maps: dict[str, Mapping[str, str]] = {}
+        # Delta: (response key, the client table before) -> (that table, the table after).
+        self._client_tables: dict[tuple[object, int], tuple[Mapping[str, str], Mapping[str, str]]] = {}
 
     def version_map(self, type_url: str) -> Mapping[str, str]:
-        """Name -> version of every resource of the type, made once: a reconnecting delta client's
-        initial_resource_versions are compared with it whole (in C) before name by name."""
+        """Name -> version of every resource of the type (read-only), made once: a reconnecting
+        delta client's initial_resource_versions are compared with it whole (in C) before name
+        by name, and the streams that have all of it share it as their table."""
         found = self._version_maps.get(type_url)
         if found is None:
-            found = self._version_maps[type_url] = {n: r.version for n, r in self.resources(type_url).items()}
+            found = self._version_maps[type_url] = MappingProxyType(
+                {n: r.version for n, r in self.resources(type_url).items()})
         return found
+
+    def client_table_after(self, key: tuple[object, ...], before: Mapping[str, str],
+                           make: Callable[[Mapping[str, str]], Mapping[str, str]]) -> Mapping[str, str]:
+        """Delta: what a client has once sent the response `key` names, from what it had: made
+        once for all the streams of a group that had the same table (`before` kept, so that its
+        identity stays its own), up to a few per snapshot."""
+        found = self._client_tables.get((key, id(before)))
+        if found is not None and found[0] is before:
+            return found[1]
+        after = make(before)
+        if len(self._client_tables) < _RESPONSES_KEPT:
+            self._client_tables[(key, id(before))] = (before, after)
+        return after
 
     @classmethod
     def from_messages(cls, messages: Mapping[str, Mapping[str, Message]],
