@@ -10,6 +10,9 @@ import pytest
 
 from xds_operator import collector
 from xds_operator.collector import FREEZE_AFTER, collect_frozen, collector_paused
+from xds_operator.xds.callbacks import NoCallbacks, StreamInfo
+from xds_operator.xds.delta import DeltaStream
+from xds_operator.xds.sotw import SotwStream
 
 
 class Node:
@@ -78,3 +81,31 @@ def test_a_bulk_pause_long_after_the_last_thaw_collects_the_frozen_heap(monkeypa
         third = [[i] for i in range(FREEZE_AFTER + 1000)]
     assert gone() is None
     assert gc.get_freeze_count() >= len(first) + len(second) + len(third)
+
+
+@pytest.mark.parametrize("stream_class", [SotwStream, DeltaStream])
+def test_a_closed_streams_state_machine_is_freed_without_the_collector(stream_class) -> None:
+    """A stream open at a freeze is frozen; if it were a cycle, it would wait for a thaw once closed."""
+    gc.disable()
+    try:
+        stream = stream_class(StreamInfo(1, "envoy", "g", stream_class.protocol), NoCallbacks(), lambda: None)
+        gone = weakref.ref(stream)
+        del stream
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+def test_a_thaw_asked_for_during_a_pause_waits_for_its_end() -> None:
+    opened = Node()
+    with collector_paused(freeze=True):
+        first = [[i] for i in range(FREEZE_AFTER + 1000)]
+    opened.other = Node()
+    opened.other.other = opened
+    gone = weakref.ref(opened)
+    del opened
+    with collector_paused():  # e.g. a build in another thread while the loop asks for a thaw
+        collect_frozen()
+        assert gone() is not None and not gc.isenabled()
+    assert gone() is None and gc.isenabled()
+    assert gc.get_freeze_count() >= len(first)

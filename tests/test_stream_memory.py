@@ -26,6 +26,7 @@ from .test_ads_protocol import connect, default_objects, make_plane  # noqa: F40
 
 TRIMMED = "heap after closed streams"
 
+
 async def open_and_close(plane, connect, count: int, *, while_open: Callable[[], None] = lambda: None) -> None:  # noqa: F811
     clients = [connect(plane, node_id=f"envoy-{i}") for i in range(count)]
     for client in clients:
@@ -53,8 +54,18 @@ async def test_the_heap_is_trimmed_once_many_streams_have_closed(make_plane, con
     assert "nothing frozen while they were open" in await trimmed(caplog)
 
 
+async def test_a_stream_open_at_a_freeze_has_the_frozen_heap_collected_however_few_close(
+        make_plane, connect, caplog, monkeypatch) -> None:  # noqa: F811
+    caplog.set_level(logging.DEBUG, logger=server.__name__)
+    monkeypatch.setattr(server, "FROZEN_CLOSE_DELAY", 0.5)
+    plane = await make_plane(*default_objects())
+    await open_and_close(plane, connect, 1, while_open=bulk_work)
+    assert "frozen heap collected in" in await trimmed(caplog)
+
+
 def bulk_work() -> None:
     """What a large build leaves alive: the heap is frozen (collector.py)."""
+    bulk_work.kept = None  # type: ignore[attr-defined]  # (freed before: frees in the pause count against it)
     with collector_paused(freeze=True):
         bulk_work.kept = [[i] for i in range(FREEZE_AFTER + 1000)]  # type: ignore[attr-defined]
 

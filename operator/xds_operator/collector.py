@@ -30,10 +30,11 @@ from contextlib import contextmanager
 FREEZE_AFTER = 20_000
 THAW_AFTER = 600.0
 
-_pause_lock = threading.Lock()
+_pause_lock = threading.RLock()  # (reentrant: a finalizer run by a collection may pause too)
 _pauses = 0
 _enabled_before = False
 _freeze_requested = False
+_thaw_requested = False
 _thawed_at = time.monotonic()
 _freezes = 0
 
@@ -42,7 +43,7 @@ _freezes = 0
 def collector_paused(*, freeze: bool = False) -> Iterator[None]:
     """Pauses collection (process-wide) until the last of overlapping pauses ends. With `freeze`,
     what the pauses leave alive is frozen at that end, if it is a lot."""
-    global _pauses, _enabled_before, _freeze_requested
+    global _pauses, _enabled_before, _freeze_requested, _thaw_requested
     with _pause_lock:
         if _pauses == 0:
             _enabled_before = gc.isenabled()
@@ -56,18 +57,36 @@ def collector_paused(*, freeze: bool = False) -> Iterator[None]:
             _pauses -= 1
             if _pauses == 0:
                 # (while collection is off, generation 0's count is what was allocated and not freed)
-                if _freeze_requested and _enabled_before and gc.get_count()[0] >= FREEZE_AFTER:
-                    if gc.get_freeze_count() and time.monotonic() - _thawed_at >= THAW_AFTER:
-                        collect_frozen()
-                    else:
-                        _freeze()
-                _freeze_requested = False
+                bulk = _freeze_requested and _enabled_before and gc.get_count()[0] >= FREEZE_AFTER
+                if gc.get_freeze_count() and (_thaw_requested or
+                                              (bulk and time.monotonic() - _thawed_at >= THAW_AFTER)):
+                    _collect_frozen()
+                elif bulk:
+                    _freeze()
+                _freeze_requested = _thaw_requested = False
                 if _enabled_before:
                     gc.enable()
 
 
-def collect_frozen() -> None:
-    """Thaws the heap, collects it whole (one full pause), and freezes what survives."""
+def collect_frozen() -> bool:
+    """Thaws the heap, collects it whole (one full pause), and freezes what survives; while a
+    pause is on (a build in another thread), at its end instead (False): a collection in the
+    middle of a build would freeze half of it."""
+    global _thaw_requested
+    with _pause_lock:
+        if _pauses:
+            _thaw_requested = True
+            return False
+        _collect_frozen()
+        return True
+
+
+def freezes() -> int:
+    """How many times the heap was frozen: what was alive at an earlier count may be frozen."""
+    return _freezes
+
+
+def _collect_frozen() -> None:
     global _thawed_at
     if not gc.get_freeze_count():
         return
@@ -75,11 +94,6 @@ def collect_frozen() -> None:
     gc.unfreeze()
     gc.collect()
     _freeze()
-
-
-def freezes() -> int:
-    """How many times the heap was frozen: what was alive at an earlier count may be frozen."""
-    return _freezes
 
 
 def _freeze() -> None:

@@ -116,8 +116,11 @@ class StatusWriter:
                     await asyncio.sleep(delay)
                     self._dirty.set()
         finally:
-            for task in self._writing.values():
+            writers = list(self._writing.values())
+            for task in writers:
                 task.cancel()
+            await asyncio.gather(*writers, return_exceptions=True)
+            self._writing.clear()  # (a task cancelled before it ran never got to its `finally`)
 
     async def write_changed(self) -> None:
         """Hands each object whose status changed to its own writer and returns: an object whose
@@ -152,12 +155,12 @@ class StatusWriter:
         failures: Iterator[float] = iter(())
         try:
             while (report := self._latest.pop(key, None)) is not None:
-                obj = self.state.objects.get(key)
-                if obj is None or not self.is_leader():
-                    continue  # deleted, or no longer ours to write (the next leader's pass covers it)
-                before = self.current.get(key, {})
                 try:
                     async with self._slots:
+                        obj = self.state.objects.get(key)
+                        if obj is None or not self.is_leader():
+                            continue  # deleted, or no longer ours to write (the next leader's pass covers it)
+                        before = self.current.get(key, {})
                         written = await self._write(key, report, before)
                 except Exception as exc:  # the client has retried already: this object, later
                     delay = next(failures, None)
@@ -176,7 +179,8 @@ class StatusWriter:
                     except Exception as exc:  # an Event is a courtesy: the status is written
                         log.error("posting a Warning Event for %s failed: %s", key, exc)
         finally:
-            del self._writing[key]
+            # (no await since the last pop: a report set meanwhile would have found this task)
+            self._writing.pop(key, None)
 
     async def _write(self, key: ObjectKey, report: ObjectReport, current: dict[str, Any]) -> dict[str, Any] | None:
         """Writes the report's status if it differs from `current`; the status written, or None."""

@@ -123,9 +123,11 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
     protocol = "delta"
 
     def __init__(self, info: StreamInfo, callbacks: StreamCallbacks, snapshot: SnapshotSource) -> None:
+        protocol = self.protocol  # (not `self`: a stream must not be a cycle, or closed ones wait for the collector)
+
         def delta_view() -> Snapshot | None:
             found = snapshot()
-            return None if found is None else found.for_protocol(self.protocol)
+            return None if found is None else found.for_protocol(protocol)
         super().__init__(info, callbacks, delta_view)
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:

@@ -48,12 +48,15 @@ _CLOSED = object()
 TURNS_PER_ITERATION = 8
 
 
-# After this many streams closed, once none has closed for TRIM_DELAY seconds, the frozen heap
-# is collected (collector.py) and the C heap's free memory goes back to the system (glibc malloc_trim, in a thread: it holds no GIL). A reconnect
-# storm of 1,000 streams frees hundreds of MiB in small blocks that glibc otherwise keeps
-# (benchmarks/streams.py: 30-40 MiB of RSS returned after each storm and after all clients left).
+# After this many streams closed, once none has closed for TRIM_DELAY seconds, the C heap's free
+# memory goes back to the system (glibc malloc_trim, in a thread: it holds no GIL), and the frozen
+# heap is collected (collector.py) if one of them was open at a freeze; a stream open at a freeze
+# that closes has that done FROZEN_CLOSE_DELAY seconds later at most, however few close. A
+# reconnect storm of 1,000 streams frees hundreds of MiB in small blocks that glibc otherwise
+# keeps (benchmarks/streams.py: 30-40 MiB of RSS returned after each storm and after all left).
 TRIM_AFTER_CLOSES = 50
 TRIM_DELAY = 1.0
+FROZEN_CLOSE_DELAY = 60.0
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
@@ -148,7 +151,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                 while (request := await context.read()) is not grpc.aio.EOF:
                     events.put_nowait(request)
                     del request
-            except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
+            except (asyncio.CancelledError, grpc.RpcError, grpc.aio.BaseError):  # (ended, aborted, server stopped)
                 pass
             finally:
                 events.put_nowait(_CLOSED)
@@ -205,10 +208,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     def _stream_closed(self, *, frozen: bool) -> None:
         self._closed_since_trim += 1
         self._frozen_closes += frozen  # (its cycles may go through what a freeze kept)
-        if self._trim_timer is not None:
-            self._trim_timer.cancel()
         if self._closed_since_trim >= TRIM_AFTER_CLOSES:
+            if self._trim_timer is not None:
+                self._trim_timer.cancel()
             self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim)
+        elif frozen and self._trim_timer is None:
+            # Fewer closes than that: what they may have left waits FROZEN_CLOSE_DELAY at most.
+            self._trim_timer = asyncio.get_running_loop().call_later(FROZEN_CLOSE_DELAY, self._trim)
 
     def _trim(self) -> None:
         self._trim_timer = None
@@ -220,14 +226,15 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     @staticmethod
     async def _trim_heap(*, collect: bool) -> None:
         started = time.perf_counter()
-        if collect:  # the closed streams' cycles through what was frozen while they were open
-            collect_frozen()
+        # The closed streams' cycles through what was frozen while they were open.
+        done = collect_frozen() if collect else None
         collected = time.perf_counter()
         if _malloc_trim is not None:
             await asyncio.to_thread(_malloc_trim, 0)
-        log.debug("heap after closed streams: %s, malloc_trim %.1f ms",
-                  f"frozen heap collected in {(collected - started) * 1000:.1f} ms" if collect else
-                  "nothing frozen while they were open", (time.perf_counter() - collected) * 1000)
+        outcome = {None: "nothing frozen while they were open", False: "frozen heap collected at the build's end",
+                   True: f"frozen heap collected in {(collected - started) * 1000:.1f} ms"}[done]
+        log.debug("heap after closed streams: %s, malloc_trim %.1f ms", outcome,
+                  (time.perf_counter() - collected) * 1000)
 
 
 def _peer_certificate(context: grpc.aio.ServicerContext[Request, Response]) -> bytes | None:
