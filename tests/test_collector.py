@@ -65,14 +65,19 @@ def test_a_cycle_through_a_frozen_object_waits_for_collect_frozen() -> None:
     assert gc.get_freeze_count() >= len(built)  # what survived is frozen again
 
 
-def test_a_bulk_pause_long_after_the_last_thaw_collects_the_frozen_heap(monkeypatch) -> None:
+def frozen_cycle() -> tuple[list[list[int]], weakref.ref[Node]]:
+    """A bulk pause that freezes an object alive then, which then becomes part of a garbage
+    cycle: what the bulk work left, and a reference to the cycle."""
     opened = Node()
     with collector_paused(freeze=True):
-        first = [[i] for i in range(FREEZE_AFTER + 1000)]
+        built = [[i] for i in range(FREEZE_AFTER + 1000)]
     opened.other = Node()
     opened.other.other = opened
-    gone = weakref.ref(opened)
-    del opened
+    return built, weakref.ref(opened)
+
+
+def test_a_bulk_pause_long_after_the_last_thaw_collects_the_frozen_heap(monkeypatch) -> None:
+    first, gone = frozen_cycle()
     with collector_paused(freeze=True):  # soon after: frozen again, nothing examined
         second = [[i] for i in range(FREEZE_AFTER + 1000)]
     assert gone() is not None
@@ -97,13 +102,7 @@ def test_a_closed_streams_state_machine_is_freed_without_the_collector(stream_cl
 
 
 def test_a_thaw_asked_for_during_a_pause_waits_for_its_end() -> None:
-    opened = Node()
-    with collector_paused(freeze=True):
-        first = [[i] for i in range(FREEZE_AFTER + 1000)]
-    opened.other = Node()
-    opened.other.other = opened
-    gone = weakref.ref(opened)
-    del opened
+    first, gone = frozen_cycle()
     with collector_paused():  # e.g. a build in another thread while the loop asks for a thaw
         collect_frozen()
         assert gone() is not None and not gc.isenabled()
