@@ -99,7 +99,7 @@ class Fields:
         if not isinstance(value, str):
             self.error(path, f"must be a string, not {_kind(value)}")
             return None
-        if not _is_utf8(value):
+        if not is_utf8(value):
             # YAML and JSON escapes can produce lone surrogates, which neither RE2 nor protobuf take.
             self.error(path, "must be valid Unicode text (it contains a lone surrogate)")
             return None
@@ -190,7 +190,7 @@ class Fields:
             return None
         return str(address)
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
     try:
         text.encode()
     except UnicodeEncodeError:

@@ -71,4 +71,4 @@ def header_value_as_sent(value: str) -> str:
 
 
 def utf8_size(text: str) -> int:
-    return len(text.encode())
+    return len(text) if text.isascii() else len(text.encode())  # (no copy for ASCII, the common case)

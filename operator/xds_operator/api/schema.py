@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .durations import DURATION_PATTERN, format_duration_ms
-from .fields import Fields
+from .fields import Fields, is_utf8
+from .limits import utf8_size
 
 Reader = Callable[[Fields, Any, str], Any]
 # A reader of valid input only (see Node.fast_reader): value -> checked value, or raises Refused.
@@ -190,26 +191,21 @@ class String(Node):
         parse, required, max_len = self.parse, self.min_length > 0, self.max_length or _STRING_GUARD
         fullmatch = self.pattern.fullmatch if self.pattern is not None else None
         max_bytes, as_sent = self.max_bytes, self.as_sent
+        parse_aside = _full_reader_aside(parse) if parse is not None else None
 
         def read(value: Any) -> Any:
             # Fields.string's checks, in its order, on the way to the value it would return.
             if type(value) is not str or (required and not value) or len(value) > max_len:
                 raise _REFUSED
-            if not value.isascii() and not _is_utf8(value):
+            if not value.isascii() and not is_utf8(value):
                 raise _REFUSED
             if max_bytes is not None:
                 sent = as_sent(value) if as_sent is not None else value
-                if (len(sent) if sent.isascii() else len(sent.encode())) > max_bytes:
+                if utf8_size(sent) > max_bytes:
                     raise _REFUSED
             if fullmatch is not None and not fullmatch(value):
                 raise _REFUSED
-            if parse is None:
-                return value
-            f = Fields()
-            parsed = parse(f, value, "")
-            if f.errors or parsed is None:
-                raise _REFUSED
-            return parsed
+            return value if parse_aside is None else parse_aside(value)
         return read
 
 
@@ -579,14 +575,6 @@ def _full_reader_aside(read: Reader) -> FastReader:
             raise _REFUSED
         return checked
     return fast
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def read_root(read: Reader, f: Fields, value: Any, path: str) -> Any:
