@@ -238,17 +238,19 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
                  snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
         if type_url == VIRTUAL_HOST:
             return self._virtual_host_changes(ts, snapshot)
-        desired = snapshot.selection(type_url, WILDCARD if ts.wildcard else ts.names)
+        return self._diff(type_url, ts, snapshot.selection(type_url, WILDCARD if ts.wildcard else ts.names))
+
+    @staticmethod
+    def _diff(type_url: str, ts: DeltaTypeState,
+              desired: Mapping[str, VersionedResource]) -> tuple[dict[str, VersionedResource], list[str]]:
+        """What the client lacks of `desired`, and what it has (or rejected) that left it: rejected
+        resources are said removed too, so that the rejection is settled by the ACK (removing
+        what Envoy does not have is a no-op)."""
         updates = {n: r for n, r in desired.items()
                    if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
         removed = [n for n in ts.client if n not in desired and _subscribed(type_url, ts, n)]
-        return updates, removed + self._rejected_gone(type_url, ts, desired)
-
-    @staticmethod
-    def _rejected_gone(type_url: str, ts: DeltaTypeState, desired: Mapping[str, VersionedResource]) -> list[str]:
-        """Rejected resources (so not on the client) that left the snapshot: said removed too, so
-        that the rejection is settled by the ACK (removing what Envoy does not have is a no-op)."""
-        return [n for n in ts.rejected if n not in desired and n not in ts.client and _subscribed(type_url, ts, n)]
+        removed += [n for n in ts.rejected if n not in desired and n not in ts.client and _subscribed(type_url, ts, n)]
+        return updates, removed
 
     def _virtual_host_changes(self, ts: DeltaTypeState,
                               snapshot: Snapshot) -> tuple[dict[str, VersionedResource], list[str]]:
@@ -261,13 +263,8 @@ class DeltaStream(StreamBase[DeltaTypeState, discovery_pb2.DeltaDiscoveryRespons
             updates = {n: current[n] for n in due
                        if ts.client.get(n) != current[n].version and ts.rejected.get(n) != current[n].version}
             removed = [n for n in gone if n in ts.client or n in ts.rejected]
-        else:
-            desired = snapshot.select(VIRTUAL_HOST, names)
-            updates = {n: r for n, r in desired.items()
-                       if ts.client.get(n) != r.version and ts.rejected.get(n) != r.version}
-            removed = [n for n in ts.client if n not in desired and _subscribed(VIRTUAL_HOST, ts, n)]
-            removed += self._rejected_gone(VIRTUAL_HOST, ts, desired)
-        return updates, removed
+            return updates, removed
+        return self._diff(VIRTUAL_HOST, ts, snapshot.select(VIRTUAL_HOST, names))
 
     def _virtual_host_selection(self, ts: DeltaTypeState) -> frozenset[str]:
         """The names a client's VHDS subscription selects by (virtual hosts or route configurations)."""
