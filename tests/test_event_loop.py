@@ -313,6 +313,14 @@ def _proxies_in_mixed_states(snapshot: Snapshot) -> ProxyRegistry:
     return registry
 
 
+def watched_cache(snapshot: Snapshot) -> SnapshotCache:
+    """A cache serving `snapshot` to group "g", which is watched (connected proxies)."""
+    cache = SnapshotCache()
+    cache.watch("g", lambda: None)
+    cache.publish(lambda group: snapshot, {"g": snapshot})
+    return cache
+
+
 def _unshared(groups: dict[str, tuple[Snapshot, list[ProxyState]]]) -> dict[str, tuple[Snapshot, list[ProxyState]]]:
     """The same proxies, each with tables of its own (as before they were shared)."""
     return {g: (s, [dataclasses.replace(p, acked={t: dict(v) for t, v in p.acked.items()},
@@ -323,9 +331,7 @@ def _unshared(groups: dict[str, tuple[Snapshot, list[ProxyState]]]) -> dict[str,
 def test_reports_from_shared_states_are_those_of_every_proxy_judged_alone() -> None:
     result, snapshot = built(4)
     registry = _proxies_in_mixed_states(snapshot)
-    cache = SnapshotCache()
-    cache.watch("g", lambda: None)
-    cache.publish(lambda group: snapshot, {"g": snapshot})
+    cache = watched_cache(snapshot)
     groups = proxy_groups(registry, cache, copy=True)
     shared = reports(result, groups)
     alone = reports(result, _unshared(groups))
@@ -346,9 +352,7 @@ def test_a_thousand_synced_proxies_cost_one_verdict_per_object(monkeypatch) -> N
         registry.on_stream_open(stream)
         for type_url in PUSH_ORDER:
             registry.on_ack(stream, type_url, versions(snapshot, type_url), (), versions(snapshot, type_url))
-    cache = SnapshotCache()
-    cache.watch("g", lambda: None)
-    cache.publish(lambda group: snapshot, {"g": snapshot})
+    cache = watched_cache(snapshot)
     verdicts = count_calls(monkeypatch, report_module, "_verdict")
     found = reports(result, proxy_groups(registry, cache, copy=True))
     served = [r for r in found.values() if r.served]
@@ -375,9 +379,7 @@ def test_the_status_page_is_the_json_of_the_reports_as_they_change() -> None:
     """Kept pieces and a kept document are reused only while their inputs are the same."""
     result, snapshot = built(3)
     registry = _proxies_in_mixed_states(snapshot)
-    cache = SnapshotCache()
-    cache.watch("g", lambda: None)
-    cache.publish(lambda group: snapshot, {"g": snapshot})
+    cache = watched_cache(snapshot)
     page = StatusPage()
     problems = [{"file": "x.yaml", "message": "broken"}]
 
